@@ -1,0 +1,202 @@
+//! Spin detection for one terminator slot `(service, router, host)` (DESIGN §5.5).
+//!
+//! A cycle completes when a `deleted` follows a `created` in the slot (terminator ids differ
+//! between cycles, so the slot, not the id, is what spins). N completions with at most T
+//! between the first and the N-th start an episode (`terminator.spin_started` at the N-th);
+//! T without a completion ends it (`terminator.spin_stopped` at last completion + T).
+//! The window W is not applied again: these events are already the product of a window.
+
+use std::collections::VecDeque;
+
+use super::window::{Scheduled, Sequence};
+use crate::model::{EntityOp, Nanos, Timestamp};
+
+/// One slot's spin state.
+#[derive(Clone, Debug, Default)]
+pub struct SpinSlot {
+    /// A `created` awaits its `deleted`.
+    pub created: bool,
+    /// Completion times while not spinning; never more than N.
+    pub recent: VecDeque<Timestamp>,
+    pub spinning: bool,
+    /// Completions in the current episode.
+    pub episode_cycles: u32,
+    pub last_completion: Timestamp,
+    /// The pending `spin_started`: its deadline's sequence number and cycle count.
+    pub start: Option<(u64, u32)>,
+    /// The deadline sequence number of the episode's `spin_stopped`.
+    pub stop_seq: Option<u64>,
+    /// Records counted as suppressed since the last event of this slot.
+    pub suppressed: u32,
+    pub last_record: Timestamp,
+}
+
+/// What a `spin_*` deadline produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpinFired {
+    pub started: bool,
+    pub at: Timestamp,
+    pub cycles: u32,
+    pub suppressed: u32,
+}
+
+impl SpinSlot {
+    /// Applies one created/deleted record. Returns the deadlines to schedule (spin_started
+    /// due now, spin_stopped later) and whether the record was suppressed (slot spinning).
+    pub fn record(
+        &mut self,
+        op: EntityOp,
+        at: Timestamp,
+        cycles_needed: u32,
+        period: Nanos,
+        seq: &mut Sequence,
+    ) -> (Vec<Scheduled>, bool) {
+        let suppressed = self.spinning;
+        if suppressed {
+            self.suppressed = self.suppressed.saturating_add(1);
+        }
+        let mut due = Vec::new();
+        match op {
+            EntityOp::Created => self.created = true,
+            EntityOp::Deleted if self.created => {
+                self.created = false;
+                self.complete(at, cycles_needed.max(1), period, seq, &mut due);
+            }
+            EntityOp::Deleted => {}
+        }
+        (due, suppressed)
+    }
+
+    fn complete(
+        &mut self,
+        at: Timestamp,
+        cycles_needed: u32,
+        period: Nanos,
+        seq: &mut Sequence,
+        due: &mut Vec<Scheduled>,
+    ) {
+        if self.spinning {
+            self.episode_cycles = self.episode_cycles.saturating_add(1);
+        } else {
+            self.recent.push_back(at);
+            while self
+                .recent
+                .front()
+                .is_some_and(|&f| at.saturating_sub(f) > period)
+            {
+                self.recent.pop_front();
+            }
+            while self.recent.len() > cycles_needed as usize {
+                self.recent.pop_front();
+            }
+            if self.recent.len() < cycles_needed as usize {
+                return;
+            }
+            self.spinning = true;
+            self.episode_cycles = u32::try_from(self.recent.len()).unwrap_or(u32::MAX);
+            self.recent.clear();
+            let s = seq.next();
+            self.start = Some((s, self.episode_cycles));
+            due.push(Scheduled {
+                due: at,
+                at,
+                seq: s,
+            });
+        }
+        self.last_completion = self.last_completion.max(at);
+        let stop_at = self.last_completion.saturating_add(period);
+        let s = seq.next();
+        self.stop_seq = Some(s);
+        due.push(Scheduled {
+            due: stop_at,
+            at: stop_at,
+            seq: s,
+        });
+    }
+
+    /// Fires the deadline `seq` if it is still current.
+    pub fn fire(&mut self, seq: u64, period: Nanos) -> Option<SpinFired> {
+        if let Some((s, cycles)) = self.start {
+            if s == seq {
+                self.start = None;
+                return Some(SpinFired {
+                    started: true,
+                    at: self.last_completion,
+                    cycles,
+                    suppressed: std::mem::take(&mut self.suppressed),
+                });
+            }
+        }
+        if self.spinning && self.stop_seq == Some(seq) {
+            self.spinning = false;
+            self.stop_seq = None;
+            let cycles = std::mem::take(&mut self.episode_cycles);
+            return Some(SpinFired {
+                started: false,
+                at: self.last_completion.saturating_add(period),
+                cycles,
+                suppressed: std::mem::take(&mut self.suppressed),
+            });
+        }
+        None
+    }
+
+    /// A quiet slot keeps nothing worth remembering past the key TTL.
+    pub fn is_quiet(&self) -> bool {
+        !self.spinning && self.start.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Nanos = Nanos(60);
+
+    fn cycle(s: &mut SpinSlot, at: i64, seq: &mut Sequence) -> Vec<Scheduled> {
+        s.record(EntityOp::Created, Timestamp(at), 3, T, seq);
+        s.record(EntityOp::Deleted, Timestamp(at), 3, T, seq).0
+    }
+
+    #[test]
+    fn n_cycles_within_t_start_an_episode_at_the_nth() {
+        let mut seq = Sequence::default();
+        let mut s = SpinSlot::default();
+        assert!(cycle(&mut s, 0, &mut seq).is_empty());
+        assert!(cycle(&mut s, 30, &mut seq).is_empty());
+        let due = cycle(&mut s, 60, &mut seq);
+        assert_eq!(due.len(), 2);
+        assert_eq!((due[0].due, due[1].due), (Timestamp(60), Timestamp(120)));
+        let f = s.fire(due[0].seq, T).unwrap();
+        assert_eq!((f.started, f.at, f.cycles), (true, Timestamp(60), 3));
+    }
+
+    #[test]
+    fn completions_further_apart_than_t_do_not_spin() {
+        let mut seq = Sequence::default();
+        let mut s = SpinSlot::default();
+        cycle(&mut s, 0, &mut seq);
+        cycle(&mut s, 30, &mut seq);
+        assert!(cycle(&mut s, 61, &mut seq).is_empty());
+        assert!(!s.spinning);
+    }
+
+    #[test]
+    fn quiet_for_t_stops_with_the_whole_episode_counted() {
+        let mut seq = Sequence::default();
+        let mut s2 = SpinSlot::default();
+        cycle(&mut s2, 0, &mut seq);
+        cycle(&mut s2, 1, &mut seq);
+        let start = cycle(&mut s2, 2, &mut seq);
+        s2.fire(start[0].seq, T).unwrap();
+        let later = cycle(&mut s2, 50, &mut seq);
+        assert_eq!(later.len(), 1);
+        assert!(
+            s2.fire(start[1].seq, T).is_none(),
+            "superseded stop deadline"
+        );
+        let f = s2.fire(later[0].seq, T).unwrap();
+        assert_eq!((f.started, f.at, f.cycles), (false, Timestamp(110), 4));
+        assert_eq!(f.suppressed, 2, "both records of the cycle while spinning");
+    }
+}

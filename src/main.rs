@@ -1,0 +1,199 @@
+//! The `herald` command line: parses arguments, calls into the library, maps errors to exit
+//! codes (0 success, 66 input that cannot be opened, 78 bad config, 1 other failure).
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use herald::config::{self, ConfigError, ProcessEnv};
+use herald::decode::Context;
+use herald::engine::{EngineConfig, Windows};
+use herald::model::Nanos;
+use herald::replay::Replay;
+
+const EX_NOINPUT: u8 = 66;
+const EX_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Clean, stable, ordered cluster events from raft control planes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file; lists every problem with its key path (exit 78 if any).
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a recorded log through the engine on record time; events as JSON lines on stdout.
+    Replay {
+        /// Engine settings ([engine] and [clusters.*]) from this config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override the stability window W of every kind (not the startup grace, not the
+        /// split window), e.g. `0`, `500ms`, `2s`.
+        #[arg(long, value_parser = parse_duration)]
+        window: Option<Duration>,
+        /// The cluster OpenZiti records belong to.
+        #[arg(long, default_value = "default")]
+        cluster: String,
+        /// The reporter of records without `event_src_id`.
+        #[arg(long, default_value = "unknown")]
+        reporter: String,
+        /// The log to read, or `-` for standard input.
+        input: String,
+    },
+    /// Write a synthetic OpenZiti event log (duplicates, flaps, failovers, reordering,
+    /// terminator spins) to stdout.
+    Generate {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 10_000)]
+        lines: u64,
+        /// Controllers per cluster.
+        #[arg(long, default_value_t = 3)]
+        controllers: u32,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// A failure with the exit code it maps to.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let error = e.into();
+        let code = match error.downcast_ref::<ConfigError>() {
+            Some(ConfigError::Invalid { .. }) => EX_CONFIG,
+            Some(ConfigError::Io { .. }) => EX_NOINPUT,
+            None => 1,
+        };
+        Failure { code, error }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) if is_broken_pipe(&f.error) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("herald: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Check { config } => {
+            let cfg = config::load(&config, &ProcessEnv)?;
+            println!(
+                "{}: ok ({} source(s), {} sink(s))",
+                config.display(),
+                cfg.sources.len(),
+                cfg.sinks.len()
+            );
+            Ok(())
+        }
+        Command::Replay {
+            config,
+            window,
+            cluster,
+            reporter,
+            input,
+        } => {
+            let mut engine = match config {
+                Some(path) => config::load(&path, &ProcessEnv)?.engine,
+                None => EngineConfig::default(),
+            };
+            if let Some(w) = window {
+                let w = Windows::uniform(Nanos::from_std(w));
+                engine.defaults.windows = w;
+                for params in engine.clusters.values_mut() {
+                    params.windows = w;
+                }
+            }
+            replay(engine, Context::new(cluster, reporter), &input)
+        }
+        Command::Generate {
+            seed,
+            lines,
+            controllers,
+        } => {
+            let stdout = io::stdout().lock();
+            let mut out = BufWriter::with_capacity(1 << 16, stdout);
+            let opts = herald::generate::Options {
+                seed,
+                lines,
+                controllers,
+                ..Default::default()
+            };
+            herald::generate::write(&opts, &mut out).context("writing the log")?;
+            out.flush().context("writing the log")?;
+            Ok(())
+        }
+    }
+}
+
+fn replay(engine: EngineConfig, context: Context, input: &str) -> Result<(), Failure> {
+    let reader: Box<dyn io::BufRead> = if input == "-" {
+        Box::new(BufReader::with_capacity(1 << 18, io::stdin().lock()))
+    } else {
+        match File::open(input) {
+            Ok(f) => Box::new(BufReader::with_capacity(1 << 18, f)),
+            Err(e) => {
+                let error = anyhow::Error::new(e).context(format!("cannot open {input}"));
+                return Err(Failure {
+                    code: EX_NOINPUT,
+                    error,
+                });
+            }
+        }
+    };
+    let stdout = io::stdout().lock();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout);
+    let stderr = io::stderr();
+    let summary = Replay::new(engine, context)
+        .run(reader, &mut out, |e| {
+            let _ = writeln!(stderr.lock(), "decode error: {e}");
+        })
+        .with_context(|| format!("replaying {input}"))?;
+    out.flush().context("writing events")?;
+    eprintln!("{summary}");
+    Ok(())
+}

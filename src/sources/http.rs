@@ -1,0 +1,11 @@
+//! The HTTP source: JSON lines POSTed to the server's `/ingest` (bearer token, 1 MiB limit).
+
+use serde::Deserialize;
+
+use super::Common;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Config {
+    #[serde(flatten)]
+    pub common: Common,
+}

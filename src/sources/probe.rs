@@ -1,0 +1,63 @@
+//! The probe source: TCP connects to configured nodes, feeding node liveness (`via: probe`).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::Problems;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Config {
+    /// The cluster the nodes belong to; required.
+    pub cluster: Option<String>,
+    /// Node name to `host:port`; required, at least one.
+    #[serde(default)]
+    pub nodes: std::collections::BTreeMap<String, String>,
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive failures that make a node down.
+    #[serde(default = "default_down_after")]
+    pub down_after: u32,
+    /// Consecutive successes that make it up again.
+    #[serde(default = "default_up_after")]
+    pub up_after: u32,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn default_down_after() -> u32 {
+    2
+}
+
+fn default_up_after() -> u32 {
+    1
+}
+
+impl Config {
+    pub(crate) fn validate(self, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut ok = p.require(path, "cluster", self.cluster.is_some());
+        ok &= p.require(path, "nodes", !self.nodes.is_empty());
+        for (name, addr) in &self.nodes {
+            if !addr.contains(':') {
+                p.push(
+                    format!("{path}.nodes.{name}"),
+                    format!("{addr:?} is not host:port"),
+                );
+                ok = false;
+            }
+        }
+        ok &= p.positive(path, "interval", self.interval);
+        ok &= p.positive(path, "timeout", self.timeout);
+        ok &= p.at_least_one(path, "down_after", self.down_after);
+        ok &= p.at_least_one(path, "up_after", self.up_after);
+        ok.then_some(self)
+    }
+}

@@ -1,0 +1,11 @@
+//! The stdin source: JSON lines on standard input (a pipe from `ziti` or a test).
+
+use serde::Deserialize;
+
+use super::Common;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Config {
+    #[serde(flatten)]
+    pub common: Common,
+}
