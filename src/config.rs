@@ -164,8 +164,10 @@ impl Problems {
 
     /// Records `table.key: missing` unless `present`; returns `present`.
     pub fn require(&mut self, table: &str, key: &str, present: bool) -> bool {
-        if !present {
-            self.push(format!("{table}.{key}"), "missing");
+        let path = format!("{table}.{key}");
+        // A key that failed to read is absent now; its first problem already says why.
+        if !present && !self.0.iter().any(|p| p.path == path) {
+            self.push(path, "missing");
         }
         present
     }
@@ -359,29 +361,81 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, Problems> {
     }
 }
 
-/// Deserializes one section, recording every unknown key and the first type error in it.
+/// Deserializes one section, recording every unknown key and every type error in it.
+///
+/// serde stops at the first error; to report them all, the offending key is taken out and
+/// the section read again, until it reads or nothing more can be taken out.
 pub(crate) fn section<T: DeserializeOwned>(
-    value: toml::Value,
+    mut value: toml::Value,
     path: &str,
     p: &mut Problems,
 ) -> Option<T> {
-    let mut unknown = Vec::new();
-    let result: Result<T, _> = {
-        let mut on_unknown = |key: serde_ignored::Path<'_>| unknown.push(key.to_string());
-        let de = serde_ignored::Deserializer::new(value, &mut on_unknown);
-        serde_path_to_error::deserialize(de)
-    };
-    for key in unknown {
-        p.push(join(path, &key), "unknown key");
-    }
-    match result {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let at = e.path().to_string();
-            let at = if at == "." { String::new() } else { at };
-            p.push(join(path, &at), e.into_inner().to_string());
-            None
+    let mut unknown = std::collections::BTreeSet::new();
+    let mut failed = false;
+    for _ in 0..64 {
+        let result: Result<T, _> = {
+            let mut on_unknown = |key: serde_ignored::Path<'_>| {
+                unknown.insert(key.to_string());
+            };
+            let de = serde_ignored::Deserializer::new(value.clone(), &mut on_unknown);
+            serde_path_to_error::deserialize(de)
+        };
+        match result {
+            Ok(v) => {
+                for key in &unknown {
+                    p.push(join(path, key), "unknown key");
+                }
+                return (!failed).then_some(v);
+            }
+            Err(e) => {
+                failed = true;
+                let segments: Vec<String> = e.path().iter().map(|s| s.to_string()).collect();
+                let at = segments.join(".");
+                let msg = e.into_inner().to_string();
+                // toml appends "in `key`" lines; the key path already says where.
+                let msg = msg.lines().next().unwrap_or("").to_string();
+                p.push(join(path, &at), msg);
+                if segments.is_empty() || !remove_path(&mut value, &segments) {
+                    break;
+                }
+            }
         }
+    }
+    for key in &unknown {
+        p.push(join(path, key), "unknown key");
+    }
+    None
+}
+
+/// Removes the value at `segments` (table keys or array indexes); false if there is none.
+fn remove_path(value: &mut toml::Value, segments: &[String]) -> bool {
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut v = value;
+    for seg in parents {
+        v = match v {
+            toml::Value::Table(t) => match t.get_mut(seg) {
+                Some(next) => next,
+                None => return false,
+            },
+            toml::Value::Array(a) => match seg.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                Some(next) => next,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match v {
+        toml::Value::Table(t) => t.remove(last).is_some(),
+        toml::Value::Array(a) => match last.parse::<usize>() {
+            Ok(i) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
     }
 }
 

@@ -1,2 +1,301 @@
+//! A test for every config rule: layering, unknown keys, types, required keys, `${ENV}`.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::engine::Windows;
+use crate::sinks::{BufferKind, SinkKind, WhenFull};
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn ok(text: &str) -> Config {
+    match parse(text, &env(&[])) {
+        Ok(c) => c,
+        Err(p) => panic!("{p:?}"),
+    }
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match parse(text, &env(&[])) {
+        Ok(c) => panic!("accepted: {c:?}"),
+        Err(p) => p.0.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+const SEC: i64 = 1_000_000_000;
+
 #[test]
-fn t() {}
+fn an_empty_config_is_all_defaults() {
+    let c = ok("");
+    assert_eq!(c.engine.defaults, Params::default());
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:9464");
+    assert!(c.sources.is_empty() && c.sinks.is_empty());
+}
+
+#[test]
+fn the_documented_example_parses() {
+    let c = parse(
+        r#"
+[engine]
+window = "2s"
+startup_grace = "10s"
+split_window = "5s"
+spin_cycles = 3
+spin_period = "60s"
+key_ttl = "24h"
+[engine.windows]
+leader = "3s"
+[clusters.prod.engine]
+window = "500ms"
+
+[server]
+listen = "127.0.0.1:9464"
+ingest_token = "${HERALD_INGEST_TOKEN}"
+
+[state]
+dir = "/var/lib/herald"
+
+[sources.ziti_log]
+type = "file"
+path = "/var/log/ziti/events.log"
+cluster = "prod"
+reporter = "ctrl1"
+
+[sinks.out]
+type = "stdout"
+[sinks.out.buffer]
+type = "memory"
+max_events = 10000
+when_full = "block"
+"#,
+        &env(&[("HERALD_INGEST_TOKEN", "s3cret")]),
+    )
+    .unwrap();
+    assert_eq!(c.engine.defaults.windows.leader, Nanos(3 * SEC));
+    assert_eq!(c.engine.defaults.windows.peer, Nanos(2 * SEC));
+    let prod = c.engine.params("prod");
+    assert_eq!(
+        prod.windows,
+        Windows::uniform(Nanos(SEC / 2)),
+        "a cluster's window wins over [engine]"
+    );
+    assert_eq!(prod.startup_grace, Nanos(10 * SEC));
+    assert_eq!(c.engine.params("other"), c.engine.defaults);
+    assert_eq!(c.server.ingest_token.as_deref(), Some("s3cret"));
+    assert!(
+        matches!(c.sources.get("ziti_log"), Some(SourceKind::File(f)) if f.common.reporter.as_deref() == Some("ctrl1"))
+    );
+    let out = &c.sinks["out"];
+    assert_eq!(
+        (out.buffer.kind, out.buffer.max_events, out.buffer.when_full),
+        (BufferKind::Memory, 10_000, WhenFull::Block)
+    );
+    assert!(matches!(out.kind, SinkKind::Stdout(_)));
+}
+
+#[test]
+fn every_problem_is_listed_with_its_key_path() {
+    let p = problems(
+        r#"
+bogus = 1
+[engine]
+window = "2 fortnights"
+colour = "blue"
+[engine.windows]
+routers = "1s"
+[sources.a]
+type = "file"
+cluster = "prod"
+extra = true
+[sources.b]
+type = "carrier-pigeon"
+[sources.c]
+path = "x"
+[sinks.kafka_main]
+type = "kafka"
+brokers = "127.0.0.1:9092"
+[sinks.f]
+type = "file"
+path = "/tmp/x"
+[sinks.f.buffer]
+when_full = "explode"
+"#,
+    );
+    let want = [
+        "bogus: unknown key",
+        "engine.colour: unknown key",
+        "engine.windows.routers: unknown key",
+        "engine.window:",
+        "sources.a.extra: unknown key",
+        "sources.a.path: missing",
+        "sources.b.type: unknown source type",
+        "sources.c.type: missing",
+        "sinks.kafka_main.topic: missing",
+        "sinks.f.buffer.when_full:",
+    ];
+    for w in want {
+        assert!(
+            p.iter().any(|line| line.starts_with(w)),
+            "no {w:?} in {p:#?}"
+        );
+    }
+    assert_eq!(p.len(), want.len(), "{p:#?}");
+}
+
+#[test]
+fn type_errors_name_the_key() {
+    let p = problems("[engine]\nspin_cycles = \"three\"\n");
+    assert_eq!(p.len(), 1);
+    assert!(
+        p[0].starts_with("engine.spin_cycles: invalid type"),
+        "{p:?}"
+    );
+    let p = problems("[server]\nlisten = \"not an address\"\n");
+    assert!(p[0].starts_with("server.listen: "), "{p:?}");
+}
+
+#[test]
+fn invalid_values_are_rejected() {
+    let p = problems("[engine]\nspin_cycles = 0\nkey_ttl = \"0s\"\n");
+    assert_eq!(
+        p,
+        [
+            "engine.spin_cycles: must be at least 1",
+            "engine.key_ttl: must be more than 0"
+        ]
+    );
+    let p = problems("[sinks.x]\ntype = \"stdout\"\n[sinks.x.buffer]\nmax_events = 0\n");
+    assert_eq!(p, ["sinks.x.buffer.max_events: must be at least 1"]);
+    let p = problems("[sources.p]\ntype = \"probe\"\ncluster = \"c\"\ninterval = \"0s\"\n[sources.p.nodes]\nn1 = \"nocolon\"\n");
+    assert!(
+        p.contains(&"sources.p.nodes.n1: \"nocolon\" is not host:port".to_string()),
+        "{p:?}"
+    );
+    assert!(
+        p.contains(&"sources.p.interval: must be more than 0".to_string()),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn syntax_errors_are_reported_with_their_position() {
+    let p = problems("[engine\nwindow = 1");
+    assert_eq!(p.len(), 1);
+    assert!(p[0].starts_with("(file): not valid TOML"), "{p:?}");
+    assert!(p[0].contains("line 1"), "{p:?}");
+}
+
+#[test]
+fn env_substitution_with_defaults_and_escapes() {
+    let e = env(&[("TOPIC", "events"), ("EMPTY", "")]);
+    let c = parse(
+        r#"
+[sinks.k]
+type = "kafka"
+brokers = "${BROKERS:-127.0.0.1:9092}"
+topic = "herald-${TOPIC}"
+source = "$$HOME ${EMPTY:-fallback}"
+"#,
+        &e,
+    )
+    .unwrap();
+    let SinkKind::Kafka(k) = &c.sinks["k"].kind else {
+        panic!()
+    };
+    assert_eq!(k.brokers.as_deref(), Some("127.0.0.1:9092"));
+    assert_eq!(k.topic.as_deref(), Some("herald-events"));
+    assert_eq!(k.source.as_deref(), Some("$HOME fallback"));
+}
+
+#[test]
+fn an_unset_variable_is_a_problem_that_does_not_print_values() {
+    let p = match parse(
+        "[server]\ningest_token = \"${SECRET}\"\n",
+        &env(&[("OTHER", "hunter2")]),
+    ) {
+        Err(p) => p.0,
+        Ok(_) => panic!(),
+    };
+    assert_eq!(
+        p[0].to_string(),
+        "server.ingest_token: environment variable SECRET is not set"
+    );
+    let p = problems("[server]\ningest_token = \"${bad name}\"\n");
+    assert!(p[0].contains("not a valid variable reference"), "{p:?}");
+}
+
+#[test]
+fn ingest_on_a_non_loopback_address_requires_a_token() {
+    let p = problems("[server]\nlisten = \"0.0.0.0:9464\"\n[sources.in]\ntype = \"http\"\n");
+    assert_eq!(
+        p,
+        ["server.ingest_token: missing: required for /ingest when listen is not loopback"]
+    );
+    ok("[server]\nlisten = \"0.0.0.0:9464\"\ningest_token = \"t\"\n[sources.in]\ntype = \"http\"\n");
+    ok("[sources.in]\ntype = \"http\"\n");
+}
+
+#[test]
+fn every_source_and_sink_type_has_its_required_keys() {
+    let p = problems(
+        r#"
+[sources.a]
+type = "amqp"
+[sources.n]
+type = "nats"
+[sources.p]
+type = "probe"
+[sources.e]
+type = "etcd"
+[sources.z]
+type = "zookeeper"
+[sinks.f]
+type = "file"
+[sinks.n]
+type = "nats"
+[sinks.o]
+type = "otlp"
+"#,
+    );
+    for key in [
+        "sources.a.url",
+        "sources.a.queue",
+        "sources.n.url",
+        "sources.n.subject",
+        "sources.p.cluster",
+        "sources.p.nodes",
+        "sources.e.cluster",
+        "sources.e.endpoints",
+        "sources.z.cluster",
+        "sources.z.servers",
+        "sinks.f.path",
+        "sinks.n.url",
+        "sinks.o.endpoint",
+    ] {
+        assert!(p.contains(&format!("{key}: missing")), "no {key} in {p:#?}");
+    }
+    ok(r#"
+[sources.s]
+type = "stdin"
+cluster = "c"
+format = "generic"
+[sinks.p]
+type = "prometheus"
+[sinks.o]
+type = "otlp"
+endpoint = "http://127.0.0.1:4317"
+protocol = "http/protobuf"
+"#);
+}
+
+#[test]
+fn durations_are_humantime() {
+    let c = ok("[engine]\nwindow = \"1m 30s\"\nstartup_grace = \"250ms\"\n");
+    assert_eq!(c.engine.defaults.windows.alive, Nanos(90 * SEC));
+    assert_eq!(c.engine.defaults.startup_grace, Nanos(SEC / 4));
+}

@@ -808,7 +808,7 @@ impl Cluster {
         if !split.active {
             if claims >= 2 {
                 if split.candidate.is_none() {
-                    let seq = core.seq.next();
+                    let seq = core.seq.issue();
                     split.candidate = Some((at, seq));
                     core.schedule(
                         Scheduled {
@@ -826,7 +826,7 @@ impl Cluster {
             }
         } else if claims <= 1 {
             if split.resolving.is_none() {
-                let seq = core.seq.next();
+                let seq = core.seq.issue();
                 split.resolving = Some((at, seq));
                 core.schedule(
                     Scheduled {

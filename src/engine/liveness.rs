@@ -174,8 +174,8 @@ mod tests {
         n.check(true, Via::Probe, 2, 1, t(0), &mut seq);
         n.check(false, Via::Probe, 2, 1, t(1), &mut seq);
         n.check(true, Via::Probe, 2, 1, t(2), &mut seq);
-        assert_eq!(n.check(false, Via::Probe, 2, 1, t(3), &mut seq).1, false);
-        assert_eq!(n.check(false, Via::Probe, 2, 1, t(4), &mut seq).1, true);
+        assert!(!n.check(false, Via::Probe, 2, 1, t(3), &mut seq).1);
+        assert!(n.check(false, Via::Probe, 2, 1, t(4), &mut seq).1);
     }
 
     #[test]

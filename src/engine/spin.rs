@@ -95,7 +95,7 @@ impl SpinSlot {
             self.spinning = true;
             self.episode_cycles = u32::try_from(self.recent.len()).unwrap_or(u32::MAX);
             self.recent.clear();
-            let s = seq.next();
+            let s = seq.issue();
             self.start = Some((s, self.episode_cycles));
             due.push(Scheduled {
                 due: at,
@@ -105,7 +105,7 @@ impl SpinSlot {
         }
         self.last_completion = self.last_completion.max(at);
         let stop_at = self.last_completion.saturating_add(period);
-        let s = seq.next();
+        let s = seq.issue();
         self.stop_seq = Some(s);
         due.push(Scheduled {
             due: stop_at,

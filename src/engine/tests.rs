@@ -300,19 +300,21 @@ fn window_startup_grace_does_not_apply_to_positive_or_already_emitted_keys() {
 
 #[test]
 fn window_startup_grace_is_max_not_sum() {
-    let mut p = Params::default();
-    p.windows = Windows::uniform(ns(30 * SEC));
-    let mut h = H::with(p);
+    let mut h = H::with(Params {
+        windows: Windows::uniform(ns(30 * SEC)),
+        ..Params::default()
+    });
     h.at(t(0.0), "r1", router("x", false));
     assert_eq!(h.finish()[0].stable_at, t(30.0));
 }
 
 #[test]
 fn window_zero_emits_at_once_on_change_and_still_dedupes() {
-    let mut p = Params::default();
-    p.windows = Windows::uniform(Nanos::ZERO);
-    p.startup_grace = Nanos::ZERO;
-    let mut h = H::with(p);
+    let mut h = H::with(Params {
+        windows: Windows::uniform(Nanos::ZERO),
+        startup_grace: Nanos::ZERO,
+        ..Params::default()
+    });
     assert_eq!(
         kinds(&h.at(t(0.0), "r1", router("x", true))),
         ["router.online"]
@@ -328,7 +330,7 @@ fn window_zero_emits_at_once_on_change_and_still_dedupes() {
 fn window_same_tick_order_is_stable_at_then_at_then_creation() {
     let mut p = Params::default();
     p.windows.router = ns(3 * SEC);
-    p.windows.peer = ns(1 * SEC);
+    p.windows.peer = ns(SEC);
     let mut h = H::with(p);
     h.at(t(0.0), "r1", router("late", true)); // due 3.0
     h.at(t(1.0), "r1", peer("r2", true)); // due 2.0
@@ -938,9 +940,10 @@ fn ids_are_deterministic_and_cover_cluster_kind_subject_and_at() {
 
 #[test]
 fn eviction_a_negative_key_without_records_for_key_ttl_is_evicted() {
-    let mut p = Params::default();
-    p.key_ttl = ns(100 * SEC);
-    let mut h = H::with(p);
+    let mut h = H::with(Params {
+        key_ttl: ns(100 * SEC),
+        ..Params::default()
+    });
     h.at(t(0.0), "r1", router("gone", false));
     h.at(t(0.0), "r1", router("here", true));
     h.tick(t(50.0));
@@ -963,9 +966,10 @@ fn eviction_a_negative_key_without_records_for_key_ttl_is_evicted() {
 
 #[test]
 fn eviction_a_quiet_slot_goes_a_spinning_one_stays() {
-    let mut p = Params::default();
-    p.key_ttl = ns(10 * SEC);
-    let mut h = H::with(p);
+    let mut h = H::with(Params {
+        key_ttl: ns(10 * SEC),
+        ..Params::default()
+    });
     spin_cycle(&mut h, 0.0);
     h.tick(t(11.0));
     assert_eq!(h.engine.take_evictions().len(), 1);

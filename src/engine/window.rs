@@ -98,7 +98,7 @@ pub struct Fired<V> {
 pub struct Sequence(u64);
 
 impl Sequence {
-    pub fn next(&mut self) -> u64 {
+    pub fn issue(&mut self) -> u64 {
         self.0 += 1;
         self.0
     }
@@ -184,7 +184,7 @@ impl<V: StateValue> StabilityWindow<V> {
     }
 
     fn schedule(&mut self, v: V, at: Timestamp, due: Timestamp, seq: &mut Sequence) -> Observed {
-        let seq = seq.next();
+        let seq = seq.issue();
         self.pending = Some(Pending {
             value: v,
             at,

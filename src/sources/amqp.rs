@@ -7,7 +7,8 @@ use crate::config::Problems;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Config {
-    #[serde(flatten)]
+    /// `cluster`, `reporter`, `format`: read apart, see [`Common`].
+    #[serde(skip)]
     pub common: Common,
     /// `amqp://user:password@host:5672/vhost`; required.
     pub url: Option<String>,

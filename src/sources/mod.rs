@@ -17,7 +17,8 @@ use serde::Deserialize;
 use crate::config::{section, Problems};
 use crate::decode::Format;
 
-/// Keys every source that reads records has.
+/// Keys every source that reads records has. They are read from the table before the
+/// source's own keys (serde's `flatten` would hide unknown keys from validation).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 pub struct Common {
     /// The cluster OpenZiti records belong to (they do not name it). Generic records carry
@@ -45,13 +46,47 @@ pub enum SourceKind {
 
 pub const TYPES: &str = "file, stdin, http, amqp, nats, probe, etcd, zookeeper";
 
+const COMMON_KEYS: [&str; 3] = ["cluster", "reporter", "format"];
+
+/// Splits the common keys out of a record source's table and reads them.
+fn common(table: &mut toml::Value, path: &str, p: &mut Problems) -> Option<Common> {
+    let mut keys = toml::Table::new();
+    if let toml::Value::Table(t) = table {
+        for k in COMMON_KEYS {
+            if let Some(v) = t.remove(k) {
+                keys.insert(k.to_string(), v);
+            }
+        }
+    }
+    section(toml::Value::Table(keys), path, p)
+}
+
 /// Reads `[sources.NAME]` by its `type`.
 pub(crate) fn parse(
     kind: &str,
-    table: toml::Value,
+    mut table: toml::Value,
     path: &str,
     p: &mut Problems,
 ) -> Option<SourceKind> {
+    let record_source = matches!(kind, "file" | "stdin" | "http" | "amqp" | "nats");
+    let common = if record_source {
+        common(&mut table, path, p)
+    } else {
+        Some(Common::default())
+    };
+    let source = parse_kind(kind, table, path, p)?;
+    let common = common?;
+    Some(match source {
+        SourceKind::File(c) => SourceKind::File(file::Config { common, ..c }),
+        SourceKind::Stdin(_) => SourceKind::Stdin(stdin::Config { common }),
+        SourceKind::Http(_) => SourceKind::Http(http::Config { common }),
+        SourceKind::Amqp(c) => SourceKind::Amqp(amqp::Config { common, ..c }),
+        SourceKind::Nats(c) => SourceKind::Nats(nats::Config { common, ..c }),
+        other => other,
+    })
+}
+
+fn parse_kind(kind: &str, table: toml::Value, path: &str, p: &mut Problems) -> Option<SourceKind> {
     Some(match kind {
         "file" => SourceKind::File(section::<file::Config>(table, path, p)?.validate(path, p)?),
         "stdin" => SourceKind::Stdin(section(table, path, p)?),

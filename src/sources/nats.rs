@@ -9,7 +9,8 @@ use crate::config::Problems;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Config {
-    #[serde(flatten)]
+    /// `cluster`, `reporter`, `format`: read apart, see [`Common`].
+    #[serde(skip)]
     pub common: Common,
     /// `nats://host:4222`; required.
     pub url: Option<String>,

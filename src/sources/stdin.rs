@@ -6,6 +6,7 @@ use super::Common;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Config {
-    #[serde(flatten)]
+    /// `cluster`, `reporter`, `format`: read apart, see [`Common`].
+    #[serde(skip)]
     pub common: Common,
 }
