@@ -1,0 +1,6 @@
+//! Integration tests: the real binary and the library's public API, end to end.
+
+mod cli;
+mod corpus;
+mod props;
+mod support;
