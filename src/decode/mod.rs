@@ -12,7 +12,7 @@ pub mod openziti;
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -187,42 +187,107 @@ fn too_deep(bytes: &[u8]) -> bool {
     false
 }
 
-/// A JSON object's top-level fields, each kept as borrowed raw JSON.
-pub struct RawObject<'a> {
-    fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+/// Declares the fields any decoder reads, once. serde's derive turns them into a single
+/// key-matching state machine: duplicate keys are caught by it, unknown keys are skipped
+/// without being looked at, and each known value is kept as raw JSON for the decoder to
+/// read (or not) with its own error message.
+macro_rules! known_fields {
+    ($($field:ident => $name:literal),* $(,)?) => {
+        /// A JSON object's known fields, each kept as borrowed raw JSON (`null` included, so
+        /// that "present but null" differs from "absent").
+        #[derive(Deserialize, Default)]
+        pub struct RawObject<'a> {
+            $(
+                #[serde(rename = $name, default, borrow, deserialize_with = "present")]
+                $field: Option<&'a RawValue>,
+            )*
+        }
+
+        impl<'a> RawObject<'a> {
+            const NAMES: &'static [&'static str] = &[$($name),*];
+
+            #[inline]
+            fn field(&self, name: &str) -> Option<&'a RawValue> {
+                match name {
+                    $( $name => self.$field, )*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+known_fields! {
+    // OpenZiti
+    namespace => "namespace",
+    event_type_camel => "eventType",
+    event_type => "event_type",
+    event_src_id => "event_src_id",
+    timestamp => "timestamp",
+    leader_id => "leaderId",
+    index => "index",
+    peers => "peers",
+    router_id => "router_id",
+    service_id => "service_id",
+    host_id => "host_id",
+    event_id => "eventId",
+    entity_type_camel => "entityType",
+    final_state => "finalState",
+    initial_state => "initialState",
+    id => "id",
+    service => "service",
+    router => "router",
+    host_id_camel => "hostId",
+    // generic
+    ts => "ts",
+    cluster => "cluster",
+    reporter => "reporter",
+    signal => "signal",
+    leader => "leader",
+    is_leader => "is_leader",
+    peer => "peer",
+    connected => "connected",
+    members => "members",
+    read_only => "read_only",
+    node => "node",
+    online => "online",
+    entity_type => "entity_type",
+    entity_id => "entity_id",
+    slot => "slot",
+    op => "op",
+    host => "host",
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
 }
 
 impl<'a> RawObject<'a> {
     pub fn parse(text: &'a str) -> Result<Self, Reason> {
-        // serde_json's recursion limit turns deep nesting into an error, not a stack overflow.
+        // serde's derive also reads a struct from a JSON array; a record must be an object.
+        if !text.trim_start().starts_with('{') {
+            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => Reason::NotObject,
+                Err(e) => Reason::Json(json_error(&e)),
+            });
+        }
         let mut de = serde_json::Deserializer::from_str(text);
-        let obj = match RawObject::deserialize(&mut de) {
-            Ok(obj) => obj,
-            Err(e) if e.classify() == serde_json::error::Category::Data => {
-                return Err(Reason::NotObject)
-            }
-            Err(e) => return Err(Reason::Json(json_error(&e))),
-        };
+        let obj = RawObject::deserialize(&mut de).map_err(|e| object_error(&e))?;
         de.end().map_err(|e| Reason::Json(json_error(&e)))?;
         Ok(obj)
     }
 
-    pub fn has(&self, name: &str) -> bool {
-        self.fields.iter().any(|(k, _)| k == name)
+    pub fn has(&self, name: &'static str) -> bool {
+        self.field(name).is_some()
     }
 
-    /// The raw value of `name`; a field given twice is an error rather than a silent choice.
+    /// The raw value of `name`. Only names declared in `known_fields!` are ever present.
     pub fn get(&self, name: &'static str) -> Result<Option<&'a RawValue>, Reason> {
-        let mut found = None;
-        for (k, v) in &self.fields {
-            if k == name {
-                if found.is_some() {
-                    return Err(Reason::Duplicate(name.to_string()));
-                }
-                found = Some(*v);
-            }
-        }
-        Ok(found)
+        debug_assert!(
+            Self::NAMES.contains(&name),
+            "`{name}` is not in known_fields!"
+        );
+        Ok(self.field(name))
     }
 
     /// A string field; JSON `null` counts as absent.
@@ -274,6 +339,20 @@ impl<'a> RawObject<'a> {
     }
 }
 
+/// Sorts a failed object parse into "not an object", "a key twice" or plain bad JSON.
+fn object_error(e: &serde_json::Error) -> Reason {
+    if e.classify() != serde_json::error::Category::Data {
+        return Reason::Json(json_error(e));
+    }
+    let msg = e.to_string();
+    if let Some(rest) = msg.strip_prefix("duplicate field `") {
+        if let Some(end) = rest.find('`') {
+            return Reason::Duplicate(rest[..end].to_string());
+        }
+    }
+    Reason::NotObject
+}
+
 /// Reads a raw value as a string (or null), borrowing when it has no escapes.
 pub(crate) fn raw_opt_str<'a>(
     raw: &'a RawValue,
@@ -308,8 +387,7 @@ pub(crate) fn raw_object<'a>(
     raw: &'a RawValue,
     field: &'static str,
 ) -> Result<RawObject<'a>, Reason> {
-    let mut de = serde_json::Deserializer::from_str(raw.get());
-    RawObject::deserialize(&mut de).map_err(|_| Reason::Mistyped {
+    RawObject::parse(raw.get()).map_err(|_| Reason::Mistyped {
         field,
         expected: "an object",
     })
@@ -343,37 +421,6 @@ impl<'de> Visitor<'de> for StrVisitor {
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
         Ok(Cow::Owned(v))
-    }
-}
-
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(StrVisitor).map(Key)
-    }
-}
-
-impl<'de> Deserialize<'de> for RawObject<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ObjVisitor;
-        impl<'de> Visitor<'de> for ObjVisitor {
-            type Value = RawObject<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(12));
-                while let Some(Key(k)) = map.next_key()? {
-                    let v: &'de RawValue = map.next_value()?;
-                    fields.push((k, v));
-                }
-                Ok(RawObject { fields })
-            }
-        }
-        d.deserialize_map(ObjVisitor)
     }
 }
 

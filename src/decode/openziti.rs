@@ -180,18 +180,23 @@ fn peer_ids<'a>(obj: &RawObject<'a>) -> Result<Vec<Cow<'a, str>>, Reason> {
     raw_array(raw, "peers")?.into_iter().map(peer_id).collect()
 }
 
+/// A peer as far as herald cares: its id (the rest — addresses, versions, API lists — is
+/// skipped unread).
+#[derive(serde::Deserialize)]
+struct Peer<'a> {
+    #[serde(borrow)]
+    id: Option<&'a serde_json::value::RawValue>,
+}
+
 fn peer_id<'a>(raw: &'a serde_json::value::RawValue) -> Result<Cow<'a, str>, Reason> {
     let bad = || Reason::Invalid {
         field: "peers",
         why: format!("element {} has no string `id`", show(raw)),
     };
-    let peer = raw_object(raw, "peers").map_err(|_| bad())?;
-    match peer.get("id")? {
-        Some(id) => match raw_opt_str(id, "peers[].id")? {
-            Some(id) if !id.is_empty() => Ok(id),
-            _ => Err(bad()),
-        },
-        None => Err(bad()),
+    let peer: Peer<'a> = serde_json::from_str(raw.get()).map_err(|_| bad())?;
+    match peer.id.map(|id| raw_opt_str(id, "peers[].id")) {
+        Some(Ok(Some(id))) if !id.is_empty() => Ok(id),
+        _ => Err(bad()),
     }
 }
 

@@ -8,8 +8,10 @@
 //! values are recomputed only when one of their inputs changed, so a record costs work in
 //! proportion to what it touches, not to the size of the cluster.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use super::liveness::NodeLiveness;
 use super::spin::SpinSlot;
@@ -210,8 +212,66 @@ pub(crate) struct SplitBrain {
     pub suppressed: u32,
 }
 
-/// How many staged entity changes wait for their commit before the oldest are dropped.
+/// How many halves of two-phase changes wait for their other half before the oldest go.
 const MAX_STAGED: usize = 65_536;
+/// How long (engine time) a half waits: OpenZiti commits within milliseconds.
+const STAGING_TTL: i64 = 300 * 1_000_000_000;
+
+/// Two-phase entity changes (§4.1): a change applies once its `committed` arrives. Either half
+/// may come first (OpenZiti dispatches each event on its own goroutine). A half that waits
+/// longer than [`STAGING_TTL`], or beyond [`MAX_STAGED`], is dropped (rolled-back
+/// transactions, commits of entity types herald does not track).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Staging {
+    pub changes: HashMap<Box<str>, Staged>,
+    pub commits: HashMap<Box<str>, Timestamp>,
+    /// Arrival (engine time) of every waiting half, oldest first; resolved ones are skipped
+    /// when they reach the front.
+    pub order: VecDeque<(Timestamp, Box<str>)>,
+}
+
+impl Staging {
+    /// The first half of a change; returns it at once if its commit came first.
+    fn stage(&mut self, id: &str, change: Staged, now: Timestamp) -> Option<Staged> {
+        if self.commits.remove(id).is_some() {
+            return Some(change);
+        }
+        let id: Box<str> = Box::from(id);
+        self.order.push_back((now, id.clone()));
+        self.changes.insert(id, change);
+        None
+    }
+
+    /// The commit; returns the change it completes, if that came first.
+    fn commit(&mut self, id: &str, now: Timestamp) -> Option<Staged> {
+        if let Some(change) = self.changes.remove(id) {
+            return Some(change);
+        }
+        let id: Box<str> = Box::from(id);
+        self.order.push_back((now, id.clone()));
+        self.commits.insert(id, now);
+        None
+    }
+
+    /// Drops halves that waited too long, and forgets resolved ones; returns how many
+    /// unresolved halves were dropped.
+    fn prune(&mut self, now: Timestamp) -> u64 {
+        let mut dropped = 0;
+        while let Some((arrived, _)) = self.order.front() {
+            let waiting = self.changes.len() + self.commits.len();
+            let expired = now.saturating_sub(*arrived).0 > STAGING_TTL;
+            if !expired && waiting <= MAX_STAGED && self.order.len() <= 2 * waiting + 1024 {
+                break;
+            }
+            let Some((_, id)) = self.order.pop_front() else {
+                break;
+            };
+            let gone = self.changes.remove(&id).is_some() || self.commits.remove(&id).is_some();
+            dropped += u64::from(gone);
+        }
+        dropped
+    }
+}
 
 /// The slot key: service, router and host joined by 0x1F, the same separator event ids use.
 fn slot_key(slot: &Slot<'_>) -> String {
@@ -256,8 +316,7 @@ pub(crate) struct Cluster {
     pub nodes: HashMap<NodeId, NodeLiveness>,
     pub slots: HashMap<Arc<str>, SpinSlot>,
     pub slot_seen: HashMap<(Arc<str>, NodeId), Timestamp>,
-    pub staged: HashMap<Box<str>, Staged>,
-    pub staged_order: VecDeque<Box<str>>,
+    pub staging: Staging,
     /// Reverts and suppressed records, by the kind they would have produced.
     pub suppressed_by_kind: [u64; EventKind::ALL.len()],
 }
@@ -270,22 +329,21 @@ impl Cluster {
             params,
             names: Names::default(),
             reporters: Vec::new(),
-            reporter_state: HashMap::new(),
+            reporter_state: HashMap::default(),
             leader: StabilityWindow::default(),
             read_only: StabilityWindow::default(),
             members: StabilityWindow::default(),
             members_index: None,
             last_leader: None,
             split: SplitBrain::default(),
-            views: HashMap::new(),
-            peers: HashMap::new(),
-            disconnected_by: HashMap::new(),
-            routers: HashMap::new(),
-            nodes: HashMap::new(),
-            slots: HashMap::new(),
-            slot_seen: HashMap::new(),
-            staged: HashMap::new(),
-            staged_order: VecDeque::new(),
+            views: HashMap::default(),
+            peers: HashMap::default(),
+            disconnected_by: HashMap::default(),
+            routers: HashMap::default(),
+            nodes: HashMap::default(),
+            slots: HashMap::default(),
+            slot_seen: HashMap::default(),
+            staging: Staging::default(),
             suppressed_by_kind: [0; EventKind::ALL.len()],
         }
     }
@@ -308,18 +366,11 @@ impl Cluster {
                 return self.apply_check(node, *ok, *via, *down_after, *up_after, at, core);
             }
             Signal::Commit { event_id } => {
-                let Some(staged) = self.staged.remove(event_id.as_ref()) else {
-                    return Outcome::Ignored;
+                core.stats.ignored += self.staging.prune(core.now);
+                return match self.staging.commit(event_id, core.now) {
+                    Some(c) => self.apply_entity(c.reporter, c.op, &c.slot, c.at, core),
+                    None => Outcome::Applied,
                 };
-                self.staged_order
-                    .retain(|id| id.as_ref() != event_id.as_ref());
-                return self.apply_entity(
-                    staged.reporter,
-                    staged.op,
-                    &staged.slot,
-                    staged.at,
-                    core,
-                );
             }
             _ => {}
         }
@@ -346,8 +397,18 @@ impl Cluster {
             }
             Signal::Entity { op, slot } => self.apply_entity(reporter, *op, slot, at, core),
             Signal::StagedEntity { event_id, op, slot } => {
-                self.stage(reporter, event_id, *op, slot, at, core);
-                Outcome::Applied
+                core.stats.ignored += self.staging.prune(core.now);
+                let slot = slot.clone().into_owned();
+                let change = Staged {
+                    reporter,
+                    at,
+                    op: *op,
+                    slot,
+                };
+                match self.staging.stage(event_id, change, core.now) {
+                    Some(c) => self.apply_entity(c.reporter, c.op, &c.slot, c.at, core),
+                    None => Outcome::Applied,
+                }
             }
             Signal::NodeCheck { .. } | Signal::Commit { .. } => Outcome::Ignored,
         }
@@ -361,7 +422,9 @@ impl Cluster {
         }
         self.reporter_state.insert(r, Reporter::default());
         self.reporters.push(r);
-        let nodes: Vec<NodeId> = self.disconnected_by.keys().copied().collect();
+        // Sorted: the order of re-evaluation decides sequence numbers, hence output order.
+        let mut nodes: Vec<NodeId> = self.disconnected_by.keys().copied().collect();
+        nodes.sort_unstable();
         let mut changed = false;
         for n in nodes {
             changed |= self.update_peer_evidence(n, at, core);
@@ -603,40 +666,6 @@ impl Cluster {
         Outcome::Applied
     }
 
-    fn stage(
-        &mut self,
-        r: NodeId,
-        event_id: &str,
-        op: EntityOp,
-        slot: &Slot<'_>,
-        at: Timestamp,
-        core: &mut Core,
-    ) {
-        let id: Box<str> = Box::from(event_id);
-        if self.staged.len() >= MAX_STAGED {
-            if let Some(oldest) = self.staged_order.pop_front() {
-                self.staged.remove(&oldest);
-                core.stats.ignored += 1;
-            }
-        }
-        let slot = slot.clone().into_owned();
-        if self
-            .staged
-            .insert(
-                id.clone(),
-                Staged {
-                    reporter: r,
-                    at,
-                    op,
-                    slot,
-                },
-            )
-            .is_none()
-        {
-            self.staged_order.push_back(id);
-        }
-    }
-
     // ---- liveness -----------------------------------------------------------------------
 
     fn liveness_entry(
@@ -690,7 +719,9 @@ impl Cluster {
         self.derive_leader(at, core);
         self.derive_read_only(at, core);
         self.derive_split(at, core);
-        let routers: Vec<Arc<str>> = self.routers.keys().cloned().collect();
+        // Sorted: the order of re-evaluation decides sequence numbers, hence output order.
+        let mut routers: Vec<Arc<str>> = self.routers.keys().cloned().collect();
+        routers.sort_unstable();
         for r in routers {
             self.derive_router(&r, at, core);
         }

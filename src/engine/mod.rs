@@ -25,6 +25,8 @@ pub mod window;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -195,7 +197,7 @@ impl Core {
 pub struct Engine {
     config: EngineConfig,
     clusters: Vec<Cluster>,
-    cluster_ids: HashMap<Arc<str>, u32>,
+    cluster_ids: FxHashMap<Arc<str>, u32>,
     core: Core,
     evicted: Vec<Evicted>,
 }
@@ -205,7 +207,7 @@ impl Engine {
         Engine {
             config,
             clusters: Vec::new(),
-            cluster_ids: HashMap::new(),
+            cluster_ids: FxHashMap::default(),
             core: Core {
                 now: Timestamp::MIN,
                 seq: Sequence::default(),

@@ -903,7 +903,80 @@ fn spin_staged_entity_changes_apply_only_once_committed() {
     }
     assert_eq!(kinds(&out), ["terminator.spin_started"]);
     assert_eq!(out[0].host.as_deref(), Some(""));
-    assert_eq!(h.outcome(t(11.0), "c1", commit("nope")), Outcome::Ignored);
+}
+
+#[test]
+fn spin_a_commit_may_arrive_before_its_change() {
+    let mut h = H::new();
+    let staged = |op, id: &str| Signal::StagedEntity {
+        event_id: Cow::Owned(id.to_string()),
+        op,
+        slot: Slot {
+            service: "s".into(),
+            router: "r".into(),
+            host: "h".into(),
+        },
+    };
+    let commit = |id: &str| Signal::Commit {
+        event_id: Cow::Owned(id.to_string()),
+    };
+    let mut out = Vec::new();
+    for i in 0..3 {
+        let at = f64::from(i);
+        out.extend(h.at(t(at), "c1", commit(&format!("c{i}"))));
+        out.extend(h.at(t(at), "c1", staged(EntityOp::Created, &format!("c{i}"))));
+        out.extend(h.at(
+            t(at + 0.1),
+            "c1",
+            staged(EntityOp::Deleted, &format!("d{i}")),
+        ));
+        out.extend(h.at(t(at + 0.1), "c1", commit(&format!("d{i}"))));
+    }
+    assert_eq!(kinds(&out), ["terminator.spin_started"]);
+}
+
+#[test]
+fn spin_halves_that_never_meet_are_dropped_and_counted() {
+    let mut h = H::new();
+    let staged = Signal::StagedEntity {
+        event_id: "rolled-back".into(),
+        op: EntityOp::Created,
+        slot: Slot {
+            service: "s".into(),
+            router: "r".into(),
+            host: "".into(),
+        },
+    };
+    h.at(t(0.0), "c1", staged);
+    h.at(
+        t(0.0),
+        "c1",
+        Signal::Commit {
+            event_id: "a-service-change".into(),
+        },
+    );
+    assert_eq!(h.engine.stats().ignored, 0);
+    h.at(
+        t(301.0),
+        "c1",
+        Signal::Commit {
+            event_id: "late".into(),
+        },
+    );
+    assert_eq!(
+        h.engine.stats().ignored,
+        2,
+        "both waited more than five minutes"
+    );
+    // The dropped change no longer completes when its commit finally shows up.
+    h.at(
+        t(302.0),
+        "c1",
+        Signal::Commit {
+            event_id: "rolled-back".into(),
+        },
+    );
+    assert!(h.finish().is_empty());
 }
 
 // ---- §5.6 defaults, ids, eviction -----------------------------------------------------------
