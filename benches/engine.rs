@@ -16,21 +16,12 @@ const LINES: u64 = 100_000;
 
 fn log() -> Vec<u8> {
     let mut out = Vec::new();
-    generate::write(
-        &Options {
-            lines: LINES,
-            ..Options::default()
-        },
-        &mut out,
-    )
-    .expect("generate");
+    generate::write(&Options { lines: LINES, ..Options::default() }, &mut out).expect("generate");
     out
 }
 
 fn lines(log: &[u8]) -> Vec<&[u8]> {
-    log.split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect()
+    log.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect()
 }
 
 fn throughput(c: &mut Criterion) {
@@ -67,11 +58,7 @@ fn throughput(c: &mut Criterion) {
     g.bench_function("decode_engine_replay", |b| {
         b.iter_batched(
             || Replay::new(EngineConfig::default(), Context::new("prod", "unknown")),
-            |replay| {
-                replay
-                    .run(&log[..], &mut io::sink(), |_| {})
-                    .expect("replay")
-            },
+            |replay| replay.run(&log[..], &mut io::sink(), |_| {}).expect("replay"),
             BatchSize::LargeInput,
         )
     });

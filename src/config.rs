@@ -45,12 +45,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            listen: default_listen(),
-            ingest_token: None,
-            tls_cert: None,
-            tls_key: None,
-        }
+        ServerConfig { listen: default_listen(), ingest_token: None, tls_cert: None, tls_key: None }
     }
 }
 
@@ -156,10 +151,7 @@ pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
     pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.0.push(Problem { path: path.into(), message: message.into() });
     }
 
     /// Records `table.key: missing` unless `present`; returns `present`.
@@ -191,20 +183,13 @@ impl Problems {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{} problem(s) in {}:\n{}", .problems.0.len(), .path.display(), list(&.problems.0))]
     Invalid { path: PathBuf, problems: Problems },
 }
 
 fn list(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("  {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
 }
 
 /// Where `${NAME}` values come from. A trait, so tests never touch the process environment.
@@ -229,14 +214,10 @@ impl Env for BTreeMap<String, String> {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse(&text, env).map_err(|problems| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        problems,
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+    parse(&text, env)
+        .map_err(|problems| ConfigError::Invalid { path: path.to_path_buf(), problems })
 }
 
 /// Parses and validates config text.
@@ -245,10 +226,7 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, Problems> {
     let mut root: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
-            p.push(
-                "(file)",
-                format!("not valid TOML: {}", e.to_string().trim_end()),
-            );
+            p.push("(file)", format!("not valid TOML: {}", e.to_string().trim_end()));
             return Err(p);
         }
     };
@@ -275,10 +253,7 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, Problems> {
     };
     engine_section.validate("engine", &mut p);
     let defaults = engine_section.apply(Params::default());
-    let mut engine = EngineConfig {
-        defaults,
-        clusters: Default::default(),
-    };
+    let mut engine = EngineConfig { defaults, clusters: Default::default() };
     for (name, table) in named_tables(clusters, "clusters", &mut p) {
         let path = format!("clusters.{name}");
         let toml::Value::Table(mut t) = table else {
@@ -335,27 +310,16 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, Problems> {
         }
     }
 
-    let has_http = source_map
-        .values()
-        .any(|s| matches!(s, SourceKind::Http(_)));
+    let has_http = source_map.values().any(|s| matches!(s, SourceKind::Http(_)));
     if has_http
         && !server.listen.ip().is_loopback()
         && server.ingest_token.as_deref().unwrap_or("").is_empty()
     {
-        p.push(
-            "server.ingest_token",
-            "missing: required for /ingest when listen is not loopback",
-        );
+        p.push("server.ingest_token", "missing: required for /ingest when listen is not loopback");
     }
 
     if p.0.is_empty() {
-        Ok(Config {
-            engine,
-            server,
-            state,
-            sources: source_map,
-            sinks: sink_map,
-        })
+        Ok(Config { engine, server, state, sources: source_map, sinks: sink_map })
     } else {
         Err(p)
     }
@@ -521,9 +485,7 @@ fn expand(s: &str, env: &dyn Env) -> Result<String, String> {
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .ok_or_else(|| "unclosed ${ in value".to_string())?;
+            let end = body.find('}').ok_or_else(|| "unclosed ${ in value".to_string())?;
             let expr = &body[..end];
             let (name, default) = match expr.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
@@ -534,11 +496,7 @@ fn expand(s: &str, env: &dyn Env) -> Result<String, String> {
             if !valid {
                 return Err(format!("${{{expr}}} is not a valid variable reference"));
             }
-            match env
-                .var(name)
-                .filter(|v| !v.is_empty())
-                .or(default.map(str::to_string))
-            {
+            match env.var(name).filter(|v| !v.is_empty()).or(default.map(str::to_string)) {
                 Some(v) => out.push_str(&v),
                 // The name is safe to print; the value never is.
                 None => return Err(format!("environment variable {name} is not set")),

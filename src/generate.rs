@@ -159,11 +159,7 @@ impl<W: Write> Sim<'_, W> {
     }
 
     fn router(&mut self, at: i64, r: u32, online: bool) {
-        let kind = if online {
-            "router-online"
-        } else {
-            "router-offline"
-        };
+        let kind = if online { "router-online" } else { "router-offline" };
         let line = format!(
             r#"{{"namespace":"router","event_src_id":"ctrl{}","timestamp":"{}","event_type":"{}","router_id":"{}","router_online":{}}}"#,
             self.leader,
@@ -185,11 +181,8 @@ impl<W: Write> Sim<'_, W> {
         if v2 {
             self.event_id += 1;
             let eid = format!("evt-{:08}", self.event_id);
-            let (kind, state) = if created {
-                ("created", "finalState")
-            } else {
-                ("deleted", "initialState")
-            };
+            let (kind, state) =
+                if created { ("created", "finalState") } else { ("deleted", "initialState") };
             let line = format!(
                 r#"{{"namespace":"entityChange","event_src_id":"ctrl{}","timestamp":"{}","eventId":"{eid}","eventType":"{kind}","entityType":"terminators","isParentEvent":false,"{state}":{{"id":"{id}","service":"{svc}","router":"{rtr}","hostId":"host1","binding":"tunnel"}}}}"#,
                 self.leader,
@@ -401,10 +394,7 @@ mod tests {
 
     #[test]
     fn same_seed_same_log_and_exact_length() {
-        let opts = Options {
-            lines: 2_000,
-            ..Options::default()
-        };
+        let opts = Options { lines: 2_000, ..Options::default() };
         let (mut a, mut b) = (Vec::new(), Vec::new());
         write(&opts, &mut a).unwrap();
         write(&opts, &mut b).unwrap();

@@ -20,12 +20,7 @@ pub struct LineReader<R> {
 
 impl<R: BufRead> LineReader<R> {
     pub fn new(inner: R, max_line_bytes: usize) -> Self {
-        LineReader {
-            inner,
-            max: max_line_bytes,
-            number: 0,
-            buf: Vec::with_capacity(1024),
-        }
+        LineReader { inner, max: max_line_bytes, number: 0, buf: Vec::with_capacity(1024) }
     }
 
     /// The next line and its 1-based number, or `None` at end of input.

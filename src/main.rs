@@ -113,8 +113,7 @@ fn main() -> ExitCode {
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
     })
 }
 
@@ -130,13 +129,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Replay {
-            config,
-            window,
-            cluster,
-            reporter,
-            input,
-        } => {
+        Command::Replay { config, window, cluster, reporter, input } => {
             let mut engine = match config {
                 Some(path) => config::load(&path, &ProcessEnv)?.engine,
                 None => EngineConfig::default(),
@@ -150,19 +143,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             replay(engine, Context::new(cluster, reporter), &input)
         }
-        Command::Generate {
-            seed,
-            lines,
-            controllers,
-        } => {
+        Command::Generate { seed, lines, controllers } => {
             let stdout = io::stdout().lock();
             let mut out = BufWriter::with_capacity(1 << 16, stdout);
-            let opts = herald::generate::Options {
-                seed,
-                lines,
-                controllers,
-                ..Default::default()
-            };
+            let opts = herald::generate::Options { seed, lines, controllers, ..Default::default() };
             herald::generate::write(&opts, &mut out).context("writing the log")?;
             out.flush().context("writing the log")?;
             Ok(())
@@ -178,10 +162,7 @@ fn replay(engine: EngineConfig, context: Context, input: &str) -> Result<(), Fai
             Ok(f) => Box::new(BufReader::with_capacity(1 << 18, f)),
             Err(e) => {
                 let error = anyhow::Error::new(e).context(format!("cannot open {input}"));
-                return Err(Failure {
-                    code: EX_NOINPUT,
-                    error,
-                });
+                return Err(Failure { code: EX_NOINPUT, error });
             }
         }
     };

@@ -45,9 +45,7 @@ impl Timestamp {
             return Err(TimestampError::TooPrecise(clip(s)));
         }
         let dt = DateTime::parse_from_rfc3339(s).map_err(|_| TimestampError::Syntax(clip(s)))?;
-        dt.timestamp_nanos_opt()
-            .map(Timestamp)
-            .ok_or_else(|| TimestampError::OutOfRange(clip(s)))
+        dt.timestamp_nanos_opt().map(Timestamp).ok_or_else(|| TimestampError::OutOfRange(clip(s)))
     }
 
     pub fn from_unix_nanos(nanos: i64) -> Timestamp {
@@ -60,9 +58,8 @@ impl Timestamp {
 
     /// The current wall-clock time. Only the runtime calls this; the engine never does.
     pub fn now() -> Timestamp {
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let since =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Timestamp(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
     }
 
@@ -219,31 +216,18 @@ pub enum Signal<'a> {
     /// The reporter's connection to `peer`. `not_member` counts as disconnected.
     Peer { peer: Cow<'a, str>, connected: bool },
     /// The raft membership at a raft log index.
-    Members {
-        index: u64,
-        members: Vec<Cow<'a, str>>,
-    },
+    Members { index: u64, members: Vec<Cow<'a, str>> },
     /// The reporter's store is read-only (`true`) or read-write.
     ReadOnly { read_only: bool },
     /// The reporter sees a router online or offline.
     Router { router: Cow<'a, str>, online: bool },
     /// One liveness check of `node`: a probe attempt, a poll, or a verdict from elsewhere.
     /// `down_after` consecutive failures make it down, `up_after` successes up again.
-    NodeCheck {
-        node: Cow<'a, str>,
-        ok: bool,
-        via: Via,
-        down_after: u32,
-        up_after: u32,
-    },
+    NodeCheck { node: Cow<'a, str>, ok: bool, via: Via, down_after: u32, up_after: u32 },
     /// A created/deleted entity in a slot, applied now.
     Entity { op: EntityOp, slot: Slot<'a> },
     /// The first phase of a two-phase entity change; applied when `Commit` names its id.
-    StagedEntity {
-        event_id: Cow<'a, str>,
-        op: EntityOp,
-        slot: Slot<'a>,
-    },
+    StagedEntity { event_id: Cow<'a, str>, op: EntityOp, slot: Slot<'a> },
     /// The second phase: apply the staged change with this id.
     Commit { event_id: Cow<'a, str> },
 }
@@ -255,48 +239,22 @@ fn own(c: Cow<'_, str>) -> Cow<'static, str> {
 impl Signal<'_> {
     pub fn into_owned(self) -> Signal<'static> {
         match self {
-            Signal::View { leader } => Signal::View {
-                leader: leader.map(own),
-            },
+            Signal::View { leader } => Signal::View { leader: leader.map(own) },
             Signal::SelfLeader { is_leader } => Signal::SelfLeader { is_leader },
-            Signal::Peer { peer, connected } => Signal::Peer {
-                peer: own(peer),
-                connected,
-            },
-            Signal::Members { index, members } => Signal::Members {
-                index,
-                members: members.into_iter().map(own).collect(),
-            },
+            Signal::Peer { peer, connected } => Signal::Peer { peer: own(peer), connected },
+            Signal::Members { index, members } => {
+                Signal::Members { index, members: members.into_iter().map(own).collect() }
+            }
             Signal::ReadOnly { read_only } => Signal::ReadOnly { read_only },
-            Signal::Router { router, online } => Signal::Router {
-                router: own(router),
-                online,
-            },
-            Signal::NodeCheck {
-                node,
-                ok,
-                via,
-                down_after,
-                up_after,
-            } => Signal::NodeCheck {
-                node: own(node),
-                ok,
-                via,
-                down_after,
-                up_after,
-            },
-            Signal::Entity { op, slot } => Signal::Entity {
-                op,
-                slot: slot.into_owned(),
-            },
-            Signal::StagedEntity { event_id, op, slot } => Signal::StagedEntity {
-                event_id: own(event_id),
-                op,
-                slot: slot.into_owned(),
-            },
-            Signal::Commit { event_id } => Signal::Commit {
-                event_id: own(event_id),
-            },
+            Signal::Router { router, online } => Signal::Router { router: own(router), online },
+            Signal::NodeCheck { node, ok, via, down_after, up_after } => {
+                Signal::NodeCheck { node: own(node), ok, via, down_after, up_after }
+            }
+            Signal::Entity { op, slot } => Signal::Entity { op, slot: slot.into_owned() },
+            Signal::StagedEntity { event_id, op, slot } => {
+                Signal::StagedEntity { event_id: own(event_id), op, slot: slot.into_owned() }
+            }
+            Signal::Commit { event_id } => Signal::Commit { event_id: own(event_id) },
         }
     }
 }
@@ -540,18 +498,12 @@ mod tests {
         let id = event_id("prod", EventKind::LeaderElected, &[], at);
         let mut h = Sha256::new();
         h.update(b"prod\x1fcluster.leader_elected\x1f\x1f2025-01-10T18:54:48.151522421Z");
-        let want: String = h.finalize()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let want: String = h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(id, want);
         let peer = event_id("prod", EventKind::PeerConnected, &["ctrl1", "ctrl2"], at);
         let mut h = Sha256::new();
         h.update(b"prod\x1fpeer.connected\x1fctrl1\x1fctrl2\x1f2025-01-10T18:54:48.151522421Z");
-        let want: String = h.finalize()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let want: String = h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(peer, want);
     }
 
@@ -563,14 +515,8 @@ mod tests {
         let e = e.seal(&[]);
         let json = serde_json::to_string(&e).unwrap();
         assert!(!json.contains("null"), "{json}");
-        assert!(
-            json.starts_with(r#"{"schema":"herald.v1","id":""#),
-            "{json}"
-        );
-        assert!(
-            json.contains(r#""at":"1970-01-01T00:00:00.000000000Z""#),
-            "{json}"
-        );
+        assert!(json.starts_with(r#"{"schema":"herald.v1","id":""#), "{json}");
+        assert!(json.contains(r#""at":"1970-01-01T00:00:00.000000000Z""#), "{json}");
         let back: ClusterEvent = serde_json::from_str(&json).unwrap();
         assert_eq!(back, e);
     }

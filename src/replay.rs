@@ -71,10 +71,7 @@ impl Replay {
                 Line::TooLong(len) => {
                     summary.records += 1;
                     summary.decode_errors += 1;
-                    on_error(&DecodeError {
-                        line: number,
-                        reason: Reason::TooLong(len),
-                    });
+                    on_error(&DecodeError { line: number, reason: Reason::TooLong(len) });
                     continue;
                 }
             };

@@ -7,10 +7,7 @@ use crate::engine::Windows;
 use crate::sinks::{BufferKind, SinkKind, WhenFull};
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn ok(text: &str) -> Config {
@@ -139,10 +136,7 @@ when_full = "explode"
         "sinks.f.buffer.when_full:",
     ];
     for w in want {
-        assert!(
-            p.iter().any(|line| line.starts_with(w)),
-            "no {w:?} in {p:#?}"
-        );
+        assert!(p.iter().any(|line| line.starts_with(w)), "no {w:?} in {p:#?}");
     }
     assert_eq!(p.len(), want.len(), "{p:#?}");
 }
@@ -151,10 +145,7 @@ when_full = "explode"
 fn type_errors_name_the_key() {
     let p = problems("[engine]\nspin_cycles = \"three\"\n");
     assert_eq!(p.len(), 1);
-    assert!(
-        p[0].starts_with("engine.spin_cycles: invalid type"),
-        "{p:?}"
-    );
+    assert!(p[0].starts_with("engine.spin_cycles: invalid type"), "{p:?}");
     let p = problems("[server]\nlisten = \"not an address\"\n");
     assert!(p[0].starts_with("server.listen: "), "{p:?}");
 }
@@ -164,22 +155,13 @@ fn invalid_values_are_rejected() {
     let p = problems("[engine]\nspin_cycles = 0\nkey_ttl = \"0s\"\n");
     assert_eq!(
         p,
-        [
-            "engine.spin_cycles: must be at least 1",
-            "engine.key_ttl: must be more than 0"
-        ]
+        ["engine.spin_cycles: must be at least 1", "engine.key_ttl: must be more than 0"]
     );
     let p = problems("[sinks.x]\ntype = \"stdout\"\n[sinks.x.buffer]\nmax_events = 0\n");
     assert_eq!(p, ["sinks.x.buffer.max_events: must be at least 1"]);
     let p = problems("[sources.p]\ntype = \"probe\"\ncluster = \"c\"\ninterval = \"0s\"\n[sources.p.nodes]\nn1 = \"nocolon\"\n");
-    assert!(
-        p.contains(&"sources.p.nodes.n1: \"nocolon\" is not host:port".to_string()),
-        "{p:?}"
-    );
-    assert!(
-        p.contains(&"sources.p.interval: must be more than 0".to_string()),
-        "{p:?}"
-    );
+    assert!(p.contains(&"sources.p.nodes.n1: \"nocolon\" is not host:port".to_string()), "{p:?}");
+    assert!(p.contains(&"sources.p.interval: must be more than 0".to_string()), "{p:?}");
 }
 
 #[test]
@@ -204,9 +186,7 @@ source = "$$HOME ${EMPTY:-fallback}"
         &e,
     )
     .unwrap();
-    let SinkKind::Kafka(k) = &c.sinks["k"].kind else {
-        panic!()
-    };
+    let SinkKind::Kafka(k) = &c.sinks["k"].kind else { panic!() };
     assert_eq!(k.brokers.as_deref(), Some("127.0.0.1:9092"));
     assert_eq!(k.topic.as_deref(), Some("herald-events"));
     assert_eq!(k.source.as_deref(), Some("$HOME fallback"));
@@ -214,17 +194,11 @@ source = "$$HOME ${EMPTY:-fallback}"
 
 #[test]
 fn an_unset_variable_is_a_problem_that_does_not_print_values() {
-    let p = match parse(
-        "[server]\ningest_token = \"${SECRET}\"\n",
-        &env(&[("OTHER", "hunter2")]),
-    ) {
+    let p = match parse("[server]\ningest_token = \"${SECRET}\"\n", &env(&[("OTHER", "hunter2")])) {
         Err(p) => p.0,
         Ok(_) => panic!(),
     };
-    assert_eq!(
-        p[0].to_string(),
-        "server.ingest_token: environment variable SECRET is not set"
-    );
+    assert_eq!(p[0].to_string(), "server.ingest_token: environment variable SECRET is not set");
     let p = problems("[server]\ningest_token = \"${bad name}\"\n");
     assert!(p[0].contains("not a valid variable reference"), "{p:?}");
 }

@@ -34,13 +34,8 @@ pub(crate) fn decode<'a>(obj: &RawObject<'a>) -> Result<Decoded<'a>, Reason> {
             }
             Signal::View { leader }
         }
-        "self_leader" => Signal::SelfLeader {
-            is_leader: obj.req_bool("is_leader")?,
-        },
-        "peer" => Signal::Peer {
-            peer: obj.req_id("peer")?,
-            connected: obj.req_bool("connected")?,
-        },
+        "self_leader" => Signal::SelfLeader { is_leader: obj.req_bool("is_leader")? },
+        "peer" => Signal::Peer { peer: obj.req_id("peer")?, connected: obj.req_bool("connected")? },
         "members" => {
             let index = obj.req_u64("index")?;
             let raw = obj.get("members")?.ok_or(Reason::Missing("members"))?;
@@ -48,17 +43,12 @@ pub(crate) fn decode<'a>(obj: &RawObject<'a>) -> Result<Decoded<'a>, Reason> {
                 .into_iter()
                 .map(|m| match raw_opt_str(m, "members") {
                     Ok(Some(id)) if !id.is_empty() => Ok(id),
-                    _ => Err(Reason::Mistyped {
-                        field: "members",
-                        expected: "an array of ids",
-                    }),
+                    _ => Err(Reason::Mistyped { field: "members", expected: "an array of ids" }),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Signal::Members { index, members }
         }
-        "read_only" => Signal::ReadOnly {
-            read_only: obj.req_bool("read_only")?,
-        },
+        "read_only" => Signal::ReadOnly { read_only: obj.req_bool("read_only")? },
         "node" => Signal::NodeCheck {
             node: obj.req_id("node")?,
             ok: obj.req_bool("online")?,
@@ -83,10 +73,7 @@ pub(crate) fn decode<'a>(obj: &RawObject<'a>) -> Result<Decoded<'a>, Reason> {
                     })
                 }
             };
-            Signal::Entity {
-                op,
-                slot: slot(obj)?,
-            }
+            Signal::Entity { op, slot: slot(obj)? }
         }
         _ => return Ok(Decoded::Ignored(Ignored::EventType)),
     };
@@ -102,25 +89,13 @@ fn slot<'a>(obj: &RawObject<'a>) -> Result<Slot<'a>, Reason> {
     let raw = obj.get("slot")?.ok_or(Reason::Missing("slot"))?;
     if let Ok(Some(name)) = raw_opt_str(raw, "slot") {
         if name.is_empty() {
-            return Err(Reason::Invalid {
-                field: "slot",
-                why: "empty".into(),
-            });
+            return Err(Reason::Invalid { field: "slot", why: "empty".into() });
         }
-        return Ok(Slot {
-            service: name,
-            router: Cow::Borrowed(""),
-            host: Cow::Borrowed(""),
-        });
+        return Ok(Slot { service: name, router: Cow::Borrowed(""), host: Cow::Borrowed("") });
     }
-    let bad = |r: Reason| Reason::Invalid {
-        field: "slot",
-        why: r.to_string(),
-    };
-    let s = raw_object(raw, "slot").map_err(|_| Reason::Mistyped {
-        field: "slot",
-        expected: "an object or a string",
-    })?;
+    let bad = |r: Reason| Reason::Invalid { field: "slot", why: r.to_string() };
+    let s = raw_object(raw, "slot")
+        .map_err(|_| Reason::Mistyped { field: "slot", expected: "an object or a string" })?;
     Ok(Slot {
         service: s.req_id("service").map_err(bad)?,
         router: s.req_id("router").map_err(bad)?,
@@ -143,9 +118,7 @@ mod tests {
 
     fn reason(line: &str) -> Reason {
         let ctx = Context::new("x", "x");
-        decode_line(line.as_bytes(), 1, &ctx)
-            .expect_err(line)
-            .reason
+        decode_line(line.as_bytes(), 1, &ctx).expect_err(line).reason
     }
 
     const HEAD: &str = r#""ts":"2025-03-01T10:00:00.5Z","cluster":"etcd-a","reporter":"n1""#;
@@ -158,12 +131,7 @@ mod tests {
     fn every_signal_decodes() {
         let o = ok(&line(r#""signal":"leader","leader":"n2""#));
         assert_eq!((&*o.cluster, &*o.reporter), ("etcd-a", "n1"));
-        assert_eq!(
-            o.signal,
-            Signal::View {
-                leader: Some("n2".into())
-            }
-        );
+        assert_eq!(o.signal, Signal::View { leader: Some("n2".into()) });
         assert_eq!(
             ok(&line(r#""signal":"leader","leader":null"#)).signal,
             Signal::View { leader: None }
@@ -174,20 +142,11 @@ mod tests {
         );
         assert_eq!(
             ok(&line(r#""signal":"peer","peer":"n3","connected":false"#)).signal,
-            Signal::Peer {
-                peer: "n3".into(),
-                connected: false
-            }
+            Signal::Peer { peer: "n3".into(), connected: false }
         );
         assert_eq!(
-            ok(&line(
-                r#""signal":"members","members":["n1","n2"],"index":4"#
-            ))
-            .signal,
-            Signal::Members {
-                index: 4,
-                members: vec!["n1".into(), "n2".into()]
-            }
+            ok(&line(r#""signal":"members","members":["n1","n2"],"index":4"#)).signal,
+            Signal::Members { index: 4, members: vec!["n1".into(), "n2".into()] }
         );
         assert_eq!(
             ok(&line(r#""signal":"read_only","read_only":true"#)).signal,
@@ -217,16 +176,10 @@ mod tests {
 
     #[test]
     fn generic_errors_name_the_field() {
-        assert_eq!(
-            reason(&line(r#""signal":"leader""#)),
-            Reason::Missing("leader")
-        );
+        assert_eq!(reason(&line(r#""signal":"leader""#)), Reason::Missing("leader"));
         assert_eq!(
             reason(&line(r#""signal":"peer","peer":"n3","connected":"yes""#)),
-            Reason::Mistyped {
-                field: "connected",
-                expected: "a boolean"
-            }
+            Reason::Mistyped { field: "connected", expected: "a boolean" }
         );
         assert!(matches!(
             reason(&line(

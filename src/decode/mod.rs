@@ -41,11 +41,7 @@ pub struct Context {
 
 impl Context {
     pub fn new(cluster: impl Into<String>, reporter: impl Into<String>) -> Self {
-        Context {
-            cluster: cluster.into(),
-            reporter: reporter.into(),
-            format: Format::Auto,
-        }
+        Context { cluster: cluster.into(), reporter: reporter.into(), format: Format::Auto }
     }
 }
 
@@ -106,19 +102,13 @@ pub enum Reason {
     #[error("missing field `{0}`")]
     Missing(&'static str),
     #[error("field `{field}` is not {expected}")]
-    Mistyped {
-        field: &'static str,
-        expected: &'static str,
-    },
+    Mistyped { field: &'static str, expected: &'static str },
     #[error("field `{field}`: {why}")]
     Invalid { field: &'static str, why: String },
     #[error("field `{0}` appears twice")]
     Duplicate(String),
     #[error("field `{field}`: {source}")]
-    Timestamp {
-        field: &'static str,
-        source: TimestampError,
-    },
+    Timestamp { field: &'static str, source: TimestampError },
 }
 
 /// Decodes one line (without its newline). `line` is its 1-based number, for errors.
@@ -283,10 +273,7 @@ impl<'a> RawObject<'a> {
 
     /// The raw value of `name`. Only names declared in `known_fields!` are ever present.
     pub fn get(&self, name: &'static str) -> Result<Option<&'a RawValue>, Reason> {
-        debug_assert!(
-            Self::NAMES.contains(&name),
-            "`{name}` is not in known_fields!"
-        );
+        debug_assert!(Self::NAMES.contains(&name), "`{name}` is not in known_fields!");
         Ok(self.field(name))
     }
 
@@ -306,36 +293,26 @@ impl<'a> RawObject<'a> {
     pub fn req_id(&self, name: &'static str) -> Result<Cow<'a, str>, Reason> {
         let s = self.req_str(name)?;
         if s.is_empty() {
-            return Err(Reason::Invalid {
-                field: name,
-                why: "empty".into(),
-            });
+            return Err(Reason::Invalid { field: name, why: "empty".into() });
         }
         Ok(s)
     }
 
     pub fn req_bool(&self, name: &'static str) -> Result<bool, Reason> {
         let raw = self.get(name)?.ok_or(Reason::Missing(name))?;
-        serde_json::from_str::<bool>(raw.get()).map_err(|_| Reason::Mistyped {
-            field: name,
-            expected: "a boolean",
-        })
+        serde_json::from_str::<bool>(raw.get())
+            .map_err(|_| Reason::Mistyped { field: name, expected: "a boolean" })
     }
 
     pub fn req_u64(&self, name: &'static str) -> Result<u64, Reason> {
         let raw = self.get(name)?.ok_or(Reason::Missing(name))?;
-        serde_json::from_str::<u64>(raw.get()).map_err(|_| Reason::Mistyped {
-            field: name,
-            expected: "a non-negative integer",
-        })
+        serde_json::from_str::<u64>(raw.get())
+            .map_err(|_| Reason::Mistyped { field: name, expected: "a non-negative integer" })
     }
 
     pub fn req_time(&self, name: &'static str) -> Result<Timestamp, Reason> {
         let s = self.req_str(name)?;
-        Timestamp::parse(&s).map_err(|source| Reason::Timestamp {
-            field: name,
-            source,
-        })
+        Timestamp::parse(&s).map_err(|source| Reason::Timestamp { field: name, source })
     }
 }
 
@@ -358,10 +335,7 @@ pub(crate) fn raw_opt_str<'a>(
     raw: &'a RawValue,
     field: &'static str,
 ) -> Result<Option<Cow<'a, str>>, Reason> {
-    let mistyped = || Reason::Mistyped {
-        field,
-        expected: "a string",
-    };
+    let mistyped = || Reason::Mistyped { field, expected: "a string" };
     let text = raw.get();
     if text == "null" {
         return Ok(None);
@@ -376,10 +350,8 @@ pub(crate) fn raw_array<'a>(
     raw: &'a RawValue,
     field: &'static str,
 ) -> Result<Vec<&'a RawValue>, Reason> {
-    serde_json::from_str::<Vec<&'a RawValue>>(raw.get()).map_err(|_| Reason::Mistyped {
-        field,
-        expected: "an array",
-    })
+    serde_json::from_str::<Vec<&'a RawValue>>(raw.get())
+        .map_err(|_| Reason::Mistyped { field, expected: "an array" })
 }
 
 /// Reads a raw JSON object into its fields.
@@ -387,10 +359,7 @@ pub(crate) fn raw_object<'a>(
     raw: &'a RawValue,
     field: &'static str,
 ) -> Result<RawObject<'a>, Reason> {
-    RawObject::parse(raw.get()).map_err(|_| Reason::Mistyped {
-        field,
-        expected: "an object",
-    })
+    RawObject::parse(raw.get()).map_err(|_| Reason::Mistyped { field, expected: "an object" })
 }
 
 fn json_error(e: &serde_json::Error) -> String {
@@ -456,10 +425,7 @@ mod tests {
         assert!(matches!(err(b"\"x\""), Reason::NotObject));
         assert!(matches!(err(b"{} {}"), Reason::Json(_)));
         assert!(matches!(err(b"{\"a\":1}"), Reason::UnknownFormat));
-        assert!(matches!(
-            err(b"{\"namespace\":\"cluster\xff\"}"),
-            Reason::Utf8(21)
-        ));
+        assert!(matches!(err(b"{\"namespace\":\"cluster\xff\"}"), Reason::Utf8(21)));
     }
 
     #[test]
@@ -479,10 +445,7 @@ mod tests {
         let c = ctx();
         assert!(decode_line(text.as_bytes(), 1, &c).is_ok());
         let wide = format!(r#"{{"signal":"x","a":[{}]}}"#, vec!["[]"; 5000].join(","));
-        assert!(
-            decode_line(wide.as_bytes(), 1, &c).is_ok(),
-            "many brackets, shallow"
-        );
+        assert!(decode_line(wide.as_bytes(), 1, &c).is_ok(), "many brackets, shallow");
     }
 
     #[test]

@@ -61,20 +61,15 @@ fn event_type<'a>(obj: &RawObject<'a>) -> Result<Cow<'a, str>, Reason> {
     if let Some(t) = obj.opt_str("eventType")? {
         return Ok(t);
     }
-    obj.opt_str("event_type")?
-        .ok_or(Reason::Missing("eventType"))
+    obj.opt_str("event_type")?.ok_or(Reason::Missing("eventType"))
 }
 
 fn cluster_signal<'a>(obj: &RawObject<'a>, event_type: &str) -> Result<Outcome<'a>, Reason> {
     let signal = match event_type {
-        "peer.connected" => Signal::Peer {
-            peer: first_peer(obj)?,
-            connected: true,
-        },
-        "peer.disconnected" | "peer.not_member" => Signal::Peer {
-            peer: first_peer(obj)?,
-            connected: false,
-        },
+        "peer.connected" => Signal::Peer { peer: first_peer(obj)?, connected: true },
+        "peer.disconnected" | "peer.not_member" => {
+            Signal::Peer { peer: first_peer(obj)?, connected: false }
+        }
         "members.changed" => {
             let index = obj.req_u64("index")?;
             let members = peer_ids(obj)?;
@@ -82,9 +77,7 @@ fn cluster_signal<'a>(obj: &RawObject<'a>, event_type: &str) -> Result<Outcome<'
         }
         "leadership.gained" => Signal::SelfLeader { is_leader: true },
         "leadership.lost" => Signal::SelfLeader { is_leader: false },
-        "state.has_leader" => Signal::View {
-            leader: Some(obj.req_id("leaderId")?),
-        },
+        "state.has_leader" => Signal::View { leader: Some(obj.req_id("leaderId")?) },
         "state.is_leaderless" => Signal::View { leader: None },
         "state.ro" => Signal::ReadOnly { read_only: true },
         "state.rw" => Signal::ReadOnly { read_only: false },
@@ -99,10 +92,7 @@ fn router_signal<'a>(obj: &RawObject<'a>, event_type: &str) -> Result<Outcome<'a
         "router-offline" => false,
         _ => return Ok(Err(Ignored::EventType)),
     };
-    Ok(Ok(Signal::Router {
-        router: obj.req_id("router_id")?,
-        online,
-    }))
+    Ok(Ok(Signal::Router { router: obj.req_id("router_id")?, online }))
 }
 
 fn terminator_signal<'a>(obj: &RawObject<'a>, event_type: &str) -> Result<Outcome<'a>, Reason> {
@@ -127,11 +117,7 @@ fn terminator_signal<'a>(obj: &RawObject<'a>, event_type: &str) -> Result<Outcom
 /// follows; only then does the change count.
 fn entity_change_signal<'a>(obj: &RawObject<'a>, event_type: &str) -> Result<Outcome<'a>, Reason> {
     let (op, state_field) = match event_type {
-        "committed" => {
-            return Ok(Ok(Signal::Commit {
-                event_id: obj.req_id("eventId")?,
-            }))
-        }
+        "committed" => return Ok(Ok(Signal::Commit { event_id: obj.req_id("eventId")? })),
         "created" => (EntityOp::Created, "finalState"),
         "deleted" => (EntityOp::Deleted, "initialState"),
         _ => return Ok(Err(Ignored::EventType)),
@@ -145,24 +131,16 @@ fn entity_change_signal<'a>(obj: &RawObject<'a>, event_type: &str) -> Result<Out
     let raw = obj.get(state_field)?.ok_or(Reason::Missing(state_field))?;
     let state = raw_object(raw, state_field)?;
     let slot = Slot {
-        service: state
-            .req_id("service")
-            .map_err(|r| nested(r, state_field))?,
+        service: state.req_id("service").map_err(|r| nested(r, state_field))?,
         router: state.req_id("router").map_err(|r| nested(r, state_field))?,
-        host: state
-            .opt_str("hostId")
-            .map_err(|r| nested(r, state_field))?
-            .unwrap_or_default(),
+        host: state.opt_str("hostId").map_err(|r| nested(r, state_field))?.unwrap_or_default(),
     };
     Ok(Ok(Signal::StagedEntity { event_id, op, slot }))
 }
 
 /// Qualifies an error about a nested field with its parent, for the operator's sake.
 fn nested(reason: Reason, parent: &'static str) -> Reason {
-    Reason::Invalid {
-        field: parent,
-        why: reason.to_string(),
-    }
+    Reason::Invalid { field: parent, why: reason.to_string() }
 }
 
 fn first_peer<'a>(obj: &RawObject<'a>) -> Result<Cow<'a, str>, Reason> {
@@ -228,12 +206,7 @@ mod tests {
         );
         assert_eq!(o.reporter, "ctrl0");
         assert_eq!(o.cluster, "prod");
-        assert_eq!(
-            o.signal,
-            Signal::View {
-                leader: Some("c1".into())
-            }
-        );
+        assert_eq!(o.signal, Signal::View { leader: Some("c1".into()) });
     }
 
     #[test]
@@ -243,14 +216,8 @@ mod tests {
         let s = |t: &str| ok(&format!("{{{base},\"eventType\":\"{t}\"}}")).signal;
         assert_eq!(s("state.ro"), Signal::ReadOnly { read_only: true });
         assert_eq!(s("state.rw"), Signal::ReadOnly { read_only: false });
-        assert_eq!(
-            s("leadership.gained"),
-            Signal::SelfLeader { is_leader: true }
-        );
-        assert_eq!(
-            s("leadership.lost"),
-            Signal::SelfLeader { is_leader: false }
-        );
+        assert_eq!(s("leadership.gained"), Signal::SelfLeader { is_leader: true });
+        assert_eq!(s("leadership.lost"), Signal::SelfLeader { is_leader: false });
         assert_eq!(s("state.is_leaderless"), Signal::View { leader: None });
     }
 
@@ -259,13 +226,7 @@ mod tests {
         let o = ok(
             r#"{"namespace":"cluster","eventType":"peer.not_member","timestamp":"2024-01-01T00:00:00Z","peers":[{"id":"c3"}]}"#,
         );
-        assert_eq!(
-            o.signal,
-            Signal::Peer {
-                peer: "c3".into(),
-                connected: false
-            }
-        );
+        assert_eq!(o.signal, Signal::Peer { peer: "c3".into(), connected: false });
     }
 
     #[test]
@@ -277,32 +238,18 @@ mod tests {
             Signal::StagedEntity { event_id, op, slot } => {
                 assert_eq!(event_id, "e1");
                 assert_eq!(op, EntityOp::Created);
-                assert_eq!(
-                    (&*slot.service, &*slot.router, &*slot.host),
-                    ("s", "r", "h")
-                );
+                assert_eq!((&*slot.service, &*slot.router, &*slot.host), ("s", "r", "h"));
             }
             s => panic!("{s:?}"),
         }
         let deleted = ok(
             r#"{"namespace":"entityChange","eventId":"e2","eventType":"deleted","timestamp":"2024-01-01T00:00:00Z","entityType":"terminators","initialState":{"id":"t1","service":"s","router":"r"},"finalState":null}"#,
         );
-        assert!(matches!(
-            deleted.signal,
-            Signal::StagedEntity {
-                op: EntityOp::Deleted,
-                ..
-            }
-        ));
+        assert!(matches!(deleted.signal, Signal::StagedEntity { op: EntityOp::Deleted, .. }));
         let committed = ok(
             r#"{"namespace":"entityChange","eventId":"e1","eventType":"committed","timestamp":"2024-01-01T00:00:00Z"}"#,
         );
-        assert_eq!(
-            committed.signal,
-            Signal::Commit {
-                event_id: "e1".into()
-            }
-        );
+        assert_eq!(committed.signal, Signal::Commit { event_id: "e1".into() });
     }
 
     #[test]
@@ -317,10 +264,7 @@ mod tests {
             reason(
                 r#"{"namespace":"cluster","eventType":"state.has_leader","timestamp":"2024-01-01T00:00:00Z","leaderId":7}"#
             ),
-            Reason::Mistyped {
-                field: "leaderId",
-                expected: "a string"
-            }
+            Reason::Mistyped { field: "leaderId", expected: "a string" }
         );
         assert_eq!(
             reason(r#"{"namespace":"cluster","eventType":"state.rw"}"#),
@@ -330,10 +274,7 @@ mod tests {
             reason(
                 r#"{"namespace":"cluster","eventType":"state.rw","timestamp":"2024-13-01T00:00:00Z"}"#
             ),
-            Reason::Timestamp {
-                field: "timestamp",
-                ..
-            }
+            Reason::Timestamp { field: "timestamp", .. }
         ));
         assert_eq!(
             reason(r#"{"namespace":"cluster","timestamp":"2024-01-01T00:00:00Z"}"#),
@@ -377,10 +318,7 @@ mod tests {
         );
         assert_eq!(
             reason(r#"{"namespace":7}"#),
-            Reason::Mistyped {
-                field: "namespace",
-                expected: "a string"
-            }
+            Reason::Mistyped { field: "namespace", expected: "a string" }
         );
     }
 
@@ -391,10 +329,7 @@ mod tests {
             Ok(Decoded::Ignored(i)) => i,
             other => panic!("{l}: {other:?}"),
         };
-        assert_eq!(
-            ig(r#"{"namespace":"usage","version":2}"#),
-            Ignored::Namespace
-        );
+        assert_eq!(ig(r#"{"namespace":"usage","version":2}"#), Ignored::Namespace);
         assert_eq!(
             ig(
                 r#"{"namespace":"cluster","eventType":"state.something_new","timestamp":"2024-01-01T00:00:00Z"}"#
@@ -414,9 +349,6 @@ mod tests {
         let o = ok(
             r#"{"namespace":"cluster","eventType":"state.is_leaderless","timestamp":"2025-01-10T13:54:44.757971684-05:00"}"#,
         );
-        assert_eq!(
-            o.at,
-            Timestamp::parse("2025-01-10T18:54:44.757971684Z").unwrap()
-        );
+        assert_eq!(o.at, Timestamp::parse("2025-01-10T18:54:44.757971684Z").unwrap());
     }
 }

@@ -286,11 +286,7 @@ fn slot_key(slot: &Slot<'_>) -> String {
 
 fn slot_parts(key: &str) -> [&str; 3] {
     let mut it = key.splitn(3, '\u{1f}');
-    [
-        it.next().unwrap_or(""),
-        it.next().unwrap_or(""),
-        it.next().unwrap_or(""),
-    ]
+    [it.next().unwrap_or(""), it.next().unwrap_or(""), it.next().unwrap_or("")]
 }
 
 pub(crate) struct Cluster {
@@ -315,7 +311,6 @@ pub(crate) struct Cluster {
     pub routers: HashMap<Arc<str>, RouterState>,
     pub nodes: HashMap<NodeId, NodeLiveness>,
     pub slots: HashMap<Arc<str>, SpinSlot>,
-    pub slot_seen: HashMap<(Arc<str>, NodeId), Timestamp>,
     pub staging: Staging,
     /// Reverts and suppressed records, by the kind they would have produced.
     pub suppressed_by_kind: [u64; EventKind::ALL.len()],
@@ -342,7 +337,6 @@ impl Cluster {
             routers: HashMap::default(),
             nodes: HashMap::default(),
             slots: HashMap::default(),
-            slot_seen: HashMap::default(),
             staging: Staging::default(),
             suppressed_by_kind: [0; EventKind::ALL.len()],
         }
@@ -355,13 +349,7 @@ impl Cluster {
         let reporter = self.names.id(&obs.reporter);
         match &obs.signal {
             // A probe is not a member of the cluster: it must not change "half of the others".
-            Signal::NodeCheck {
-                node,
-                ok,
-                via,
-                down_after,
-                up_after,
-            } => {
+            Signal::NodeCheck { node, ok, via, down_after, up_after } => {
                 let node = self.names.id(node);
                 return self.apply_check(node, *ok, *via, *down_after, *up_after, at, core);
             }
@@ -399,12 +387,7 @@ impl Cluster {
             Signal::StagedEntity { event_id, op, slot } => {
                 core.stats.ignored += self.staging.prune(core.now);
                 let slot = slot.clone().into_owned();
-                let change = Staged {
-                    reporter,
-                    at,
-                    op: *op,
-                    slot,
-                };
+                let change = Staged { reporter, at, op: *op, slot };
                 match self.staging.stage(event_id, change, core.now) {
                     Some(c) => self.apply_entity(c.reporter, c.op, &c.slot, c.at, core),
                     None => Outcome::Applied,
@@ -449,15 +432,10 @@ impl Cluster {
             let grace = self.params.startup_grace;
             let key = self.views.entry(r).or_insert_with(|| {
                 core.arm_eviction(at, self.index, KeyRef::View(r), self.params.key_ttl);
-                Direct {
-                    window: StabilityWindow::default(),
-                    last_record: at,
-                }
+                Direct { window: StabilityWindow::default(), last_record: at }
             });
             key.last_record = key.last_record.max(at);
-            let observed = key
-                .window
-                .observe(View(leader), at, w, grace, &mut core.seq);
+            let observed = key.window.observe(View(leader), at, w, grace, &mut core.seq);
             self.handle(observed, KeyRef::View(r), core);
         }
         if before != view {
@@ -492,9 +470,7 @@ impl Cluster {
         link.last_record = at;
         let was = link.connected;
         link.connected = connected;
-        let observed = link
-            .window
-            .observe(Connected(connected), at, w, grace, &mut core.seq);
+        let observed = link.window.observe(Connected(connected), at, w, grace, &mut core.seq);
         self.handle(observed, KeyRef::Peer(r, peer), core);
         if was != connected && r != peer {
             let count = self.disconnected_by.entry(peer).or_insert(0);
@@ -526,13 +502,8 @@ impl Cluster {
         ids.sort_by(|a, b| self.names.name(*a).cmp(self.names.name(*b)));
         ids.dedup();
         let w = self.params.windows.members;
-        let observed = self.members.observe(
-            Members(ids),
-            at,
-            w,
-            self.params.startup_grace,
-            &mut core.seq,
-        );
+        let observed =
+            self.members.observe(Members(ids), at, w, self.params.startup_grace, &mut core.seq);
         self.handle(observed, KeyRef::Members, core);
         Outcome::Applied
     }
@@ -571,12 +542,7 @@ impl Cluster {
             Some((k, _)) => k.clone(),
             None => {
                 let k: Arc<str> = Arc::from(router);
-                core.arm_eviction(
-                    at,
-                    self.index,
-                    KeyRef::Router(k.clone()),
-                    self.params.key_ttl,
-                );
+                core.arm_eviction(at, self.index, KeyRef::Router(k.clone()), self.params.key_ttl);
                 self.routers.insert(k.clone(), RouterState::default());
                 k
             }
@@ -587,7 +553,11 @@ impl Cluster {
         match state.reports.iter_mut().find(|(rep, _, _)| *rep == r) {
             Some(report) if at < report.2 => return Outcome::Stale,
             Some(report) => *report = (r, online, at),
-            None => state.reports.push((r, online, at)),
+            None => {
+                // Most routers are reported by one controller: no spare capacity per router.
+                state.reports.reserve_exact(1);
+                state.reports.push((r, online, at));
+            }
         }
         state.last_record = state.last_record.max(at);
         self.derive_router(&key, at, core);
@@ -637,25 +607,15 @@ impl Cluster {
                 k
             }
         };
-        let seen = self
-            .slot_seen
-            .entry((key.clone(), r))
-            .or_insert(Timestamp::MIN);
-        if at < *seen {
-            return Outcome::Stale;
-        }
-        *seen = at;
         let Some(state) = self.slots.get_mut(&key) else {
             return Outcome::Ignored;
         };
+        if state.stale(r, at) {
+            return Outcome::Stale;
+        }
         state.last_record = state.last_record.max(at);
-        let (due, suppressed) = state.record(
-            op,
-            at,
-            self.params.spin_cycles,
-            self.params.spin_period,
-            &mut core.seq,
-        );
+        let (due, suppressed) =
+            state.record(op, at, self.params.spin_cycles, self.params.spin_period, &mut core.seq);
         for d in due {
             core.schedule(d, self.index, KeyRef::Slot(key.clone()));
         }
@@ -677,10 +637,7 @@ impl Cluster {
         let (index, ttl) = (self.index, self.params.key_ttl);
         self.nodes.entry(node).or_insert_with(|| {
             core.arm_eviction(at, index, KeyRef::Alive(node), ttl);
-            NodeLiveness {
-                last_record: at,
-                ..NodeLiveness::default()
-            }
+            NodeLiveness { last_record: at, ..NodeLiveness::default() }
         })
     }
 
@@ -730,12 +687,10 @@ impl Cluster {
     // ---- derived state -----------------------------------------------------------------
 
     fn live_views(&self) -> impl Iterator<Item = (NodeId, Option<NodeId>)> + '_ {
-        self.reporters
-            .iter()
-            .filter_map(move |r| match self.reporter_state.get(r)?.view {
-                RawView::Known(v) if self.is_live(*r) => Some((*r, v)),
-                _ => None,
-            })
+        self.reporters.iter().filter_map(move |r| match self.reporter_state.get(r)?.view {
+            RawView::Known(v) if self.is_live(*r) => Some((*r, v)),
+            _ => None,
+        })
     }
 
     /// X when more than half of the live reporters whose view is known say X; none when more
@@ -750,10 +705,7 @@ impl Cluster {
                 None => tally.push((v, 1)),
             }
         }
-        tally
-            .into_iter()
-            .find(|(_, c)| c * 2 > known)
-            .map(|(v, _)| Leader(v))
+        tally.into_iter().find(|(_, c)| c * 2 > known).map(|(v, _)| Leader(v))
     }
 
     fn derive_leader(&mut self, at: Timestamp, core: &mut Core) {
@@ -799,23 +751,16 @@ impl Cluster {
         let Some(state) = self.routers.get(router) else {
             return;
         };
-        let online = state
-            .reports
-            .iter()
-            .any(|&(r, on, _)| on && self.is_live(r));
+        let online = state.reports.iter().any(|&(r, on, _)| on && self.is_live(r));
         let offline = state.reports.iter().all(|&(_, on, _)| !on);
         let (w, grace) = (self.params.windows.router, self.params.startup_grace);
         let Some(state) = self.routers.get_mut(router) else {
             return;
         };
         let observed = if online {
-            state
-                .window
-                .observe(Online(true), at, w, grace, &mut core.seq)
+            state.window.observe(Online(true), at, w, grace, &mut core.seq)
         } else if offline {
-            state
-                .window
-                .observe(Online(false), at, w, grace, &mut core.seq)
+            state.window.observe(Online(false), at, w, grace, &mut core.seq)
         } else {
             state.window.observe_emitted()
         };
@@ -823,11 +768,8 @@ impl Cluster {
     }
 
     fn claimants(&self) -> Vec<NodeId> {
-        let mut c: Vec<NodeId> = self
-            .live_views()
-            .filter(|(r, v)| *v == Some(*r))
-            .map(|(r, _)| r)
-            .collect();
+        let mut c: Vec<NodeId> =
+            self.live_views().filter(|(r, v)| *v == Some(*r)).map(|(r, _)| r).collect();
         c.sort_by(|a, b| self.names.name(*a).cmp(self.names.name(*b)));
         c
     }
@@ -842,11 +784,7 @@ impl Cluster {
                     let seq = core.seq.issue();
                     split.candidate = Some((at, seq));
                     core.schedule(
-                        Scheduled {
-                            due: at.saturating_add(window),
-                            at,
-                            seq,
-                        },
+                        Scheduled { due: at.saturating_add(window), at, seq },
                         self.index,
                         KeyRef::SplitBrain,
                     );
@@ -860,11 +798,7 @@ impl Cluster {
                 let seq = core.seq.issue();
                 split.resolving = Some((at, seq));
                 core.schedule(
-                    Scheduled {
-                        due: at.saturating_add(window),
-                        at,
-                        seq,
-                    },
+                    Scheduled { due: at.saturating_add(window), at, seq },
                     self.index,
                     KeyRef::SplitBrain,
                 );
@@ -920,10 +854,8 @@ impl Cluster {
             }
             KeyRef::Peer(node, peer) => {
                 let f = self.peers.get_mut(&(*node, *peer))?.window.fire(seq)?;
-                let (n, p) = (
-                    self.names.name(*node).to_string(),
-                    self.names.name(*peer).to_string(),
-                );
+                let (n, p) =
+                    (self.names.name(*node).to_string(), self.names.name(*peer).to_string());
                 let mut e = self.event(f.value.kind(), &f);
                 e.node = Some(n.clone());
                 e.peer = Some(p.clone());
@@ -946,11 +878,7 @@ impl Cluster {
             KeyRef::Slot(slot) => {
                 let period = self.params.spin_period;
                 let f = self.slots.get_mut(slot)?.fire(seq, period)?;
-                let kind = if f.started {
-                    EventKind::SpinStarted
-                } else {
-                    EventKind::SpinStopped
-                };
+                let kind = if f.started { EventKind::SpinStarted } else { EventKind::SpinStopped };
                 let [service, router, host] = slot_parts(slot);
                 let mut e = ClusterEvent::new(kind, &self.name, f.at, f.at);
                 e.service = Some(service.to_string());
@@ -972,23 +900,16 @@ impl Cluster {
     }
 
     fn names_of(&self, ids: impl IntoIterator<Item = NodeId>) -> Vec<String> {
-        ids.into_iter()
-            .map(|i| self.names.name(i).to_string())
-            .collect()
+        ids.into_iter().map(|i| self.names.name(i).to_string()).collect()
     }
 
     fn leader_event(&mut self, f: Fired<Leader>) -> ClusterEvent {
         let kind = f.value.kind();
         let mut e = self.event(kind, &f);
         e.leader_id = f.value.0.map(|l| self.names.name(l).to_string());
-        e.previous = self
-            .last_leader_before(&f)
-            .map(|l| self.names.name(l).to_string());
-        let mut reporters: Vec<String> = self.names_of(
-            self.live_views()
-                .filter(|(_, v)| *v == f.value.0)
-                .map(|(r, _)| r),
-        );
+        e.previous = self.last_leader_before(&f).map(|l| self.names.name(l).to_string());
+        let mut reporters: Vec<String> =
+            self.names_of(self.live_views().filter(|(_, v)| *v == f.value.0).map(|(r, _)| r));
         reporters.sort();
         e.reporters = Some(reporters);
         if let Some(l) = f.value.0 {
@@ -1058,10 +979,7 @@ impl Cluster {
             KeyRef::View(n) => {
                 let k = self.views.get(n)?;
                 let idle = k.window.pending().is_none();
-                Some((
-                    k.last_record,
-                    idle && (negative(&k.window) || self.removed_member(*n)),
-                ))
+                Some((k.last_record, idle && (negative(&k.window) || self.removed_member(*n))))
             }
             KeyRef::Peer(n, p) => {
                 let k = self.peers.get(&(*n, *p))?;
@@ -1076,10 +994,7 @@ impl Cluster {
             KeyRef::Alive(n) => {
                 let k = self.nodes.get(n)?;
                 let idle = k.window.pending().is_none();
-                Some((
-                    k.last_record,
-                    idle && (negative(&k.window) || self.removed_member(*n)),
-                ))
+                Some((k.last_record, idle && (negative(&k.window) || self.removed_member(*n))))
             }
             KeyRef::Slot(s) => {
                 let k = self.slots.get(s)?;
@@ -1124,7 +1039,6 @@ impl Cluster {
             }
             KeyRef::Slot(s) => {
                 self.slots.remove(s);
-                self.slot_seen.retain(|(k, _), _| k != s);
             }
             KeyRef::Leader | KeyRef::ReadOnly | KeyRef::Members | KeyRef::SplitBrain => {
                 return Ok(false)
@@ -1137,10 +1051,9 @@ impl Cluster {
     pub fn subject(&self, key: &KeyRef) -> Vec<String> {
         match key {
             KeyRef::View(n) | KeyRef::Alive(n) => vec![self.names.name(*n).to_string()],
-            KeyRef::Peer(n, p) => vec![
-                self.names.name(*n).to_string(),
-                self.names.name(*p).to_string(),
-            ],
+            KeyRef::Peer(n, p) => {
+                vec![self.names.name(*n).to_string(), self.names.name(*p).to_string()]
+            }
             KeyRef::Router(r) => vec![r.to_string()],
             KeyRef::Slot(s) => slot_parts(s).iter().map(|p| p.to_string()).collect(),
             KeyRef::Leader | KeyRef::ReadOnly | KeyRef::Members | KeyRef::SplitBrain => Vec::new(),

@@ -82,15 +82,8 @@ impl NodeLiveness {
         seq: &mut Sequence,
     ) -> (Observed, bool) {
         let run = match self.run {
-            Some(r) if r.ok == ok => CheckRun {
-                count: r.count.saturating_add(1),
-                ..r
-            },
-            _ => CheckRun {
-                ok,
-                count: 1,
-                first: at,
-            },
+            Some(r) if r.ok == ok => CheckRun { count: r.count.saturating_add(1), ..r },
+            _ => CheckRun { ok, count: 1, first: at },
         };
         self.run = Some(run);
         let needed = if ok { up_after } else { down_after }.max(1);
@@ -98,9 +91,7 @@ impl NodeLiveness {
             return (Observed::Nothing, false);
         }
         self.verdict = Some(ok);
-        let observed = self
-            .window
-            .schedule_verdict(Alive { up: ok, via }, run.first, at, seq);
+        let observed = self.window.schedule_verdict(Alive { up: ok, via }, run.first, at, seq);
         (observed, true)
     }
 
@@ -114,10 +105,7 @@ impl NodeLiveness {
         seq: &mut Sequence,
     ) -> Observed {
         self.peers_down = down;
-        let value = Alive {
-            up: !down,
-            via: Via::Peers,
-        };
+        let value = Alive { up: !down, via: Via::Peers };
         if down {
             return self.window.observe(value, at, window, startup_grace, seq);
         }
@@ -145,10 +133,7 @@ mod tests {
     fn probe_down_needs_k_consecutive_failures_and_dates_from_the_first() {
         let mut seq = Sequence::default();
         let mut n = NodeLiveness::default();
-        assert_eq!(
-            n.check(false, Via::Probe, 2, 1, t(0), &mut seq),
-            (Observed::Nothing, false)
-        );
+        assert_eq!(n.check(false, Via::Probe, 2, 1, t(0), &mut seq), (Observed::Nothing, false));
         let (Observed::Scheduled(s), true) = n.check(false, Via::Probe, 2, 1, t(1_000), &mut seq)
         else {
             panic!()
@@ -156,10 +141,7 @@ mod tests {
         assert_eq!((s.at, s.due), (t(0), t(1_000)));
         let f = n.window.fire(s.seq).unwrap();
         assert!(f.initial && !f.value.up);
-        assert_eq!(
-            n.check(false, Via::Probe, 2, 1, t(2_000), &mut seq).0,
-            Observed::Nothing
-        );
+        assert_eq!(n.check(false, Via::Probe, 2, 1, t(2_000), &mut seq).0, Observed::Nothing);
         let (Observed::Scheduled(s), true) = n.check(true, Via::Probe, 2, 1, t(3_000), &mut seq)
         else {
             panic!()

@@ -176,20 +176,13 @@ pub(crate) struct Core {
 
 impl Core {
     fn schedule(&mut self, s: Scheduled, cluster: u32, key: KeyRef) {
-        self.timers.push(Reverse(Timer {
-            due: s.due,
-            at: s.at,
-            seq: s.seq,
-            cluster,
-            key,
-        }));
+        self.timers.push(Reverse(Timer { due: s.due, at: s.at, seq: s.seq, cluster, key }));
     }
 
     /// Arms the one eviction check a key has; it re-arms itself until the key goes.
     fn arm_eviction(&mut self, last_record: Timestamp, cluster: u32, key: KeyRef, ttl: Nanos) {
         let due = last_record.saturating_add(ttl);
-        self.evictions
-            .push(Reverse(EvictionCheck { due, cluster, key }));
+        self.evictions.push(Reverse(EvictionCheck { due, cluster, key }));
     }
 }
 
@@ -352,9 +345,7 @@ impl Engine {
                 }
                 Ok(false) => {}
                 Err(next) => {
-                    self.core
-                        .evictions
-                        .push(Reverse(EvictionCheck { due: next, ..e }));
+                    self.core.evictions.push(Reverse(EvictionCheck { due: next, ..e }));
                 }
             }
         }

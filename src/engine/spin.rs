@@ -6,8 +6,6 @@
 //! T without a completion ends it (`terminator.spin_stopped` at last completion + T).
 //! The window W is not applied again: these events are already the product of a window.
 
-use std::collections::VecDeque;
-
 use super::window::{Scheduled, Sequence};
 use crate::model::{EntityOp, Nanos, Timestamp};
 
@@ -17,18 +15,21 @@ pub struct SpinSlot {
     /// A `created` awaits its `deleted`.
     pub created: bool,
     /// Completion times while not spinning; never more than N.
-    pub recent: VecDeque<Timestamp>,
+    pub recent: Vec<Timestamp>,
     pub spinning: bool,
     /// Completions in the current episode.
     pub episode_cycles: u32,
     pub last_completion: Timestamp,
-    /// The pending `spin_started`: its deadline's sequence number and cycle count.
-    pub start: Option<(u64, u32)>,
+    /// The deadline sequence number of the pending `spin_started`. It fires in the same
+    /// flush as the completion that scheduled it, so its cycle count is `episode_cycles`.
+    pub start: Option<u64>,
     /// The deadline sequence number of the episode's `spin_stopped`.
     pub stop_seq: Option<u64>,
     /// Records counted as suppressed since the last event of this slot.
     pub suppressed: u32,
     pub last_record: Timestamp,
+    /// Newest record time per reporter, for staleness.
+    pub seen: Vec<(u32, Timestamp)>,
 }
 
 /// What a `spin_*` deadline produced.
@@ -41,6 +42,23 @@ pub struct SpinFired {
 }
 
 impl SpinSlot {
+    /// Whether a record of `reporter` at `at` is older than one already applied; if not, it
+    /// becomes the newest.
+    pub fn stale(&mut self, reporter: u32, at: Timestamp) -> bool {
+        match self.seen.iter_mut().find(|(r, _)| *r == reporter) {
+            Some((_, newest)) if at < *newest => true,
+            Some((_, newest)) => {
+                *newest = at;
+                false
+            }
+            None => {
+                self.seen.reserve_exact(1);
+                self.seen.push((reporter, at));
+                false
+            }
+        }
+    }
+
     /// Applies one created/deleted record. Returns the deadlines to schedule (spin_started
     /// due now, spin_stopped later) and whether the record was suppressed (slot spinning).
     pub fn record(
@@ -78,54 +96,37 @@ impl SpinSlot {
         if self.spinning {
             self.episode_cycles = self.episode_cycles.saturating_add(1);
         } else {
-            self.recent.push_back(at);
-            while self
-                .recent
-                .front()
-                .is_some_and(|&f| at.saturating_sub(f) > period)
-            {
-                self.recent.pop_front();
-            }
-            while self.recent.len() > cycles_needed as usize {
-                self.recent.pop_front();
-            }
+            self.recent.push(at);
+            self.recent.retain(|&f| at.saturating_sub(f) <= period);
+            let excess = self.recent.len().saturating_sub(cycles_needed as usize);
+            self.recent.drain(..excess);
             if self.recent.len() < cycles_needed as usize {
                 return;
             }
             self.spinning = true;
             self.episode_cycles = u32::try_from(self.recent.len()).unwrap_or(u32::MAX);
-            self.recent.clear();
+            self.recent = Vec::new();
             let s = seq.issue();
-            self.start = Some((s, self.episode_cycles));
-            due.push(Scheduled {
-                due: at,
-                at,
-                seq: s,
-            });
+            self.start = Some(s);
+            due.push(Scheduled { due: at, at, seq: s });
         }
         self.last_completion = self.last_completion.max(at);
         let stop_at = self.last_completion.saturating_add(period);
         let s = seq.issue();
         self.stop_seq = Some(s);
-        due.push(Scheduled {
-            due: stop_at,
-            at: stop_at,
-            seq: s,
-        });
+        due.push(Scheduled { due: stop_at, at: stop_at, seq: s });
     }
 
     /// Fires the deadline `seq` if it is still current.
     pub fn fire(&mut self, seq: u64, period: Nanos) -> Option<SpinFired> {
-        if let Some((s, cycles)) = self.start {
-            if s == seq {
-                self.start = None;
-                return Some(SpinFired {
-                    started: true,
-                    at: self.last_completion,
-                    cycles,
-                    suppressed: std::mem::take(&mut self.suppressed),
-                });
-            }
+        if self.start == Some(seq) {
+            self.start = None;
+            return Some(SpinFired {
+                started: true,
+                at: self.last_completion,
+                cycles: self.episode_cycles,
+                suppressed: std::mem::take(&mut self.suppressed),
+            });
         }
         if self.spinning && self.stop_seq == Some(seq) {
             self.spinning = false;
@@ -191,10 +192,7 @@ mod tests {
         s2.fire(start[0].seq, T).unwrap();
         let later = cycle(&mut s2, 50, &mut seq);
         assert_eq!(later.len(), 1);
-        assert!(
-            s2.fire(start[1].seq, T).is_none(),
-            "superseded stop deadline"
-        );
+        assert!(s2.fire(start[1].seq, T).is_none(), "superseded stop deadline");
         let f = s2.fire(later[0].seq, T).unwrap();
         assert_eq!((f.started, f.at, f.cycles), (false, Timestamp(110), 4));
         assert_eq!(f.suppressed, 2, "both records of the cycle while spinning");

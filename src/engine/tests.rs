@@ -25,18 +25,12 @@ struct H {
 
 impl H {
     fn new() -> H {
-        H {
-            engine: Engine::new(EngineConfig::default()),
-            log: Vec::new(),
-        }
+        H { engine: Engine::new(EngineConfig::default()), log: Vec::new() }
     }
 
     fn with(params: Params) -> H {
         H {
-            engine: Engine::new(EngineConfig {
-                defaults: params,
-                clusters: Default::default(),
-            }),
+            engine: Engine::new(EngineConfig { defaults: params, clusters: Default::default() }),
             log: Vec::new(),
         }
     }
@@ -90,9 +84,7 @@ impl H {
 }
 
 fn view(leader: Option<&str>) -> Signal<'static> {
-    Signal::View {
-        leader: leader.map(|l| Cow::Owned(l.to_string())),
-    }
+    Signal::View { leader: leader.map(|l| Cow::Owned(l.to_string())) }
 }
 
 fn has_leader(l: &str) -> Signal<'static> {
@@ -112,24 +104,15 @@ fn lost() -> Signal<'static> {
 }
 
 fn peer(p: &str, connected: bool) -> Signal<'static> {
-    Signal::Peer {
-        peer: Cow::Owned(p.into()),
-        connected,
-    }
+    Signal::Peer { peer: Cow::Owned(p.into()), connected }
 }
 
 fn router(r: &str, online: bool) -> Signal<'static> {
-    Signal::Router {
-        router: Cow::Owned(r.into()),
-        online,
-    }
+    Signal::Router { router: Cow::Owned(r.into()), online }
 }
 
 fn members(index: u64, ids: &[&str]) -> Signal<'static> {
-    Signal::Members {
-        index,
-        members: ids.iter().map(|m| Cow::Owned(m.to_string())).collect(),
-    }
+    Signal::Members { index, members: ids.iter().map(|m| Cow::Owned(m.to_string())).collect() }
 }
 
 fn probe(node: &str, ok: bool) -> Signal<'static> {
@@ -145,11 +128,7 @@ fn probe(node: &str, ok: bool) -> Signal<'static> {
 fn entity(op: EntityOp) -> Signal<'static> {
     Signal::Entity {
         op,
-        slot: Slot {
-            service: "svc".into(),
-            router: "rtr".into(),
-            host: "h".into(),
-        },
+        slot: Slot { service: "svc".into(), router: "rtr".into(), host: "h".into() },
     }
 }
 
@@ -256,10 +235,7 @@ fn window_rule_3_a_new_candidate_replaces_the_pending_one_uncounted() {
     let out = only(&h.finish(), EventKind::NodeHasLeader);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].leader_id.as_deref(), Some("b"));
-    assert_eq!(
-        (out[0].at, out[0].stable_at, out[0].suppressed),
-        (t(1.0), t(3.0), 0)
-    );
+    assert_eq!((out[0].at, out[0].stable_at, out[0].suppressed), (t(1.0), t(3.0), 0));
     assert_eq!(h.engine.stats().suppressed, 0);
 }
 
@@ -270,10 +246,7 @@ fn window_startup_grace_a_never_emitted_negative_needs_max_w_grace() {
     assert!(h.tick(t(9.999)).is_empty());
     let out = h.tick(t(10.0));
     assert_eq!(kinds(&out), ["router.offline"]);
-    assert_eq!(
-        (out[0].at, out[0].stable_at, out[0].initial),
-        (t(0.0), t(10.0), true)
-    );
+    assert_eq!((out[0].at, out[0].stable_at, out[0].initial), (t(0.0), t(10.0), true));
 
     // A spurious startup "lost" that recovers within the grace is never emitted.
     let mut h = H::new();
@@ -291,19 +264,12 @@ fn window_startup_grace_does_not_apply_to_positive_or_already_emitted_keys() {
     h.at(t(0.0), "r1", router("x", true));
     assert_eq!(h.tick(t(2.0))[0].stable_at, t(2.0));
     h.at(t(3.0), "r1", router("x", false));
-    assert_eq!(
-        h.tick(t(5.0))[0].stable_at,
-        t(5.0),
-        "emitted before: W, not the grace"
-    );
+    assert_eq!(h.tick(t(5.0))[0].stable_at, t(5.0), "emitted before: W, not the grace");
 }
 
 #[test]
 fn window_startup_grace_is_max_not_sum() {
-    let mut h = H::with(Params {
-        windows: Windows::uniform(ns(30 * SEC)),
-        ..Params::default()
-    });
+    let mut h = H::with(Params { windows: Windows::uniform(ns(30 * SEC)), ..Params::default() });
     h.at(t(0.0), "r1", router("x", false));
     assert_eq!(h.finish()[0].stable_at, t(30.0));
 }
@@ -315,15 +281,9 @@ fn window_zero_emits_at_once_on_change_and_still_dedupes() {
         startup_grace: Nanos::ZERO,
         ..Params::default()
     });
-    assert_eq!(
-        kinds(&h.at(t(0.0), "r1", router("x", true))),
-        ["router.online"]
-    );
+    assert_eq!(kinds(&h.at(t(0.0), "r1", router("x", true))), ["router.online"]);
     assert!(h.at(t(1.0), "r1", router("x", true)).is_empty());
-    assert_eq!(
-        kinds(&h.at(t(2.0), "r1", router("x", false))),
-        ["router.offline"]
-    );
+    assert_eq!(kinds(&h.at(t(2.0), "r1", router("x", false))), ["router.offline"]);
 }
 
 #[test]
@@ -337,10 +297,8 @@ fn window_same_tick_order_is_stable_at_then_at_then_creation() {
     h.at(t(1.0), "r1", router("z", true)); // due 4.0
     h.at(t(1.0), "r1", router("a", true)); // due 4.0, created after z
     let out = h.tick(t(10.0));
-    let subjects: Vec<String> = out
-        .iter()
-        .map(|e| e.router.clone().or(e.peer.clone()).unwrap_or_default())
-        .collect();
+    let subjects: Vec<String> =
+        out.iter().map(|e| e.router.clone().or(e.peer.clone()).unwrap_or_default()).collect();
     assert_eq!(subjects, ["r2", "late", "z", "a"]);
 }
 
@@ -350,10 +308,7 @@ fn window_initial_is_true_only_on_the_first_event_of_a_key() {
     h.at(t(0.0), "r1", router("x", true));
     h.at(t(5.0), "r1", router("x", false));
     let out = h.all();
-    assert_eq!(
-        out.iter().map(|e| e.initial).collect::<Vec<_>>(),
-        [true, false]
-    );
+    assert_eq!(out.iter().map(|e| e.initial).collect::<Vec<_>>(), [true, false]);
 }
 
 // ---- §5.3 order and staleness -------------------------------------------------------------
@@ -386,16 +341,8 @@ fn stale_is_per_reporter_and_key() {
 fn stale_members_are_ordered_by_raft_index_whatever_their_time() {
     let mut h = H::new();
     h.at(t(5.0), "r1", members(7, &["a", "b"]));
-    assert_eq!(
-        h.outcome(t(6.0), "r2", members(7, &["a", "b"])),
-        Outcome::Stale,
-        "equal index"
-    );
-    assert_eq!(
-        h.outcome(t(7.0), "r2", members(6, &["a"])),
-        Outcome::Stale,
-        "lower index"
-    );
+    assert_eq!(h.outcome(t(6.0), "r2", members(7, &["a", "b"])), Outcome::Stale, "equal index");
+    assert_eq!(h.outcome(t(7.0), "r2", members(6, &["a"])), Outcome::Stale, "lower index");
     assert_eq!(
         h.outcome(t(1.0), "r3", members(8, &["a", "b", "c"])),
         Outcome::Applied,
@@ -403,15 +350,9 @@ fn stale_members_are_ordered_by_raft_index_whatever_their_time() {
     );
     let out = only(&h.all(), EventKind::MembersChanged);
     assert_eq!(out.len(), 2);
-    assert_eq!(
-        out[0].added, out[0].members,
-        "the initial event adds every member"
-    );
+    assert_eq!(out[0].added, out[0].members, "the initial event adds every member");
     assert_eq!(out[0].removed.as_deref(), Some(&[][..]));
-    assert_eq!(
-        out[1].members.as_deref(),
-        Some(&["a".to_string(), "b".into(), "c".into()][..])
-    );
+    assert_eq!(out[1].members.as_deref(), Some(&["a".to_string(), "b".into(), "c".into()][..]));
     assert_eq!(out[1].added.as_deref(), Some(&["c".to_string()][..]));
 }
 
@@ -435,10 +376,7 @@ fn views_come_from_has_leader_and_is_leaderless() {
     h.at(t(0.0), "r1", has_leader("r2"));
     h.at(t(5.0), "r1", leaderless());
     let out = h.all();
-    let v: Vec<_> = out
-        .iter()
-        .filter(|e| e.node.as_deref() == Some("r1"))
-        .collect();
+    let v: Vec<_> = out.iter().filter(|e| e.node.as_deref() == Some("r1")).collect();
     assert_eq!(v[0].kind, EventKind::NodeHasLeader);
     assert_eq!(v[0].leader_id.as_deref(), Some("r2"));
     assert_eq!(v[1].kind, EventKind::NodeIsLeaderless);
@@ -453,14 +391,8 @@ fn views_leadership_gained_sets_the_view_to_self() {
         h.finish()
     };
     let v = only(&out, EventKind::NodeHasLeader);
-    assert_eq!(
-        (v[0].node.as_deref(), v[0].leader_id.as_deref()),
-        (Some("r1"), Some("r1"))
-    );
-    assert_eq!(
-        only(&out, EventKind::LeaderElected)[0].leader_id.as_deref(),
-        Some("r1")
-    );
+    assert_eq!((v[0].node.as_deref(), v[0].leader_id.as_deref()), (Some("r1"), Some("r1")));
+    assert_eq!(only(&out, EventKind::LeaderElected)[0].leader_id.as_deref(), Some("r1"));
 }
 
 #[test]
@@ -476,10 +408,7 @@ fn views_leadership_lost_makes_the_view_unknown_until_the_next_view() {
     // Known views: r2 -> r2, r3 -> r1: no majority, in transition; nothing is emitted.
     let out = h.tick(t(20.0));
     assert!(only(&out, EventKind::LeaderElected).is_empty(), "{out:?}");
-    assert!(
-        only(&out, EventKind::NodeIsLeaderless).is_empty(),
-        "lost emits no view event"
-    );
+    assert!(only(&out, EventKind::NodeIsLeaderless).is_empty(), "lost emits no view event");
     h.at(t(21.0), "r1", has_leader("r2"));
     let out = only(&h.finish(), EventKind::LeaderElected);
     assert_eq!(out[0].leader_id.as_deref(), Some("r2"));
@@ -509,11 +438,7 @@ fn leader_is_x_when_more_than_half_of_the_live_known_views_say_x() {
     let out = only(&h.finish(), EventKind::LeaderElected);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].leader_id.as_deref(), Some("r1"));
-    assert_eq!(
-        out[0].at,
-        t(0.0),
-        "r1 alone was a majority of one known view"
-    );
+    assert_eq!(out[0].at, t(0.0), "r1 alone was a majority of one known view");
     assert_eq!(out[0].previous, None);
     assert_eq!(out[0].reporters, Some(vec!["r1".into(), "r2".into()]));
 }
@@ -559,11 +484,7 @@ fn leader_previous_skips_leaderless_periods() {
         .collect();
     assert_eq!(
         kinds(&out),
-        [
-            "cluster.leader_elected",
-            "cluster.leaderless",
-            "cluster.leader_elected"
-        ]
+        ["cluster.leader_elected", "cluster.leaderless", "cluster.leader_elected"]
     );
     assert_eq!(out[1].previous.as_deref(), Some("a"));
     assert_eq!(out[2].previous.as_deref(), Some("a"));
@@ -583,20 +504,14 @@ fn liveness_a_reporter_is_not_live_when_more_than_half_of_the_others_say_disconn
     h.at(t(10.2), "r3", has_leader("r2"));
     let out = h.finish();
     let elected = only(&out, EventKind::LeaderElected);
-    assert_eq!(
-        elected.last().and_then(|e| e.leader_id.as_deref()),
-        Some("r2")
-    );
+    assert_eq!(elected.last().and_then(|e| e.leader_id.as_deref()), Some("r2"));
     assert_eq!(
         elected.last().and_then(|e| e.reporters.clone()),
         Some(vec!["r2".into(), "r3".into()])
     );
     let down = only(&out, EventKind::NodeDown);
     assert_eq!(down.len(), 1);
-    assert_eq!(
-        (down[0].node.as_deref(), down[0].via),
-        (Some("r1"), Some(Via::Peers))
-    );
+    assert_eq!((down[0].node.as_deref(), down[0].via), (Some("r1"), Some(Via::Peers)));
     assert_eq!(
         (down[0].at, down[0].stable_at),
         (t(10.0), t(20.0)),
@@ -617,14 +532,7 @@ fn liveness_half_is_not_more_than_half() {
 #[test]
 fn liveness_not_member_counts_as_disconnected() {
     let mut h = H::new();
-    h.at(
-        t(0.0),
-        "r2",
-        Signal::Peer {
-            peer: "r1".into(),
-            connected: false,
-        },
-    );
+    h.at(t(0.0), "r2", Signal::Peer { peer: "r1".into(), connected: false });
     // (the OpenZiti decoder maps peer.not_member to connected: false)
     let out = h.finish();
     assert_eq!(only(&out, EventKind::NodeDown).len(), 1, "{out:?}");
@@ -640,10 +548,8 @@ fn liveness_reports_from_reporters_that_are_not_live_still_count() {
     h.at(t(0.0), "r3", peer("r1", false));
     // r1 is now not live (r2 and r3), yet its report about r2 still counts with r3's.
     h.at(t(0.0), "r3", peer("r2", false));
-    let down: Vec<_> = only(&h.finish(), EventKind::NodeDown)
-        .into_iter()
-        .filter_map(|e| e.node)
-        .collect();
+    let down: Vec<_> =
+        only(&h.finish(), EventKind::NodeDown).into_iter().filter_map(|e| e.node).collect();
     assert_eq!(down, ["r1", "r2"]);
 }
 
@@ -653,14 +559,8 @@ fn liveness_peers_up_only_after_an_emitted_down() {
     h.at(t(0.0), "r2", peer("r1", false));
     h.at(t(5.0), "r2", peer("r1", true));
     let out = h.finish();
-    assert!(
-        only(&out, EventKind::NodeDown).is_empty(),
-        "cleared within the grace: cancelled"
-    );
-    assert!(
-        only(&out, EventKind::NodeUp).is_empty(),
-        "no up for a down never emitted"
-    );
+    assert!(only(&out, EventKind::NodeDown).is_empty(), "cleared within the grace: cancelled");
+    assert!(only(&out, EventKind::NodeUp).is_empty(), "no up for a down never emitted");
 
     let mut h = H::new();
     h.at(t(0.0), "r2", peer("r1", false));
@@ -668,10 +568,7 @@ fn liveness_peers_up_only_after_an_emitted_down() {
     h.at(t(20.0), "r2", peer("r1", true));
     let out = h.finish();
     let up = only(&out, EventKind::NodeUp);
-    assert_eq!(
-        (up[0].via, up[0].at, up[0].stable_at),
-        (Some(Via::Peers), t(20.0), t(22.0))
-    );
+    assert_eq!((up[0].via, up[0].at, up[0].stable_at), (Some(Via::Peers), t(20.0), t(22.0)));
 }
 
 #[test]
@@ -680,18 +577,12 @@ fn liveness_probe_down_at_the_kth_failure_dated_from_the_first() {
     h.at(t(0.0), "herald", probe("n1", false));
     let out = h.at(t(1.0), "herald", probe("n1", false));
     assert_eq!(kinds(&out), ["node.down"], "no window, no grace");
-    assert_eq!(
-        (out[0].at, out[0].stable_at, out[0].initial),
-        (t(0.0), t(1.0), true)
-    );
+    assert_eq!((out[0].at, out[0].stable_at, out[0].initial), (t(0.0), t(1.0), true));
     assert_eq!(out[0].via, Some(Via::Probe));
     assert!(h.at(t(2.0), "herald", probe("n1", false)).is_empty());
     let out = h.at(t(3.0), "herald", probe("n1", true));
     assert_eq!(kinds(&out), ["node.up"]);
-    assert_eq!(
-        (out[0].at, out[0].stable_at, out[0].initial),
-        (t(3.0), t(3.0), false)
-    );
+    assert_eq!((out[0].at, out[0].stable_at, out[0].initial), (t(3.0), t(3.0), false));
 }
 
 #[test]
@@ -727,17 +618,11 @@ fn read_only_when_more_than_half_of_the_live_known_say_ro() {
     h.at(t(0.0), "r2", Signal::ReadOnly { read_only: false });
     h.tick(t(3.0));
     h.at(t(4.0), "r1", Signal::ReadOnly { read_only: true });
-    assert!(
-        only(&h.tick(t(10.0)), EventKind::ReadOnly).is_empty(),
-        "1 of 2 is not more than half"
-    );
+    assert!(only(&h.tick(t(10.0)), EventKind::ReadOnly).is_empty(), "1 of 2 is not more than half");
     h.at(t(11.0), "r2", Signal::ReadOnly { read_only: true });
     let out = h.finish();
     let ro = only(&out, EventKind::ReadOnly);
-    assert_eq!(
-        (ro[0].at, ro[0].stable_at, ro[0].initial),
-        (t(11.0), t(13.0), false)
-    );
+    assert_eq!((ro[0].at, ro[0].stable_at, ro[0].initial), (t(11.0), t(13.0), false));
 }
 
 #[test]
@@ -782,10 +667,7 @@ fn split_brain_two_live_claims_for_the_split_window() {
     h.at(t(31.0), "r2", lost());
     h.at(t(32.0), "r3", lost());
     let out = only(&h.finish(), EventKind::SplitBrainResolved);
-    assert_eq!(
-        (out[0].at, out[0].stable_at, out[0].initial),
-        (t(32.0), t(37.0), false)
-    );
+    assert_eq!((out[0].at, out[0].stable_at, out[0].initial), (t(32.0), t(37.0), false));
 }
 
 #[test]
@@ -824,10 +706,7 @@ fn spin_n_cycles_within_t_start_an_episode_at_the_nth_completion() {
     let out = spin_cycle(&mut h, 20.0);
     assert_eq!(kinds(&out), ["terminator.spin_started"]);
     let e = &out[0];
-    assert_eq!(
-        (e.at, e.stable_at, e.cycles, e.initial),
-        (t(20.5), t(20.5), Some(3), false)
-    );
+    assert_eq!((e.at, e.stable_at, e.cycles, e.initial), (t(20.5), t(20.5), Some(3), false));
     assert_eq!(
         (e.service.as_deref(), e.router.as_deref(), e.host.as_deref()),
         (Some("svc"), Some("rtr"), Some("h"))
@@ -839,10 +718,7 @@ fn spin_completions_more_than_t_apart_do_not_spin() {
     let mut h = H::new();
     spin_cycle(&mut h, 0.0);
     spin_cycle(&mut h, 30.0);
-    assert!(
-        spin_cycle(&mut h, 60.001).is_empty(),
-        "first completion 0.5, third 60.501: over T"
-    );
+    assert!(spin_cycle(&mut h, 60.001).is_empty(), "first completion 0.5, third 60.501: over T");
 }
 
 #[test]
@@ -854,14 +730,8 @@ fn spin_stops_after_t_without_a_completion_counting_the_episode() {
     let out = h.finish();
     let stop = only(&out, EventKind::SpinStopped);
     assert_eq!(stop.len(), 1);
-    assert_eq!(
-        (stop[0].at, stop[0].stable_at, stop[0].cycles),
-        (t(64.5), t(64.5), Some(5))
-    );
-    assert_eq!(
-        stop[0].suppressed, 4,
-        "records while spinning are counted as suppressed"
-    );
+    assert_eq!((stop[0].at, stop[0].stable_at, stop[0].cycles), (t(64.5), t(64.5), Some(5)));
+    assert_eq!(stop[0].suppressed, 4, "records while spinning are counted as suppressed");
 }
 
 #[test]
@@ -877,25 +747,15 @@ fn spin_staged_entity_changes_apply_only_once_committed() {
     let staged = |op, id: &str| Signal::StagedEntity {
         event_id: Cow::Owned(id.to_string()),
         op,
-        slot: Slot {
-            service: "s".into(),
-            router: "r".into(),
-            host: "".into(),
-        },
+        slot: Slot { service: "s".into(), router: "r".into(), host: "".into() },
     };
     for i in 0..3 {
         let at = f64::from(i);
         h.at(t(at), "c1", staged(EntityOp::Created, &format!("c{i}")));
-        h.at(
-            t(at + 0.1),
-            "c1",
-            staged(EntityOp::Deleted, &format!("d{i}")),
-        );
+        h.at(t(at + 0.1), "c1", staged(EntityOp::Deleted, &format!("d{i}")));
     }
     assert!(h.tick(t(10.0)).is_empty(), "nothing committed yet");
-    let commit = |id: &str| Signal::Commit {
-        event_id: Cow::Owned(id.to_string()),
-    };
+    let commit = |id: &str| Signal::Commit { event_id: Cow::Owned(id.to_string()) };
     let mut out = Vec::new();
     for i in 0..3 {
         out.extend(h.at(t(10.0), "c1", commit(&format!("c{i}"))));
@@ -911,25 +771,15 @@ fn spin_a_commit_may_arrive_before_its_change() {
     let staged = |op, id: &str| Signal::StagedEntity {
         event_id: Cow::Owned(id.to_string()),
         op,
-        slot: Slot {
-            service: "s".into(),
-            router: "r".into(),
-            host: "h".into(),
-        },
+        slot: Slot { service: "s".into(), router: "r".into(), host: "h".into() },
     };
-    let commit = |id: &str| Signal::Commit {
-        event_id: Cow::Owned(id.to_string()),
-    };
+    let commit = |id: &str| Signal::Commit { event_id: Cow::Owned(id.to_string()) };
     let mut out = Vec::new();
     for i in 0..3 {
         let at = f64::from(i);
         out.extend(h.at(t(at), "c1", commit(&format!("c{i}"))));
         out.extend(h.at(t(at), "c1", staged(EntityOp::Created, &format!("c{i}"))));
-        out.extend(h.at(
-            t(at + 0.1),
-            "c1",
-            staged(EntityOp::Deleted, &format!("d{i}")),
-        ));
+        out.extend(h.at(t(at + 0.1), "c1", staged(EntityOp::Deleted, &format!("d{i}"))));
         out.extend(h.at(t(at + 0.1), "c1", commit(&format!("d{i}"))));
     }
     assert_eq!(kinds(&out), ["terminator.spin_started"]);
@@ -941,41 +791,15 @@ fn spin_halves_that_never_meet_are_dropped_and_counted() {
     let staged = Signal::StagedEntity {
         event_id: "rolled-back".into(),
         op: EntityOp::Created,
-        slot: Slot {
-            service: "s".into(),
-            router: "r".into(),
-            host: "".into(),
-        },
+        slot: Slot { service: "s".into(), router: "r".into(), host: "".into() },
     };
     h.at(t(0.0), "c1", staged);
-    h.at(
-        t(0.0),
-        "c1",
-        Signal::Commit {
-            event_id: "a-service-change".into(),
-        },
-    );
+    h.at(t(0.0), "c1", Signal::Commit { event_id: "a-service-change".into() });
     assert_eq!(h.engine.stats().ignored, 0);
-    h.at(
-        t(301.0),
-        "c1",
-        Signal::Commit {
-            event_id: "late".into(),
-        },
-    );
-    assert_eq!(
-        h.engine.stats().ignored,
-        2,
-        "both waited more than five minutes"
-    );
+    h.at(t(301.0), "c1", Signal::Commit { event_id: "late".into() });
+    assert_eq!(h.engine.stats().ignored, 2, "both waited more than five minutes");
     // The dropped change no longer completes when its commit finally shows up.
-    h.at(
-        t(302.0),
-        "c1",
-        Signal::Commit {
-            event_id: "rolled-back".into(),
-        },
-    );
+    h.at(t(302.0), "c1", Signal::Commit { event_id: "rolled-back".into() });
     assert!(h.finish().is_empty());
 }
 
@@ -1001,10 +825,7 @@ fn ids_are_deterministic_and_cover_cluster_kind_subject_and_at() {
     };
     let (a, b) = (run(), run());
     assert_eq!(a, b);
-    assert_ne!(
-        a[0].id, a[1].id,
-        "the subject (node, peer) is part of the id"
-    );
+    assert_ne!(a[0].id, a[1].id, "the subject (node, peer) is part of the id");
     assert_eq!(
         a[0].id,
         crate::model::event_id("c", EventKind::PeerConnected, &["r1", "r2"], t(0.0))
@@ -1013,10 +834,7 @@ fn ids_are_deterministic_and_cover_cluster_kind_subject_and_at() {
 
 #[test]
 fn eviction_a_negative_key_without_records_for_key_ttl_is_evicted() {
-    let mut h = H::with(Params {
-        key_ttl: ns(100 * SEC),
-        ..Params::default()
-    });
+    let mut h = H::with(Params { key_ttl: ns(100 * SEC), ..Params::default() });
     h.at(t(0.0), "r1", router("gone", false));
     h.at(t(0.0), "r1", router("here", true));
     h.tick(t(50.0));
@@ -1024,25 +842,16 @@ fn eviction_a_negative_key_without_records_for_key_ttl_is_evicted() {
     h.tick(t(100.0));
     let ev = h.engine.take_evictions();
     assert_eq!(ev.len(), 1);
-    assert_eq!(
-        (ev[0].key, ev[0].subject.clone()),
-        ("router", vec!["gone".to_string()])
-    );
+    assert_eq!((ev[0].key, ev[0].subject.clone()), ("router", vec!["gone".to_string()]));
     // A later record starts the key afresh.
     h.at(t(200.0), "r1", router("gone", true));
     let out = h.finish();
-    assert_eq!(
-        out.last().map(|e| (e.kind, e.initial)),
-        Some((EventKind::RouterOnline, true))
-    );
+    assert_eq!(out.last().map(|e| (e.kind, e.initial)), Some((EventKind::RouterOnline, true)));
 }
 
 #[test]
 fn eviction_a_quiet_slot_goes_a_spinning_one_stays() {
-    let mut h = H::with(Params {
-        key_ttl: ns(10 * SEC),
-        ..Params::default()
-    });
+    let mut h = H::with(Params { key_ttl: ns(10 * SEC), ..Params::default() });
     spin_cycle(&mut h, 0.0);
     h.tick(t(11.0));
     assert_eq!(h.engine.take_evictions().len(), 1);
@@ -1065,10 +874,7 @@ fn clusters_are_independent() {
         .into_iter()
         .map(|e| (e.cluster, e.leader_id.unwrap_or_default()))
         .collect();
-    assert_eq!(
-        leaders,
-        [("a".to_string(), "x".to_string()), ("b".into(), "y".into())]
-    );
+    assert_eq!(leaders, [("a".to_string(), "x".to_string()), ("b".into(), "y".into())]);
 }
 
 #[test]
@@ -1077,10 +883,7 @@ fn per_cluster_params_override_the_defaults() {
     let mut fast = Params::default();
     fast.windows.router = ns(SEC / 2);
     cfg.clusters.insert("c".into(), fast);
-    let mut h = H {
-        engine: Engine::new(cfg),
-        log: Vec::new(),
-    };
+    let mut h = H { engine: Engine::new(cfg), log: Vec::new() };
     h.at(t(0.0), "r1", router("x", true));
     assert_eq!(h.finish()[0].stable_at, t(0.5));
 }

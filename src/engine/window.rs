@@ -44,18 +44,16 @@ pub struct Pending<V> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StabilityWindow<V> {
     emitted: Option<V>,
-    pending: Option<Pending<V>>,
+    /// Boxed: a key spends most of its life with nothing pending, and with a million keys
+    /// the inline size of every key counts (twice, at a hash table's load factor).
+    pending: Option<Box<Pending<V>>>,
     /// Reverts since the last emission.
     reverts: u32,
 }
 
 impl<V> Default for StabilityWindow<V> {
     fn default() -> Self {
-        StabilityWindow {
-            emitted: None,
-            pending: None,
-            reverts: 0,
-        }
+        StabilityWindow { emitted: None, pending: None, reverts: 0 }
     }
 }
 
@@ -118,7 +116,7 @@ impl<V: StateValue> StabilityWindow<V> {
     }
 
     pub fn pending(&self) -> Option<&Pending<V>> {
-        self.pending.as_ref()
+        self.pending.as_deref()
     }
 
     pub fn reverts(&self) -> u32 {
@@ -185,12 +183,7 @@ impl<V: StateValue> StabilityWindow<V> {
 
     fn schedule(&mut self, v: V, at: Timestamp, due: Timestamp, seq: &mut Sequence) -> Observed {
         let seq = seq.issue();
-        self.pending = Some(Pending {
-            value: v,
-            at,
-            due,
-            seq,
-        });
+        self.pending = Some(Box::new(Pending { value: v, at, due, seq }));
         Observed::Scheduled(Scheduled { due, at, seq })
     }
 
@@ -199,7 +192,7 @@ impl<V: StateValue> StabilityWindow<V> {
         if self.pending.as_ref().map(|p| p.seq) != Some(seq) {
             return None;
         }
-        let p = self.pending.take()?;
+        let p = *self.pending.take()?;
         let previous = self.emitted.replace(p.value.clone());
         let suppressed = std::mem::take(&mut self.reverts);
         Some(Fired {
@@ -214,11 +207,7 @@ impl<V: StateValue> StabilityWindow<V> {
 
     /// Rebuilds a window from persisted parts.
     pub fn restore(emitted: Option<V>, pending: Option<Pending<V>>, reverts: u32) -> Self {
-        StabilityWindow {
-            emitted,
-            pending,
-            reverts,
-        }
+        StabilityWindow { emitted, pending: pending.map(Box::new), reverts }
     }
 }
 
@@ -256,10 +245,7 @@ mod tests {
         let Observed::Scheduled(s) = w.observe(Up(true), t(0), W, GRACE, &mut seq) else {
             panic!()
         };
-        assert_eq!(
-            w.observe(Up(true), t(1_500), W, GRACE, &mut seq),
-            Observed::Nothing
-        );
+        assert_eq!(w.observe(Up(true), t(1_500), W, GRACE, &mut seq), Observed::Nothing);
         assert_eq!(s.due, t(2_000));
         let f = w.fire(s.seq).unwrap();
         assert_eq!((f.at, f.stable_at, f.initial), (t(0), t(2_000), true));
@@ -280,10 +266,7 @@ mod tests {
             w.observe(Up(true), t(5_100), W, GRACE, &mut seq),
             Observed::Reverted(EventKind::RouterOffline)
         );
-        assert!(
-            w.fire(s2.seq).is_none(),
-            "a cancelled candidate must not fire"
-        );
+        assert!(w.fire(s2.seq).is_none(), "a cancelled candidate must not fire");
         assert_eq!(
             w.observe(Up(true), t(5_200), W, GRACE, &mut seq),
             Observed::Nothing,
@@ -294,10 +277,7 @@ mod tests {
         };
         assert_eq!(s3.due, t(8_000), "an emitted key gets W, not the grace");
         let f = w.fire(s3.seq).unwrap();
-        assert_eq!(
-            (f.suppressed, f.initial, f.previous),
-            (1, false, Some(Up(true)))
-        );
+        assert_eq!((f.suppressed, f.initial, f.previous), (1, false, Some(Up(true))));
         assert_eq!(w.reverts(), 0);
     }
 
@@ -323,10 +303,7 @@ mod tests {
         };
         assert!(w.fire(a.seq).is_none());
         let f = w.fire(b.seq).unwrap();
-        assert_eq!(
-            (f.value, f.at, f.stable_at, f.suppressed),
-            (Leader(2), t(1_000), t(3_000), 0)
-        );
+        assert_eq!((f.value, f.at, f.stable_at, f.suppressed), (Leader(2), t(1_000), t(3_000), 0));
     }
 
     #[test]

@@ -93,10 +93,7 @@ pub(crate) fn parse(
         "prometheus" => SinkKind::Prometheus(section(table, path, p)?),
         "otlp" => SinkKind::Otlp(section::<otlp::Config>(table, path, p)?.validate(path, p)?),
         other => {
-            p.push(
-                format!("{path}.type"),
-                format!("unknown sink type {other:?} (one of {TYPES})"),
-            );
+            p.push(format!("{path}.type"), format!("unknown sink type {other:?} (one of {TYPES})"));
             return None;
         }
     })

@@ -69,11 +69,7 @@ pub(crate) fn parse(
     p: &mut Problems,
 ) -> Option<SourceKind> {
     let record_source = matches!(kind, "file" | "stdin" | "http" | "amqp" | "nats");
-    let common = if record_source {
-        common(&mut table, path, p)
-    } else {
-        Some(Common::default())
-    };
+    let common = if record_source { common(&mut table, path, p) } else { Some(Common::default()) };
     let source = parse_kind(kind, table, path, p)?;
     let common = common?;
     Some(match source {

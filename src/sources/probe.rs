@@ -47,10 +47,7 @@ impl Config {
         ok &= p.require(path, "nodes", !self.nodes.is_empty());
         for (name, addr) in &self.nodes {
             if !addr.contains(':') {
-                p.push(
-                    format!("{path}.nodes.{name}"),
-                    format!("{addr:?} is not host:port"),
-                );
+                p.push(format!("{path}.nodes.{name}"), format!("{addr:?} is not host:port"));
                 ok = false;
             }
         }

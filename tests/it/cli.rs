@@ -8,19 +8,12 @@ const SAMPLE: &str = "samples/openziti-ha.jsonl";
 #[test]
 fn replay_of_the_shipped_sample_tells_the_story() {
     let path = repo(SAMPLE);
-    let out = run(
-        &["replay", "--cluster", "prod", path.to_str().unwrap()],
-        b"",
-    );
+    let out = run(&["replay", "--cluster", "prod", path.to_str().unwrap()], b"");
     assert!(out.status.success(), "{out:?}");
     let events = events(&out.stdout);
     let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
     let count = |k: EventKind| kinds.iter().filter(|x| **x == k).count();
-    assert_eq!(
-        count(EventKind::LeaderElected),
-        2,
-        "startup leader, then the failover"
-    );
+    assert_eq!(count(EventKind::LeaderElected), 2, "startup leader, then the failover");
     assert_eq!(
         count(EventKind::Leaderless),
         0,
@@ -35,16 +28,10 @@ fn replay_of_the_shipped_sample_tells_the_story() {
     );
     assert_eq!(count(EventKind::NodeDown), 1);
     assert_eq!(count(EventKind::NodeUp), 1);
-    let failover = events
-        .iter()
-        .filter(|e| e.kind == EventKind::LeaderElected)
-        .nth(1)
-        .unwrap();
+    let failover = events.iter().filter(|e| e.kind == EventKind::LeaderElected).nth(1).unwrap();
     assert_eq!(failover.leader_id.as_deref(), Some("ctrl2"));
     assert_eq!(failover.previous.as_deref(), Some("ctrl1"));
-    assert!(events
-        .iter()
-        .all(|e| e.cluster == "prod" && e.schema == "herald.v1"));
+    assert!(events.iter().all(|e| e.cluster == "prod" && e.schema == "herald.v1"));
     let s = summary(&out);
     assert_eq!(s["records"], 48);
     assert_eq!(s["events"], events.len() as u64);
@@ -91,11 +78,7 @@ fn replay_reporter_names_records_without_event_src_id() {
 fn replay_window_override_zero_emits_every_change() {
     let mut input = String::new();
     for i in 0..10 {
-        let kind = if i % 2 == 0 {
-            "router-online"
-        } else {
-            "router-offline"
-        };
+        let kind = if i % 2 == 0 { "router-online" } else { "router-offline" };
         input.push_str(&format!(
             "{{\"namespace\":\"router\",\"event_src_id\":\"c1\",\"timestamp\":\"2024-01-01T00:00:{i:02}Z\",\"event_type\":\"{kind}\",\"router_id\":\"r1\"}}\n"
         ));
@@ -105,11 +88,7 @@ fn replay_window_override_zero_emits_every_change() {
     assert_eq!(e.len(), 10, "--window 0 is pure dedupe: {e:?}");
     assert!(e.iter().all(|e| e.at == e.stable_at));
     let out = run(&["replay", "-"], input.as_bytes());
-    assert_eq!(
-        events(&out.stdout).len(),
-        1,
-        "with W = 2 s only the first online holds"
-    );
+    assert_eq!(events(&out.stdout).len(), 1, "with W = 2 s only the first online holds");
 }
 
 #[test]
@@ -117,10 +96,7 @@ fn replay_window_does_not_override_the_startup_grace() {
     let line = br#"{"namespace":"router","event_src_id":"c1","timestamp":"2024-01-01T00:00:00Z","event_type":"router-offline","router_id":"r1"}"#;
     let out = run(&["replay", "--window", "1s", "-"], line);
     let e = events(&out.stdout);
-    assert_eq!(
-        e[0].stable_at.as_unix_nanos() - e[0].at.as_unix_nanos(),
-        10_000_000_000
-    );
+    assert_eq!(e[0].stable_at.as_unix_nanos() - e[0].at.as_unix_nanos(), 10_000_000_000);
 }
 
 #[test]
@@ -137,11 +113,8 @@ fn replay_counts_bad_lines_with_their_line_numbers_and_carries_on() {
     input.push(b'\n');
     input.extend((0..100_000u32).map(|i| b"!@#$%^&*()x"[(i % 11) as usize])); // 5
     input.push(b'\n');
-    let deep = format!(
-        "{{\"namespace\":\"cluster\",\"x\":{}{}}}\n",
-        "[".repeat(5000),
-        "]".repeat(5000)
-    );
+    let deep =
+        format!("{{\"namespace\":\"cluster\",\"x\":{}{}}}\n", "[".repeat(5000), "]".repeat(5000));
     input.extend_from_slice(deep.as_bytes()); // 6
     input.extend_from_slice(br#"{"hello":"world"}"#); // 7
     input.push(b'\n');
@@ -159,16 +132,9 @@ fn replay_counts_bad_lines_with_their_line_numbers_and_carries_on() {
             "no error for line {n}: {err:#?}"
         );
     }
-    assert!(
-        err.iter()
-            .any(|l| l.contains("line 3:") && l.contains("leaderId")),
-        "{err:#?}"
-    );
+    assert!(err.iter().any(|l| l.contains("line 3:") && l.contains("leaderId")), "{err:#?}");
     let s = summary(&out);
-    assert_eq!(
-        (s["records"], s["decode_errors"], s["ignored"], s["events"]),
-        (9, 7, 1, 1)
-    );
+    assert_eq!((s["records"], s["decode_errors"], s["ignored"], s["events"]), (9, 7, 1, 1));
     assert_eq!(events(&out.stdout)[0].router.as_deref(), Some("r1"));
 }
 
@@ -176,10 +142,7 @@ fn replay_counts_bad_lines_with_their_line_numbers_and_carries_on() {
 fn replay_summary_is_the_last_line_on_stderr() {
     let out = run(&["replay", "-"], b"garbage\n");
     let last = stderr_lines(&out).pop().unwrap();
-    assert_eq!(
-        last,
-        "records=1 events=0 suppressed=0 stale=0 decode_errors=1 ignored=0"
-    );
+    assert_eq!(last, "records=1 events=0 suppressed=0 stale=0 decode_errors=1 ignored=0");
 }
 
 #[test]
@@ -252,19 +215,8 @@ fn replay_into_a_closed_pipe_is_not_an_error() {
 
 #[test]
 fn check_accepts_a_good_config() {
-    let out = run(
-        &[
-            "check",
-            "--config",
-            repo("config/example.toml").to_str().unwrap(),
-        ],
-        b"",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(&["check", "--config", repo("config/example.toml").to_str().unwrap()], b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -292,10 +244,7 @@ fn check_of_a_missing_config_exits_66() {
 #[test]
 fn usage_errors_exit_1_and_help_exits_0() {
     assert_eq!(run(&["replay"], b"").status.code(), Some(1));
-    assert_eq!(
-        run(&["replay", "--window", "soon", "-"], b"").status.code(),
-        Some(1)
-    );
+    assert_eq!(run(&["replay", "--window", "soon", "-"], b"").status.code(), Some(1));
     assert_eq!(run(&["--help"], b"").status.code(), Some(0));
 }
 
@@ -316,10 +265,7 @@ fn generated_logs_have_the_promised_mix() {
     let s = summary(&out);
     assert_eq!(s["decode_errors"], 0);
     assert!(s["suppressed"] > 100, "flaps: {s:?}");
-    assert!(
-        s["stale"] > 10,
-        "reordering and duplicate raft indexes: {s:?}"
-    );
+    assert!(s["stale"] > 10, "reordering and duplicate raft indexes: {s:?}");
     assert!(s["ignored"] > 1000, "noise namespaces: {s:?}");
     let e = events(&out.stdout);
     let has = |k: EventKind| e.iter().any(|x| x.kind == k);

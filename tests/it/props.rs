@@ -75,18 +75,12 @@ fn line(at: i64, r: &Rec) -> String {
         Rec::Gained(src) => cluster(*src, "leadership.gained", String::new()),
         Rec::Lost(src) => cluster(*src, "leadership.lost", String::new()),
         Rec::Peer(src, p, c) => {
-            let ty = if *c {
-                "peer.connected"
-            } else {
-                "peer.disconnected"
-            };
+            let ty = if *c { "peer.connected" } else { "peer.disconnected" };
             cluster(*src, ty, format!(r#","peers":[{{"id":"n{p}"}}]"#))
         }
-        Rec::ReadOnly(src, ro) => cluster(
-            *src,
-            if *ro { "state.ro" } else { "state.rw" },
-            String::new(),
-        ),
+        Rec::ReadOnly(src, ro) => {
+            cluster(*src, if *ro { "state.ro" } else { "state.rw" }, String::new())
+        }
         Rec::Members(index, m) => {
             let peers: Vec<String> = m.iter().map(|i| format!(r#"{{"id":"n{i}"}}"#)).collect();
             cluster(
@@ -98,11 +92,7 @@ fn line(at: i64, r: &Rec) -> String {
         Rec::Router(src, x, online) => format!(
             r#"{{"namespace":"router","event_src_id":"n{src}","timestamp":"{}","event_type":"{}","router_id":"rt{x}"}}"#,
             ts(at),
-            if *online {
-                "router-online"
-            } else {
-                "router-offline"
-            }
+            if *online { "router-online" } else { "router-offline" }
         ),
         Rec::Terminator(src, created) => format!(
             r#"{{"namespace":"terminator","event_src_id":"n{src}","timestamp":"{}","event_type":"{}","service_id":"s","router_id":"rt1","terminator_id":"t"}}"#,
@@ -126,12 +116,7 @@ struct Chunked {
 
 impl Read for Chunked {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = self
-            .sizes
-            .get(self.next % self.sizes.len().max(1))
-            .copied()
-            .unwrap_or(1)
-            .max(1);
+        let want = self.sizes.get(self.next % self.sizes.len().max(1)).copied().unwrap_or(1).max(1);
         self.next += 1;
         let n = want.min(buf.len()).min(self.data.len() - self.pos);
         buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
@@ -143,9 +128,7 @@ impl Read for Chunked {
 fn replay_from(input: impl BufRead) -> (Vec<ClusterEvent>, Vec<u8>) {
     let mut out = Vec::new();
     Replay::new(EngineConfig::default(), Context::new("p", "unknown"))
-        .run(input, &mut out, |e| {
-            panic!("generated line failed to decode: {e}")
-        })
+        .run(input, &mut out, |e| panic!("generated line failed to decode: {e}"))
         .expect("replay");
     let events = String::from_utf8_lossy(&out)
         .lines()
@@ -209,14 +192,7 @@ fn last_raw(log: &[(i64, Rec)]) -> BTreeMap<String, String> {
             Rec::Lost(src) => (format!("p/view/n{src}"), None),
             Rec::Peer(src, p, c) => (
                 format!("p/peer/n{src}/n{p}"),
-                Some(
-                    if *c {
-                        "peer.connected"
-                    } else {
-                        "peer.disconnected"
-                    }
-                    .to_string(),
-                ),
+                Some(if *c { "peer.connected" } else { "peer.disconnected" }.to_string()),
             ),
             _ => continue,
         };

@@ -41,10 +41,7 @@ pub fn events(stdout: &[u8]) -> Vec<ClusterEvent> {
 }
 
 pub fn stderr_lines(out: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    String::from_utf8_lossy(&out.stderr).lines().map(str::to_string).collect()
 }
 
 /// The summary line's counters, by name.
