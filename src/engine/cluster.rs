@@ -8,6 +8,7 @@
 //! values are recomputed only when one of their inputs changed, so a record costs work in
 //! proportion to what it touches, not to the size of the cluster.
 
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -23,10 +24,25 @@ use crate::model::{ClusterEvent, EntityOp, EventKind, Observation, Signal, Slot,
 /// are few; routers and slots, which can be many, are keyed by name instead.
 pub type NodeId = u32;
 
-#[derive(Default, Debug)]
+/// Persisted as the list of names; the index is rebuilt on restore.
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "Vec<Arc<str>>", into = "Vec<Arc<str>>")]
 pub(crate) struct Names {
     ids: HashMap<Arc<str>, NodeId>,
     names: Vec<Arc<str>>,
+}
+
+impl From<Vec<Arc<str>>> for Names {
+    fn from(names: Vec<Arc<str>>) -> Self {
+        let ids = names.iter().enumerate().map(|(i, n)| (n.clone(), i as NodeId)).collect();
+        Names { ids, names }
+    }
+}
+
+impl From<Names> for Vec<Arc<str>> {
+    fn from(n: Names) -> Self {
+        n.names
+    }
 }
 
 impl Names {
@@ -47,7 +63,7 @@ impl Names {
 }
 
 /// The cluster leader as derived from the reporters' views.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leader(pub Option<NodeId>);
 
 impl StateValue for Leader {
@@ -64,7 +80,7 @@ impl StateValue for Leader {
 }
 
 /// One reporter's view of the leader.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct View(pub Option<NodeId>);
 
 impl StateValue for View {
@@ -80,7 +96,7 @@ impl StateValue for View {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connected(pub bool);
 
 impl StateValue for Connected {
@@ -96,7 +112,7 @@ impl StateValue for Connected {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadOnly(pub bool);
 
 impl StateValue for ReadOnly {
@@ -112,7 +128,7 @@ impl StateValue for ReadOnly {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Online(pub bool);
 
 impl StateValue for Online {
@@ -129,7 +145,7 @@ impl StateValue for Online {
 }
 
 /// The raft membership, sorted by name.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Members(pub Vec<NodeId>);
 
 impl StateValue for Members {
@@ -143,14 +159,14 @@ impl StateValue for Members {
 
 /// A reporter's latest view: unknown after `leadership.lost` until its next has_leader or
 /// is_leaderless.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RawView {
     Unknown,
     Known(Option<NodeId>),
 }
 
 /// What one reporter last said about itself.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Reporter {
     pub view: RawView,
     pub view_ts: Timestamp,
@@ -170,14 +186,14 @@ impl Default for Reporter {
 }
 
 /// A key fed directly by one reporter's records.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Direct<V> {
     pub window: StabilityWindow<V>,
     pub last_record: Timestamp,
 }
 
 /// `(cluster, node, peer)`: the raw latest record and the windowed key.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct PeerLink {
     pub window: StabilityWindow<Connected>,
     pub connected: bool,
@@ -185,7 +201,7 @@ pub(crate) struct PeerLink {
 }
 
 /// `(cluster, router)`: every reporter's latest record for it, and the derived key.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct RouterState {
     pub window: StabilityWindow<Online>,
     pub reports: Vec<(NodeId, bool, Timestamp)>,
@@ -193,7 +209,7 @@ pub(crate) struct RouterState {
 }
 
 /// A staged two-phase entity change, applied on its commit.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Staged {
     pub reporter: NodeId,
     pub at: Timestamp,
@@ -202,7 +218,7 @@ pub(crate) struct Staged {
 }
 
 /// Split-brain episodes (§5.4).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct SplitBrain {
     pub active: bool,
     /// When the second live claim began, and its deadline's sequence number.
@@ -221,7 +237,7 @@ const STAGING_TTL: i64 = 300 * 1_000_000_000;
 /// may come first (OpenZiti dispatches each event on its own goroutine). A half that waits
 /// longer than [`STAGING_TTL`], or beyond [`MAX_STAGED`], is dropped (rolled-back
 /// transactions, commits of entity types herald does not track).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Staging {
     pub changes: HashMap<Box<str>, Staged>,
     pub commits: HashMap<Box<str>, Timestamp>,
@@ -289,9 +305,12 @@ fn slot_parts(key: &str) -> [&str; 3] {
     [it.next().unwrap_or(""), it.next().unwrap_or(""), it.next().unwrap_or("")]
 }
 
+#[derive(Serialize, Deserialize)]
 pub(crate) struct Cluster {
     pub name: Arc<str>,
     pub index: u32,
+    /// Taken from the configuration on restore, not from the snapshot.
+    #[serde(skip)]
     pub params: Params,
     pub names: Names,
     /// Reporters in the order first seen.

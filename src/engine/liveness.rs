@@ -12,10 +12,11 @@
 
 use super::window::{Observed, Sequence, StabilityWindow, StateValue};
 use crate::model::{EventKind, Nanos, Timestamp, Via};
+use serde::{Deserialize, Serialize};
 
 /// The alive key's value. Equality is on `up` alone: a down confirmed by another means is the
 /// same state, not a change.
-#[derive(Clone, Copy, Debug, Eq)]
+#[derive(Clone, Copy, Debug, Eq, Serialize, Deserialize)]
 pub struct Alive {
     pub up: bool,
     pub via: Via,
@@ -42,7 +43,7 @@ impl StateValue for Alive {
 }
 
 /// A run of identical consecutive check results.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckRun {
     pub ok: bool,
     pub count: u32,
@@ -51,7 +52,7 @@ pub struct CheckRun {
 }
 
 /// One node's liveness state.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NodeLiveness {
     pub window: StabilityWindow<Alive>,
     pub run: Option<CheckRun>,

@@ -27,6 +27,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,7 +115,7 @@ pub enum Outcome {
 }
 
 /// The engine's counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     pub observed: u64,
     pub stale: u64,
@@ -126,7 +127,7 @@ pub struct Stats {
 }
 
 /// A key, within its cluster.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum KeyRef {
     Leader,
     ReadOnly,
@@ -149,7 +150,7 @@ pub struct Evicted {
     pub subject: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct Timer {
     due: Timestamp,
     at: Timestamp,
@@ -158,7 +159,7 @@ struct Timer {
     key: KeyRef,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct EvictionCheck {
     due: Timestamp,
     cluster: u32,
@@ -166,6 +167,7 @@ struct EvictionCheck {
 }
 
 /// What the clusters share: time, sequence numbers, deadlines, counters.
+#[derive(Serialize, Deserialize)]
 pub(crate) struct Core {
     now: Timestamp,
     seq: Sequence,
@@ -184,6 +186,33 @@ impl Core {
         let due = last_record.saturating_add(ttl);
         self.evictions.push(Reverse(EvictionCheck { due, cluster, key }));
     }
+}
+
+/// The version of the engine snapshot format. A snapshot of another version is refused,
+/// never silently reset.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// Why a snapshot could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("engine snapshot format {found} is not supported (this herald reads format {SNAPSHOT_VERSION})")]
+    Version { found: u32 },
+    #[error("engine snapshot is corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    version: u32,
+    clusters: &'a [Cluster],
+    core: &'a Core,
+}
+
+#[derive(Deserialize)]
+struct SnapshotOwned {
+    version: u32,
+    clusters: Vec<Cluster>,
+    core: Core,
 }
 
 /// The engine. See the module documentation.
@@ -210,6 +239,39 @@ impl Engine {
             },
             evicted: Vec::new(),
         }
+    }
+
+    /// Everything the engine knows — emitted values, pending windows, spin counters,
+    /// per-reporter record times, deadlines — as bytes, for a restart to resume from.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let state =
+            SnapshotRef { version: SNAPSHOT_VERSION, clusters: &self.clusters, core: &self.core };
+        // Serializing plain data into a Vec cannot fail; an empty snapshot would be refused
+        // on restore rather than mistaken for an empty engine.
+        postcard::to_stdvec(&state).unwrap_or_default()
+    }
+
+    /// An engine resumed from [`Engine::snapshot`], with the parameters of `config`.
+    pub fn restore(config: EngineConfig, bytes: &[u8]) -> Result<Engine, SnapshotError> {
+        // The version leads the snapshot: read it alone first, so a future format is
+        // reported as such and not as corruption.
+        let (found, _) = postcard::take_from_bytes::<u32>(bytes)
+            .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        if found != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version { found });
+        }
+        let state: SnapshotOwned =
+            postcard::from_bytes(bytes).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        let mut engine = Engine::new(config);
+        engine.core = state.core;
+        for (i, mut cluster) in state.clusters.into_iter().enumerate() {
+            cluster.index = i as u32;
+            cluster.params = engine.config.params(&cluster.name);
+            engine.cluster_ids.insert(cluster.name.clone(), i as u32);
+            engine.clusters.push(cluster);
+        }
+        debug_assert_eq!(state.version, SNAPSHOT_VERSION);
+        Ok(engine)
     }
 
     /// Engine time: the latest time passed in or observed (`None` before the first).

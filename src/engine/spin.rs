@@ -8,9 +8,10 @@
 
 use super::window::{Scheduled, Sequence};
 use crate::model::{EntityOp, Nanos, Timestamp};
+use serde::{Deserialize, Serialize};
 
 /// One slot's spin state.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SpinSlot {
     /// A `created` awaits its `deleted`.
     pub created: bool,

@@ -16,6 +16,7 @@
 //! (lazy invalidation), so nothing is ever searched or removed from the heap.
 
 use crate::model::{EventKind, Nanos, Timestamp};
+use serde::{Deserialize, Serialize};
 
 /// A value a key can take.
 pub trait StateValue: Clone + PartialEq {
@@ -29,7 +30,7 @@ pub trait StateValue: Clone + PartialEq {
 }
 
 /// A candidate value waiting out its window.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending<V> {
     pub value: V,
     /// Record time of its first observation.
@@ -41,7 +42,7 @@ pub struct Pending<V> {
 }
 
 /// One key's window state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StabilityWindow<V> {
     emitted: Option<V>,
     /// Boxed: a key spends most of its life with nothing pending, and with a million keys
@@ -92,7 +93,7 @@ pub struct Fired<V> {
 
 /// The source of sequence numbers: candidates created earlier sort first among equal
 /// deadlines (§5.2's last tie-break).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Sequence(u64);
 
 impl Sequence {

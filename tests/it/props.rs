@@ -331,3 +331,51 @@ proptest! {
         }
     }
 }
+
+/// Replays `lines` through the engine, snapshotting and restoring after `split` of them.
+fn replay_with_restart(input: &str, split: usize) -> Vec<ClusterEvent> {
+    use herald::decode::{decode_line, Decoded};
+    use herald::engine::Engine;
+    let ctx = Context::new("p", "unknown");
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut out = Vec::new();
+    for (i, line) in input.lines().enumerate() {
+        if i == split {
+            let bytes = engine.snapshot();
+            engine = Engine::restore(EngineConfig::default(), &bytes).expect("restore");
+        }
+        if let Ok(Decoded::Observation(obs)) = decode_line(line.as_bytes(), i as u64 + 1, &ctx) {
+            engine.observe(&obs, obs.at, &mut out);
+        }
+    }
+    engine.finish(&mut out);
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_snapshot_and_restore_at_any_point_changes_nothing(log in log(true), at in 0usize..120) {
+        let input = text(&log);
+        let whole = replay(&input);
+        prop_assert_eq!(replay_with_restart(&input, at.min(log.len())), whole);
+    }
+}
+
+#[test]
+fn a_snapshot_of_another_format_is_refused_not_reset() {
+    use herald::engine::{Engine, SnapshotError};
+    let mut bytes = Engine::new(EngineConfig::default()).snapshot();
+    bytes[0] = 9;
+    match Engine::restore(EngineConfig::default(), &bytes) {
+        Err(SnapshotError::Version { found: 9 }) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a format 9 snapshot was accepted"),
+    }
+    match Engine::restore(EngineConfig::default(), &[1, 200, 7]) {
+        Err(SnapshotError::Corrupt(_)) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a corrupt snapshot was accepted"),
+    }
+}
