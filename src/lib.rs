@@ -51,5 +51,7 @@ pub mod generate;
 pub mod lines;
 pub mod model;
 pub mod replay;
+pub mod runtime;
 pub mod sinks;
 pub mod sources;
+pub mod state;

@@ -32,6 +32,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The daemon: sources, engine, sinks, until SIGTERM or SIGINT.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Log lines as JSON objects instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
     /// Validate a config file; lists every problem with its key path (exit 78 if any).
     Check {
         #[arg(long)]
@@ -87,7 +95,10 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         let code = match error.downcast_ref::<ConfigError>() {
             Some(ConfigError::Invalid { .. }) => EX_CONFIG,
             Some(ConfigError::Io { .. }) => EX_NOINPUT,
-            None => 1,
+            None => match error.downcast_ref::<herald::runtime::RuntimeError>() {
+                Some(herald::runtime::RuntimeError::Unsupported { .. }) => EX_CONFIG,
+                _ => 1,
+            },
         };
         Failure { code, error }
     }
@@ -119,6 +130,19 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Run { config, log_json } => {
+            init_logs(log_json);
+            let cfg = config::load(&config, &ProcessEnv)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(herald::runtime::run(cfg, shutdown_signal()))?;
+            // Blocking source threads (a terminal's stdin) must not keep the process alive.
+            runtime.shutdown_timeout(Duration::from_millis(100));
+            Ok(())
+        }
         Command::Check { config } => {
             let cfg = config::load(&config, &ProcessEnv)?;
             println!(
@@ -151,6 +175,40 @@ fn run(cli: Cli) -> Result<(), Failure> {
             out.flush().context("writing the log")?;
             Ok(())
         }
+    }
+}
+
+/// One log line per happening on stderr (stdout carries events); `RUST_LOG` filters.
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr).with_ansi(ansi);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
     }
 }
 

@@ -17,3 +17,26 @@ impl Config {
         p.require(path, "path", self.path.is_some()).then_some(self)
     }
 }
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use tokio::sync::mpsc::Receiver;
+
+use super::{write_lines, Delivery, SinkError};
+
+/// Appends events to the configured file until the pipeline closes the queue.
+pub fn run(
+    name: &str,
+    config: &Config,
+    rx: Receiver<Delivery>,
+    acked: Arc<AtomicU64>,
+) -> Result<(), SinkError> {
+    let path = config.path.clone().unwrap_or_default();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|source| SinkError::Io { name: name.to_string(), source })?;
+    write_lines(name, std::io::BufWriter::with_capacity(64 * 1024, file), rx, acked)
+}

@@ -12,9 +12,58 @@ pub mod otlp;
 pub mod prometheus;
 pub mod stdout;
 
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use serde::Deserialize;
+use tokio::sync::mpsc::Receiver;
 
 use crate::config::{section, Problems};
+
+/// One event on its way to a sink: its place in the outbox and its JSON line.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub seq: u64,
+    pub line: Arc<str>,
+}
+
+/// Why a sink stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("sink {name}: {source}")]
+    Io { name: String, source: std::io::Error },
+}
+
+/// Writes deliveries as lines, in order, and acknowledges each one once it is flushed: the
+/// `acked` watermark is the outbox sequence number up to which this sink holds every event.
+/// Shared by the line sinks (stdout, file); runs on a blocking thread.
+pub(crate) fn write_lines(
+    name: &str,
+    mut out: impl Write,
+    mut rx: Receiver<Delivery>,
+    acked: Arc<AtomicU64>,
+) -> Result<(), SinkError> {
+    let err = |source| SinkError::Io { name: name.to_string(), source };
+    let mut last = None;
+    while let Some(d) = rx.blocking_recv() {
+        out.write_all(d.line.as_bytes()).map_err(err)?;
+        out.write_all(b"\n").map_err(err)?;
+        last = Some(d.seq);
+        // Flush whenever the queue runs dry: batches under load, prompt when quiet.
+        if rx.is_empty() {
+            out.flush().map_err(err)?;
+            if let Some(seq) = last.take() {
+                acked.store(seq, Ordering::Release);
+            }
+        }
+    }
+    out.flush().map_err(err)?;
+    if let Some(seq) = last {
+        acked.store(seq, Ordering::Release);
+    }
+    Ok(())
+}
 
 /// A configured sink: its type-specific part and its buffer.
 #[derive(Clone, Debug, PartialEq)]

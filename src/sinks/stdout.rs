@@ -5,3 +5,16 @@ use serde::Deserialize;
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 pub struct Config {}
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use tokio::sync::mpsc::Receiver;
+
+use super::{write_lines, Delivery, SinkError};
+
+/// Writes events to standard output until the pipeline closes the queue.
+pub fn run(name: &str, rx: Receiver<Delivery>, acked: Arc<AtomicU64>) -> Result<(), SinkError> {
+    let out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    write_lines(name, out, rx, acked)
+}

@@ -16,6 +16,144 @@ use serde::Deserialize;
 
 use crate::config::{section, Problems};
 use crate::decode::Format;
+use crate::state::Position;
+
+/// What a running source hands the engine task.
+#[derive(Debug)]
+pub enum Input {
+    /// One line, and the position just after it.
+    Line { source: usize, line: u64, bytes: Vec<u8>, position: Position },
+    /// A line over the length limit was skipped.
+    TooLong { source: usize, line: u64, len: usize, position: Position },
+    /// Whether the source has nothing more to read right now (DESIGN §5.1: engine time
+    /// follows the wall clock only while every source is caught up).
+    CaughtUp { source: usize, caught_up: bool },
+    /// The source stopped for good (end of stdin) or failed.
+    Ended { source: usize, error: Option<String> },
+}
+
+/// Splits a byte stream into lines and hands them to the engine task with their positions.
+/// Only complete lines leave it: a line still being written stays until its newline comes.
+pub(crate) struct LineFeeder {
+    source: usize,
+    max_line: usize,
+    tx: tokio::sync::mpsc::Sender<Input>,
+    pub file_id: Option<(u64, u64)>,
+    /// Bytes consumed, counting the partial line.
+    pub offset: u64,
+    line: u64,
+    /// Bytes after the last newline.
+    partial: Vec<u8>,
+    /// The partial line is over the limit: skip to its end, keeping only its length.
+    skipping: Option<usize>,
+    caught_up: Option<bool>,
+}
+
+impl LineFeeder {
+    pub fn new(
+        source: usize,
+        max_line: usize,
+        tx: tokio::sync::mpsc::Sender<Input>,
+        line: u64,
+    ) -> Self {
+        LineFeeder {
+            source,
+            max_line,
+            tx,
+            file_id: None,
+            offset: 0,
+            line,
+            partial: Vec::new(),
+            skipping: None,
+            caught_up: None,
+        }
+    }
+
+    fn send(&self, input: Input) -> bool {
+        self.tx.blocking_send(input).is_ok()
+    }
+
+    /// Reports a change of "nothing more to read"; false when the engine is gone.
+    pub fn set_caught_up(&mut self, caught_up: bool) -> bool {
+        if self.caught_up == Some(caught_up) {
+            return true;
+        }
+        self.caught_up = Some(caught_up);
+        self.send(Input::CaughtUp { source: self.source, caught_up })
+    }
+
+    /// Where the last complete line ends.
+    fn position(&self) -> Position {
+        let pending = self.skipping.unwrap_or(self.partial.len()) as u64;
+        Position { file_id: self.file_id, offset: self.offset - pending, line: self.line }
+    }
+
+    /// Emits the complete lines in `chunk`; false when the engine is gone.
+    pub fn feed(&mut self, chunk: &[u8]) -> bool {
+        let mut rest = chunk;
+        while let Some(i) = memchr::memchr(b'\n', rest) {
+            self.take(&rest[..i]);
+            self.offset += 1;
+            if !self.finish_line() {
+                return false;
+            }
+            rest = &rest[i + 1..];
+        }
+        self.take(rest);
+        true
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        self.offset += bytes.len() as u64;
+        match &mut self.skipping {
+            Some(len) => *len += bytes.len(),
+            None if self.partial.len() + bytes.len() > self.max_line => {
+                self.skipping = Some(self.partial.len() + bytes.len());
+                self.partial = Vec::new();
+            }
+            None => self.partial.extend_from_slice(bytes),
+        }
+    }
+
+    /// Emits a last line that has no newline (its file is finished); false when the engine
+    /// is gone.
+    pub fn finish_partial(&mut self) -> bool {
+        if self.partial.is_empty() && self.skipping.is_none() {
+            return true;
+        }
+        self.finish_line()
+    }
+
+    pub fn discard_partial(&mut self) {
+        self.partial.clear();
+        self.skipping = None;
+    }
+
+    fn finish_line(&mut self) -> bool {
+        self.line += 1;
+        let (source, line) = (self.source, self.line);
+        let skipped = self.skipping.take();
+        let bytes = std::mem::take(&mut self.partial);
+        let position = self.position();
+        match skipped {
+            Some(len) => self.send(Input::TooLong { source, line, len, position }),
+            None => {
+                let mut bytes = bytes;
+                if bytes.last() == Some(&b'\r') {
+                    bytes.pop();
+                }
+                self.send(Input::Line { source, line, bytes, position })
+            }
+        }
+    }
+}
+
+/// Why a source could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
 
 /// Keys every source that reads records has. They are read from the table before the
 /// source's own keys (serde's `flatten` would hide unknown keys from validation).

@@ -10,3 +10,37 @@ pub struct Config {
     #[serde(skip)]
     pub common: Common,
 }
+
+use std::io::Read;
+
+use tokio::sync::mpsc::Sender;
+
+use super::{Input, LineFeeder};
+
+/// Reads standard input until its end. Runs on a blocking thread. A read that returns less
+/// than a full buffer drained what the pipe held, so the source counts as caught up until
+/// more arrives (DESIGN §5.1: then engine time may follow the wall clock).
+pub fn read(source: usize, tx: Sender<Input>) {
+    let mut lines =
+        LineFeeder::new(source, crate::sources::file::default_max_line_bytes(), tx.clone(), 0);
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    let error = loop {
+        match stdin.read(&mut buf) {
+            Ok(0) => break None,
+            Ok(n) => {
+                if !lines.set_caught_up(false) || !lines.feed(&buf[..n]) {
+                    return;
+                }
+                if n < buf.len() && !lines.set_caught_up(true) {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Some(e.to_string()),
+        }
+    };
+    if lines.finish_partial() {
+        let _ = tx.blocking_send(Input::Ended { source, error });
+    }
+}

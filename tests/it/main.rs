@@ -2,5 +2,6 @@
 
 mod cli;
 mod corpus;
+mod daemon;
 mod props;
 mod support;

@@ -1,0 +1,419 @@
+//! `herald run`: wiring, start order, live engine time, group commit, shutdown.
+//!
+//! ```text
+//! sources ──Input──► engine task ──► commit: state file ──► sinks ──acked watermark──┐
+//! (threads)  bounded  (decode,       (engine snapshot,     (bounded    ▲              │
+//!                      observe,       positions, outbox)    queues)     └──────────────┘
+//!                      tick)
+//! ```
+//!
+//! Start order is explicit (DESIGN §1): sinks first, then the engine state is restored and
+//! its undelivered events are handed to the sinks again, then the sources start.
+//!
+//! **Group commit.** The engine task applies whatever records are ready, then persists one
+//! consistent cut — the engine snapshot, the source positions of the records applied, and the
+//! outbox of events not yet acknowledged by every sink — and only then hands the new events to
+//! the sinks. An event therefore never reaches a sink before the state that produced it is on
+//! disk, and a position never advances past a record whose events could still be lost. A
+//! crash can cause a redelivery (same id), never a loss. Sinks acknowledge in order through a
+//! watermark; the next commit drops what every sink holds from the outbox.
+//!
+//! **Live time** (DESIGN §5.1). Engine time is the latest record time, clamped to the wall
+//! clock; while every source is caught up (nothing waiting to be read), it also follows the
+//! wall clock, and the task sleeps exactly until the engine's next deadline. A backlog is
+//! thus processed on its own record time, exactly as `herald replay` would.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::decode::{self, Context, Decoded};
+use crate::engine::{Engine, SnapshotError};
+use crate::model::{ClusterEvent, Timestamp};
+use crate::sinks::{self, Delivery, SinkError, SinkKind, WhenFull};
+use crate::sources::{self, Input, SourceKind};
+use crate::state::{Position, State, StateDir, StateError};
+
+/// How long a record's effect may wait before its commit when no event hurries it.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+/// Records applied per commit at most, so that a backlog still commits regularly.
+const BATCH: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{what} {name}: type `{kind}` is not available in this build of herald yet")]
+    Unsupported { what: &'static str, name: String, kind: &'static str },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("sink {0} stopped")]
+    SinkGone(String),
+}
+
+struct Sink {
+    name: String,
+    tx: Option<mpsc::Sender<Delivery>>,
+    acked: Arc<AtomicU64>,
+    task: JoinHandle<Result<(), SinkError>>,
+    when_full: WhenFull,
+    dropped: u64,
+}
+
+struct Source {
+    name: String,
+    context: Context,
+    caught_up: bool,
+}
+
+/// Runs until `shutdown` completes, then stops the sources, delivers what is in flight,
+/// persists the state and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
+    let mut sinks = start_sinks(&config)?;
+    let store = config.state.dir.clone().map(StateDir::new);
+    if store.is_none() {
+        tracing::warn!("no [state] dir: a restart will start from scratch");
+    }
+    let state = match &store {
+        Some(s) => s.load()?.unwrap_or_default(),
+        None => State::default(),
+    };
+    let engine = if state.engine.is_empty() {
+        Engine::new(config.engine.clone())
+    } else {
+        Engine::restore(config.engine.clone(), &state.engine)?
+    };
+    let mut pipeline = Pipeline {
+        engine,
+        positions: state.positions,
+        outbox: VecDeque::new(),
+        next_seq: 0,
+        events: Vec::new(),
+        dirty: false,
+        store,
+    };
+    // Events a previous run emitted but did not see delivered everywhere: again, same ids.
+    let redeliver: Vec<Arc<str>> = state.outbox.into_iter().map(Arc::from).collect();
+    if !redeliver.is_empty() {
+        tracing::info!(
+            events = redeliver.len(),
+            "redelivering events not acknowledged before the restart"
+        );
+    }
+    let fresh = pipeline.enqueue(redeliver);
+    dispatch(&mut sinks, fresh).await?;
+
+    let (tx, mut rx) = mpsc::channel::<Input>(BATCH);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut inputs = Vec::new();
+    for (i, (name, source)) in config.sources.iter().enumerate() {
+        let start = pipeline.positions.get(name).cloned();
+        inputs.push(start_source(i, name, source, start, tx.clone(), stop.clone())?);
+    }
+    drop(tx);
+    tracing::info!(sources = inputs.len(), sinks = sinks.len(), "herald is running");
+
+    tokio::pin!(shutdown);
+    let mut last_commit = Instant::now();
+    let mut open = true;
+    loop {
+        let wake = pipeline.wake_in(&inputs, last_commit);
+        let first = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            msg = rx.recv(), if open => msg,
+            _ = tokio::time::sleep(wake) => None,
+        };
+        match first {
+            Some(input) => pipeline.apply(input, &mut inputs),
+            None if rx.is_closed() && rx.is_empty() => open = false,
+            None => {}
+        }
+        for _ in 0..BATCH {
+            match rx.try_recv() {
+                Ok(input) => pipeline.apply(input, &mut inputs),
+                Err(_) => break,
+            }
+        }
+        if inputs.iter().all(|s| s.caught_up) && rx.is_empty() {
+            pipeline.engine.tick(Timestamp::now(), &mut pipeline.events);
+        }
+        let due = (pipeline.dirty || pipeline.trimmable(&sinks))
+            && last_commit.elapsed() >= COMMIT_INTERVAL;
+        if !pipeline.events.is_empty() || due {
+            let fresh = pipeline.commit(&sinks)?;
+            dispatch(&mut sinks, fresh).await?;
+            last_commit = Instant::now();
+        }
+    }
+
+    tracing::info!("shutting down: stopping sources, delivering in-flight events");
+    stop.store(true, Ordering::Relaxed);
+    drop(rx);
+    let fresh = pipeline.commit(&sinks)?;
+    dispatch(&mut sinks, fresh).await?;
+    for sink in &mut sinks {
+        sink.tx = None;
+    }
+    for sink in &mut sinks {
+        let task = std::mem::replace(&mut sink.task, tokio::spawn(async { Ok(()) }));
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(sink = %sink.name, error = %e, "sink failed while draining")
+            }
+            Err(e) => tracing::error!(sink = %sink.name, error = %e, "sink task failed"),
+        }
+    }
+    pipeline.dirty = true;
+    pipeline.commit(&sinks)?;
+    tracing::info!(undelivered = pipeline.outbox.len(), "state persisted; bye");
+    Ok(())
+}
+
+/// The engine task's state between commits.
+struct Pipeline {
+    engine: Engine,
+    positions: BTreeMap<String, Position>,
+    /// Events not yet acknowledged by every sink, by outbox sequence number.
+    outbox: VecDeque<(u64, Arc<str>)>,
+    next_seq: u64,
+    /// Emitted since the last commit.
+    events: Vec<ClusterEvent>,
+    /// Records applied since the last commit.
+    dirty: bool,
+    store: Option<StateDir>,
+}
+
+impl Pipeline {
+    fn apply(&mut self, input: Input, sources: &mut [Source]) {
+        match input {
+            Input::Line { source, line, bytes, position } => {
+                let Some(src) = sources.get(source) else { return };
+                match decode::decode_line(&bytes, line, &src.context) {
+                    Ok(Decoded::Observation(mut obs)) => {
+                        // A record from the future would drag engine time past the wall clock.
+                        obs.at = obs.at.min(Timestamp::now());
+                        let at = obs.at;
+                        self.engine.observe(&obs, at, &mut self.events);
+                    }
+                    Ok(Decoded::Ignored(_)) => {}
+                    Err(e) => tracing::warn!(source = %src.name, error = %e, "decode error"),
+                }
+                self.positions.insert(src.name.clone(), position);
+                self.dirty = true;
+            }
+            Input::TooLong { source, line, len, position } => {
+                let Some(src) = sources.get(source) else { return };
+                tracing::warn!(source = %src.name, line, len, "decode error: line over the length limit");
+                self.positions.insert(src.name.clone(), position);
+                self.dirty = true;
+            }
+            Input::CaughtUp { source, caught_up } => {
+                if let Some(src) = sources.get_mut(source) {
+                    src.caught_up = caught_up;
+                }
+            }
+            Input::Ended { source, error } => {
+                if let Some(src) = sources.get_mut(source) {
+                    src.caught_up = true;
+                    match error {
+                        Some(e) => {
+                            tracing::error!(source = %src.name, error = %e, "source stopped")
+                        }
+                        None => tracing::info!(source = %src.name, "source reached its end"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// How long the engine task may sleep: until the engine's next deadline while every
+    /// source is caught up, and no longer than a pending commit may wait.
+    fn wake_in(&self, sources: &[Source], last_commit: Instant) -> Duration {
+        let mut wake = Duration::from_secs(3600);
+        // Delivered events leave the outbox on disk only with a commit: without one, a crash
+        // would redeliver them. While some are out, look again within the interval.
+        if self.dirty || !self.outbox.is_empty() {
+            wake = wake.min(COMMIT_INTERVAL.saturating_sub(last_commit.elapsed()));
+        }
+        if sources.iter().all(|s| s.caught_up) {
+            if let Some(deadline) = self.engine.next_deadline() {
+                let ahead = deadline.saturating_sub(Timestamp::now()).to_std();
+                wake = wake.min(ahead);
+            }
+        }
+        wake
+    }
+
+    /// The outbox sequence number up to which every sink holds every event.
+    fn held(sinks: &[Sink]) -> u64 {
+        sinks.iter().map(|s| s.acked.load(Ordering::Acquire)).min().unwrap_or(u64::MAX)
+    }
+
+    /// Whether a commit would drop delivered events from the outbox on disk.
+    fn trimmable(&self, sinks: &[Sink]) -> bool {
+        self.outbox.front().is_some_and(|(seq, _)| *seq <= Self::held(sinks))
+    }
+
+    /// Gives `lines` outbox sequence numbers; returns them as deliveries.
+    fn enqueue(&mut self, lines: Vec<Arc<str>>) -> Vec<Delivery> {
+        lines
+            .into_iter()
+            .map(|line| {
+                self.next_seq += 1;
+                self.outbox.push_back((self.next_seq, line.clone()));
+                Delivery { seq: self.next_seq, line }
+            })
+            .collect()
+    }
+
+    /// Persists a consistent cut and returns the new events to deliver.
+    fn commit(&mut self, sinks: &[Sink]) -> Result<Vec<Delivery>, RuntimeError> {
+        let lines: Vec<Arc<str>> = self
+            .events
+            .drain(..)
+            .filter_map(|e| serde_json::to_string(&e).ok().map(Arc::from))
+            .collect();
+        let fresh = self.enqueue(lines);
+        let held = Self::held(sinks);
+        while self.outbox.front().is_some_and(|(seq, _)| *seq <= held) {
+            self.outbox.pop_front();
+        }
+        if let Some(store) = &self.store {
+            let state = State {
+                engine: self.engine.snapshot(),
+                positions: self.positions.clone(),
+                outbox: self.outbox.iter().map(|(_, l)| l.to_string()).collect(),
+            };
+            store.save(&state)?;
+        }
+        self.dirty = false;
+        Ok(fresh)
+    }
+}
+
+async fn dispatch(sinks: &mut [Sink], deliveries: Vec<Delivery>) -> Result<(), RuntimeError> {
+    for d in deliveries {
+        for sink in sinks.iter_mut() {
+            let Some(tx) = &sink.tx else { continue };
+            match sink.when_full {
+                WhenFull::Block => {
+                    if tx.send(d.clone()).await.is_err() {
+                        return Err(RuntimeError::SinkGone(sink.name.clone()));
+                    }
+                }
+                WhenFull::DropNewest => match tx.try_send(d.clone()) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        sink.dropped += 1;
+                        tracing::warn!(sink = %sink.name, dropped = sink.dropped, "queue full: event dropped (when_full = drop_newest)");
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        return Err(RuntimeError::SinkGone(sink.name.clone()));
+                    }
+                },
+            }
+        }
+    }
+    Ok(())
+}
+
+fn start_sinks(config: &Config) -> Result<Vec<Sink>, RuntimeError> {
+    let mut configured: Vec<(String, sinks::SinkConfig)> =
+        config.sinks.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
+    if configured.is_empty() {
+        // stdout is the default: herald is useful with no broker at all.
+        configured.push((
+            "stdout".into(),
+            sinks::SinkConfig {
+                kind: SinkKind::Stdout(Default::default()),
+                buffer: Default::default(),
+            },
+        ));
+    }
+    let mut out = Vec::new();
+    for (name, sink) in configured {
+        let (tx, rx) = mpsc::channel(sink.buffer.max_events);
+        let acked = Arc::new(AtomicU64::new(0));
+        let ack = acked.clone();
+        let n = name.clone();
+        let task = match sink.kind {
+            SinkKind::Stdout(_) => {
+                tokio::task::spawn_blocking(move || sinks::stdout::run(&n, rx, ack))
+            }
+            SinkKind::File(c) => {
+                tokio::task::spawn_blocking(move || sinks::file::run(&n, &c, rx, ack))
+            }
+            other => {
+                let kind = match other {
+                    SinkKind::Kafka(_) => "kafka",
+                    SinkKind::Nats(_) => "nats",
+                    SinkKind::Prometheus(_) => "prometheus",
+                    _ => "otlp",
+                };
+                return Err(RuntimeError::Unsupported { what: "sink", name, kind });
+            }
+        };
+        out.push(Sink {
+            name,
+            tx: Some(tx),
+            acked,
+            task,
+            when_full: sink.buffer.when_full,
+            dropped: 0,
+        });
+    }
+    Ok(out)
+}
+
+fn start_source(
+    index: usize,
+    name: &str,
+    source: &SourceKind,
+    start: Option<Position>,
+    tx: mpsc::Sender<Input>,
+    stop: Arc<AtomicBool>,
+) -> Result<Source, RuntimeError> {
+    let context = |c: &sources::Common| Context {
+        cluster: c.cluster.clone().unwrap_or_else(|| "default".into()),
+        reporter: c.reporter.clone().unwrap_or_else(|| "unknown".into()),
+        format: c.format,
+    };
+    let unsupported =
+        |kind| RuntimeError::Unsupported { what: "source", name: name.to_string(), kind };
+    let ctx = match source {
+        SourceKind::File(c) => {
+            let (c2, n) = (c.clone(), name.to_string());
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = sources::file::tail(&c2, index, start, tx.clone(), stop) {
+                    tracing::error!(source = %n, error = %e, "source failed");
+                    let _ = tx
+                        .blocking_send(Input::Ended { source: index, error: Some(e.to_string()) });
+                }
+            });
+            context(&c.common)
+        }
+        SourceKind::Stdin(c) => {
+            // Not awaited on shutdown: a read from a terminal cannot be interrupted.
+            std::thread::spawn(move || sources::stdin::read(index, tx));
+            context(&c.common)
+        }
+        SourceKind::Http(_) => return Err(unsupported("http")),
+        SourceKind::Amqp(_) => return Err(unsupported("amqp")),
+        SourceKind::Nats(_) => return Err(unsupported("nats")),
+        SourceKind::Probe(_) => return Err(unsupported("probe")),
+        SourceKind::Etcd(_) => return Err(unsupported("etcd")),
+        SourceKind::Zookeeper(_) => return Err(unsupported("zookeeper")),
+    };
+    Ok(Source { name: name.to_string(), context: ctx, caught_up: false })
+}

@@ -1,0 +1,233 @@
+//! `herald run`: the real binary tailing real files, signalled and killed.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use herald::model::ClusterEvent;
+
+use crate::support::*;
+
+/// A running `herald run` whose stdout lines are collected as they come.
+struct Daemon {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Daemon {
+        let mut child = herald()
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start herald run");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Daemon { child, lines }
+    }
+
+    fn events(&self) -> Vec<ClusterEvent> {
+        self.lines.lock().unwrap().iter().map(|l| serde_json::from_str(l).expect("event")).collect()
+    }
+
+    /// Waits until `n` events came out (and a moment more, to see that no others follow).
+    fn wait_for(&self, n: usize) -> Vec<ClusterEvent> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.lines.lock().unwrap().len() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        self.events()
+    }
+
+    fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args([sig, &pid]).status().expect("kill");
+        let status = self.child.wait().expect("wait");
+        std::thread::sleep(Duration::from_millis(50));
+        status
+    }
+}
+
+fn config(dir: &Path, log: &Path, extra: &str) -> PathBuf {
+    let text = format!(
+        "[state]\ndir = {:?}\n[sources.log]\ntype = \"file\"\npath = {:?}\ncluster = \"prod\"\n{extra}",
+        dir.join("state").to_str().unwrap(),
+        log.to_str().unwrap()
+    );
+    write_temp(dir, "herald.toml", text.as_bytes())
+}
+
+fn replay_events(log: &Path) -> Vec<ClusterEvent> {
+    events(&run(&["replay", "--cluster", "prod", log.to_str().unwrap()], b"").stdout)
+}
+
+fn generated(lines: u64, seed: u64) -> Vec<u8> {
+    run(&["generate", "--seed", &seed.to_string(), "--lines", &lines.to_string()], b"").stdout
+}
+
+#[test]
+fn run_over_a_complete_file_emits_exactly_what_replay_emits() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_temp(dir.path(), "events.log", &generated(20_000, 11));
+    let want = replay_events(&log);
+    assert!(want.len() > 500, "a meaningful log: {}", want.len());
+    let mut d = Daemon::start(&config(dir.path(), &log, ""));
+    let got = d.wait_for(want.len());
+    assert!(d.signal("-TERM").success(), "SIGTERM exits 0");
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "run and replay differ");
+}
+
+#[test]
+fn a_restart_after_sigterm_re_emits_nothing_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_temp(dir.path(), "events.log", &generated(100_000, 5));
+    let want = replay_events(&log);
+    let cfg = config(dir.path(), &log, "");
+    // Stopped in the middle of the backlog...
+    let mut d = Daemon::start(&cfg);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(d.signal("-TERM").success());
+    let first = d.events();
+    assert!(first.len() < want.len(), "stopped before the end: make the log longer");
+    // ...and restarted: it carries on where it stopped, on record time, as one replay would.
+    let mut d = Daemon::start(&cfg);
+    d.wait_for(want.len() - first.len());
+    assert!(d.signal("-TERM").success());
+    let mut both = first.clone();
+    both.extend(d.events());
+    check_same(&both, &want);
+    assert_eq!(both.len(), want.len(), "a clean stop redelivers nothing");
+    // A clean restart with nothing new to read emits nothing at all.
+    let mut d = Daemon::start(&cfg);
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(d.signal("-TERM").success());
+    assert_eq!(d.events().len(), 0, "re-emitted after a clean restart");
+}
+
+#[test]
+fn a_restart_after_sigkill_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_temp(dir.path(), "events.log", &generated(30_000, 9));
+    let want = replay_events(&log);
+    let cfg = config(dir.path(), &log, "");
+    let mut seen: Vec<ClusterEvent> = Vec::new();
+    for _ in 0..3 {
+        let mut d = Daemon::start(&cfg);
+        std::thread::sleep(Duration::from_millis(150));
+        d.signal("-KILL");
+        seen.extend(d.events());
+    }
+    let mut d = Daemon::start(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut all = seen.clone();
+        all.extend(d.events());
+        if unique(&all) == unique(&want) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(d.signal("-TERM").success());
+    seen.extend(d.events());
+    check_same(&seen, &want);
+    let dupes = seen.len() - unique(&seen).len();
+    eprintln!("{} events, {} redelivered after SIGKILL", want.len(), dupes);
+}
+
+/// A log in which every line yields exactly one event, whenever it is read: each line is
+/// the first report of its own router.
+fn one_event_per_line(from: usize, to: usize) -> Vec<u8> {
+    (from..to)
+        .map(|i| {
+            format!(
+                "{{\"namespace\":\"router\",\"event_src_id\":\"c1\",\"timestamp\":\"2025-01-10T18:00:{:02}.{:09}Z\",\"event_type\":\"router-online\",\"router_id\":\"r{i}\"}}\n",
+                i / 100_000 % 60,
+                i % 100_000 * 1000
+            )
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[test]
+fn the_tailer_follows_a_rotation_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    std::fs::write(&log, one_event_per_line(0, 1500)).unwrap();
+    let mut d = Daemon::start(&config(dir.path(), &log, ""));
+    d.wait_for(1500);
+    // OpenZiti's rotation: a last write, the log renamed to a backup, a new log in its place.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(&one_event_per_line(1500, 2000))
+        .unwrap();
+    std::fs::rename(&log, dir.path().join("events-2025-01-10T18-00.log")).unwrap();
+    std::fs::write(&log, one_event_per_line(2000, 3000)).unwrap();
+    let got = d.wait_for(3000);
+    assert!(d.signal("-TERM").success());
+    let routers: std::collections::BTreeSet<String> =
+        got.iter().filter_map(|e| e.router.clone()).collect();
+    assert_eq!((got.len(), routers.len()), (3000, 3000), "every line once, across the rotation");
+}
+
+#[test]
+fn a_partial_line_waits_for_its_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    let line = one_event_per_line(0, 1);
+    std::fs::write(&log, &line[..40]).unwrap();
+    let mut d = Daemon::start(&config(dir.path(), &log, ""));
+    std::thread::sleep(Duration::from_millis(400));
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(&line[40..]).unwrap();
+    let got = d.wait_for(1);
+    assert!(d.signal("-TERM").success());
+    assert_eq!(got.len(), 1, "the line was read whole, not as two broken halves");
+}
+
+#[test]
+fn an_unavailable_sink_type_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_temp(dir.path(), "events.log", b"");
+    let cfg = config(
+        dir.path(),
+        &log,
+        "[sinks.k]\ntype = \"otlp\"\nendpoint = \"http://127.0.0.1:4317\"\n",
+    );
+    let out = run(&["run", "--config", cfg.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sink k: type `otlp`"));
+}
+
+/// The same events by id, every one at least once, none spurious; differences summarized.
+fn check_same(got: &[ClusterEvent], want: &[ClusterEvent]) {
+    let (g, w) = (unique(got), unique(want));
+    let missing: Vec<_> = w.keys().filter(|k| !g.contains_key(*k)).take(3).collect();
+    let spurious: Vec<_> = g.keys().filter(|k| !w.contains_key(*k)).take(3).collect();
+    assert!(
+        missing.is_empty() && spurious.is_empty(),
+        "{} wanted, {} got; missing e.g. {:?}, spurious e.g. {:?}",
+        w.len(),
+        g.len(),
+        missing.iter().map(|k| &w[*k]).collect::<Vec<_>>(),
+        spurious.iter().map(|k| &g[*k]).collect::<Vec<_>>()
+    );
+}
+
+fn unique(events: &[ClusterEvent]) -> BTreeMap<String, ClusterEvent> {
+    events.iter().map(|e| (e.id.clone(), e.clone())).collect()
+}
