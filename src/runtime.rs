@@ -35,11 +35,14 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::decode::{self, Context, Decoded};
-use crate::engine::{Engine, SnapshotError};
-use crate::model::{ClusterEvent, Timestamp};
+use crate::engine::{Engine, Outcome, SnapshotError};
+use crate::metrics::{Metrics, RecordOutcome};
+use crate::model::{ClusterEvent, EventKind, Timestamp};
+use crate::server::{self, Shared};
 use crate::sinks::{self, Delivery, SinkError, SinkKind, WhenFull};
 use crate::sources::{self, Input, SourceKind};
 use crate::state::{Position, State, StateDir, StateError};
+use crate::view::View;
 
 /// How long a record's effect may wait before its commit when no event hurries it.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
@@ -58,11 +61,16 @@ pub enum RuntimeError {
     Sink(#[from] SinkError),
     #[error("sink {0} stopped")]
     SinkGone(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 struct Sink {
     name: String,
     tx: Option<mpsc::Sender<Delivery>>,
+    metrics: crate::metrics::SinkMetrics,
     acked: Arc<AtomicU64>,
     task: JoinHandle<Result<(), SinkError>>,
     when_full: WhenFull,
@@ -78,7 +86,8 @@ struct Source {
 /// Runs until `shutdown` completes, then stops the sources, delivers what is in flight,
 /// persists the state and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
-    let mut sinks = start_sinks(&config)?;
+    let metrics = Arc::new(Metrics::new()?);
+    let mut sinks = start_sinks(&config, &metrics)?;
     let store = config.state.dir.clone().map(StateDir::new);
     if store.is_none() {
         tracing::warn!("no [state] dir: a restart will start from scratch");
@@ -92,6 +101,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     } else {
         Engine::restore(config.engine.clone(), &state.engine)?
     };
+    let view = Arc::new(std::sync::Mutex::new(View::default()));
     let mut pipeline = Pipeline {
         engine,
         positions: state.positions,
@@ -100,9 +110,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         events: Vec::new(),
         dirty: false,
         store,
+        committed: Vec::new(),
+        metrics: metrics.clone(),
+        view: view.clone(),
+        suppressed_seen: BTreeMap::new(),
+        evicted: Vec::new(),
     };
     // Events a previous run emitted but did not see delivered everywhere: again, same ids.
-    let redeliver: Vec<Arc<str>> = state.outbox.into_iter().map(Arc::from).collect();
+    let redeliver: Vec<(Arc<str>, Timestamp)> = state
+        .outbox
+        .into_iter()
+        .map(|line| {
+            let stable_at = serde_json::from_str::<ClusterEvent>(&line)
+                .map(|e| e.stable_at)
+                .unwrap_or_else(|_| Timestamp::now());
+            (Arc::from(line), stable_at)
+        })
+        .collect();
     if !redeliver.is_empty() {
         tracing::info!(
             events = redeliver.len(),
@@ -114,12 +138,54 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let (tx, mut rx) = mpsc::channel::<Input>(BATCH);
     let stop = Arc::new(AtomicBool::new(false));
+
+    // The HTTP server before the sources: /readyz says 503 until everything is up.
+    let ready = Arc::new(AtomicBool::new(false));
+    let ingest = config.sources.iter().enumerate().find_map(|(i, (name, s))| match s {
+        SourceKind::Http(c) => Some(server::Ingest {
+            source: i,
+            name: name.clone(),
+            context: context(&c.common),
+            token: config.server.ingest_token.clone().filter(|t| !t.is_empty()),
+            tx: tx.clone(),
+        }),
+        _ => None,
+    });
+    let gauges = match config.sinks.values().any(|s| matches!(s.kind, SinkKind::Prometheus(_))) {
+        true => Some(Arc::new(sinks::prometheus::StateGauges::register(&metrics.registry)?)),
+        false => None,
+    };
+    let shared = Shared {
+        ready: ready.clone(),
+        metrics: metrics.clone(),
+        gauges,
+        view,
+        ingest,
+        scrape: Arc::new(std::sync::Mutex::new(())),
+    };
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| RuntimeError::Listen { addr: config.server.listen, source })?;
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(listen = %addr, "HTTP server listening"),
+        Err(e) => tracing::warn!(error = %e, "HTTP server listening on an unknown address"),
+    }
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(async move {
+        let serve = axum::serve(listener, server::app(shared))
+            .with_graceful_shutdown(async { drop(http_stopped.await) });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
     let mut inputs = Vec::new();
     for (i, (name, source)) in config.sources.iter().enumerate() {
         let start = pipeline.positions.get(name).cloned();
         inputs.push(start_source(i, name, source, start, tx.clone(), stop.clone())?);
     }
     drop(tx);
+    ready.store(true, Ordering::Release);
     tracing::info!(sources = inputs.len(), sinks = sinks.len(), "herald is running");
 
     tokio::pin!(shutdown);
@@ -146,6 +212,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         if inputs.iter().all(|s| s.caught_up) && rx.is_empty() {
             pipeline.engine.tick(Timestamp::now(), &mut pipeline.events);
+            pipeline.evictions();
         }
         let due = (pipeline.dirty || pipeline.trimmable(&sinks))
             && last_commit.elapsed() >= COMMIT_INTERVAL;
@@ -157,6 +224,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
 
     tracing::info!("shutting down: stopping sources, delivering in-flight events");
+    ready.store(false, Ordering::Release);
     stop.store(true, Ordering::Relaxed);
     drop(rx);
     let fresh = pipeline.commit(&sinks)?;
@@ -176,8 +244,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     pipeline.dirty = true;
     pipeline.commit(&sinks)?;
+    let _ = http_stop.send(());
+    let _ = http.await;
     tracing::info!(undelivered = pipeline.outbox.len(), "state persisted; bye");
     Ok(())
+}
+
+fn context(c: &sources::Common) -> Context {
+    Context {
+        cluster: c.cluster.clone().unwrap_or_else(|| "default".into()),
+        reporter: c.reporter.clone().unwrap_or_else(|| "unknown".into()),
+        format: c.format,
+    }
 }
 
 /// The engine task's state between commits.
@@ -192,6 +270,14 @@ struct Pipeline {
     /// Records applied since the last commit.
     dirty: bool,
     store: Option<StateDir>,
+    /// `/ingest` requests waiting for the commit that contains their records.
+    committed: Vec<tokio::sync::oneshot::Sender<()>>,
+    metrics: Arc<Metrics>,
+    view: Arc<std::sync::Mutex<View>>,
+    /// The engine's suppressed counts already passed to the metrics.
+    suppressed_seen: BTreeMap<(String, EventKind), u64>,
+    /// Evicted keys not yet removed from the view.
+    evicted: Vec<crate::engine::Evicted>,
 }
 
 impl Pipeline {
@@ -199,22 +285,22 @@ impl Pipeline {
         match input {
             Input::Line { source, line, bytes, position } => {
                 let Some(src) = sources.get(source) else { return };
-                match decode::decode_line(&bytes, line, &src.context) {
-                    Ok(Decoded::Observation(mut obs)) => {
-                        // A record from the future would drag engine time past the wall clock.
-                        obs.at = obs.at.min(Timestamp::now());
-                        let at = obs.at;
-                        self.engine.observe(&obs, at, &mut self.events);
-                    }
-                    Ok(Decoded::Ignored(_)) => {}
-                    Err(e) => tracing::warn!(source = %src.name, error = %e, "decode error"),
-                }
+                self.observe_line(src, &bytes, line, sources.iter().all(|s| s.caught_up));
                 self.positions.insert(src.name.clone(), position);
+                self.dirty = true;
+            }
+            Input::Ingest { source, lines, done } => {
+                let Some(src) = sources.get(source) else { return };
+                for (i, bytes) in lines.iter().enumerate() {
+                    self.observe_line(src, bytes, i as u64 + 1, true);
+                }
+                self.committed.push(done);
                 self.dirty = true;
             }
             Input::TooLong { source, line, len, position } => {
                 let Some(src) = sources.get(source) else { return };
                 tracing::warn!(source = %src.name, line, len, "decode error: line over the length limit");
+                self.metrics.record(&src.name, RecordOutcome::DecodeError);
                 self.positions.insert(src.name.clone(), position);
                 self.dirty = true;
             }
@@ -234,6 +320,45 @@ impl Pipeline {
                     }
                 }
             }
+        }
+    }
+
+    /// Decodes and observes one line, counting its outcome. `live`: every source is caught up,
+    /// so the record arrived in real time and tells the reporter's clock offset.
+    fn observe_line(&mut self, src: &Source, bytes: &[u8], line: u64, live: bool) {
+        let outcome = match decode::decode_line(bytes, line, &src.context) {
+            Ok(Decoded::Observation(mut obs)) => {
+                let now = Timestamp::now();
+                if live {
+                    let offset = now.saturating_sub(obs.at).0 as f64 / 1e9;
+                    self.metrics.clock_offset(&obs.cluster, &obs.reporter).set(offset);
+                }
+                self.metrics.record_time(&src.name, obs.at);
+                // A record from the future would drag engine time past the wall clock.
+                obs.at = obs.at.min(now);
+                let at = obs.at;
+                match self.engine.observe(&obs, at, &mut self.events) {
+                    Outcome::Stale => RecordOutcome::Stale,
+                    Outcome::Ignored => RecordOutcome::Ignored,
+                    Outcome::Applied | Outcome::Suppressed => RecordOutcome::Ok,
+                }
+            }
+            Ok(Decoded::Ignored(_)) => RecordOutcome::Ignored,
+            Err(e) => {
+                tracing::warn!(source = %src.name, error = %e, "decode error");
+                RecordOutcome::DecodeError
+            }
+        };
+        self.metrics.record(&src.name, outcome);
+    }
+
+    /// Keys the engine forgot after `key_ttl`: they leave the view (and so their series) with
+    /// the next commit, after the events emitted before them.
+    fn evictions(&mut self) {
+        let evicted = self.engine.take_evictions();
+        if !evicted.is_empty() {
+            self.evicted.extend(evicted);
+            self.dirty = true;
         }
     }
 
@@ -265,24 +390,44 @@ impl Pipeline {
         self.outbox.front().is_some_and(|(seq, _)| *seq <= Self::held(sinks))
     }
 
-    /// Gives `lines` outbox sequence numbers; returns them as deliveries.
-    fn enqueue(&mut self, lines: Vec<Arc<str>>) -> Vec<Delivery> {
+    /// Gives events outbox sequence numbers; returns them as deliveries.
+    fn enqueue(&mut self, lines: Vec<(Arc<str>, Timestamp)>) -> Vec<Delivery> {
         lines
             .into_iter()
-            .map(|line| {
+            .map(|(line, stable_at)| {
                 self.next_seq += 1;
                 self.outbox.push_back((self.next_seq, line.clone()));
-                Delivery { seq: self.next_seq, line }
+                Delivery { seq: self.next_seq, line, stable_at }
             })
             .collect()
     }
 
     /// Persists a consistent cut and returns the new events to deliver.
     fn commit(&mut self, sinks: &[Sink]) -> Result<Vec<Delivery>, RuntimeError> {
-        let lines: Vec<Arc<str>> = self
+        if !self.events.is_empty() || !self.evicted.is_empty() {
+            let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            for e in &self.events {
+                view.apply(e);
+                self.metrics.transitions.with_label_values(&[&e.cluster, e.kind.as_str()]).inc();
+            }
+            for e in self.evicted.drain(..) {
+                view.evict(&e);
+            }
+        }
+        for (cluster, kind, n) in self.engine.suppressed_by_kind() {
+            let seen = self.suppressed_seen.entry((cluster.to_string(), kind)).or_insert(0);
+            if n > *seen {
+                self.metrics
+                    .suppressed
+                    .with_label_values(&[cluster, kind.as_str()])
+                    .inc_by(n - *seen);
+                *seen = n;
+            }
+        }
+        let lines: Vec<(Arc<str>, Timestamp)> = self
             .events
             .drain(..)
-            .filter_map(|e| serde_json::to_string(&e).ok().map(Arc::from))
+            .filter_map(|e| serde_json::to_string(&e).ok().map(|l| (Arc::from(l), e.stable_at)))
             .collect();
         let fresh = self.enqueue(lines);
         let held = Self::held(sinks);
@@ -298,11 +443,20 @@ impl Pipeline {
             store.save(&state)?;
         }
         self.dirty = false;
+        for done in self.committed.drain(..) {
+            let _ = done.send(());
+        }
         Ok(fresh)
     }
 }
 
 async fn dispatch(sinks: &mut [Sink], deliveries: Vec<Delivery>) -> Result<(), RuntimeError> {
+    for sink in sinks.iter() {
+        if let Some(tx) = &sink.tx {
+            let depth = tx.max_capacity() - tx.capacity();
+            sink.metrics.queue.set(i64::try_from(depth + deliveries.len()).unwrap_or(i64::MAX));
+        }
+    }
     for d in deliveries {
         for sink in sinks.iter_mut() {
             let Some(tx) = &sink.tx else { continue };
@@ -316,6 +470,7 @@ async fn dispatch(sinks: &mut [Sink], deliveries: Vec<Delivery>) -> Result<(), R
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         sink.dropped += 1;
+                        sink.metrics.dropped.inc();
                         tracing::warn!(sink = %sink.name, dropped = sink.dropped, "queue full: event dropped (when_full = drop_newest)");
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -328,9 +483,15 @@ async fn dispatch(sinks: &mut [Sink], deliveries: Vec<Delivery>) -> Result<(), R
     Ok(())
 }
 
-fn start_sinks(config: &Config) -> Result<Vec<Sink>, RuntimeError> {
-    let mut configured: Vec<(String, sinks::SinkConfig)> =
-        config.sinks.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
+fn start_sinks(config: &Config, metrics: &Metrics) -> Result<Vec<Sink>, RuntimeError> {
+    // The Prometheus sink is the stable view rendered at each scrape, in this process: it has
+    // no queue to wait on, so it takes no part in acknowledgements.
+    let mut configured: Vec<(String, sinks::SinkConfig)> = config
+        .sinks
+        .iter()
+        .filter(|(_, s)| !matches!(s.kind, SinkKind::Prometheus(_)))
+        .map(|(n, s)| (n.clone(), s.clone()))
+        .collect();
     if configured.is_empty() {
         // stdout is the default: herald is useful with no broker at all.
         configured.push((
@@ -347,12 +508,14 @@ fn start_sinks(config: &Config) -> Result<Vec<Sink>, RuntimeError> {
         let acked = Arc::new(AtomicU64::new(0));
         let ack = acked.clone();
         let n = name.clone();
+        let sm = metrics.sink(&name);
+        let m = sm.clone();
         let task = match sink.kind {
             SinkKind::Stdout(_) => {
-                tokio::task::spawn_blocking(move || sinks::stdout::run(&n, rx, ack))
+                tokio::task::spawn_blocking(move || sinks::stdout::run(&n, rx, ack, m))
             }
             SinkKind::File(c) => {
-                tokio::task::spawn_blocking(move || sinks::file::run(&n, &c, rx, ack))
+                tokio::task::spawn_blocking(move || sinks::file::run(&n, &c, rx, ack, m))
             }
             other => {
                 let kind = match other {
@@ -367,6 +530,7 @@ fn start_sinks(config: &Config) -> Result<Vec<Sink>, RuntimeError> {
         out.push(Sink {
             name,
             tx: Some(tx),
+            metrics: sm,
             acked,
             task,
             when_full: sink.buffer.when_full,
@@ -384,11 +548,6 @@ fn start_source(
     tx: mpsc::Sender<Input>,
     stop: Arc<AtomicBool>,
 ) -> Result<Source, RuntimeError> {
-    let context = |c: &sources::Common| Context {
-        cluster: c.cluster.clone().unwrap_or_else(|| "default".into()),
-        reporter: c.reporter.clone().unwrap_or_else(|| "unknown".into()),
-        format: c.format,
-    };
     let unsupported =
         |kind| RuntimeError::Unsupported { what: "source", name: name.to_string(), kind };
     let ctx = match source {
@@ -408,12 +567,15 @@ fn start_source(
             std::thread::spawn(move || sources::stdin::read(index, tx));
             context(&c.common)
         }
-        SourceKind::Http(_) => return Err(unsupported("http")),
+        // Its records come through the HTTP server's /ingest.
+        SourceKind::Http(c) => context(&c.common),
         SourceKind::Amqp(_) => return Err(unsupported("amqp")),
         SourceKind::Nats(_) => return Err(unsupported("nats")),
         SourceKind::Probe(_) => return Err(unsupported("probe")),
         SourceKind::Etcd(_) => return Err(unsupported("etcd")),
         SourceKind::Zookeeper(_) => return Err(unsupported("zookeeper")),
     };
-    Ok(Source { name: name.to_string(), context: ctx, caught_up: false })
+    // A push source has nothing waiting to be read: it is always caught up.
+    let caught_up = matches!(source, SourceKind::Http(_));
+    Ok(Source { name: name.to_string(), context: ctx, caught_up })
 }

@@ -31,6 +31,7 @@ pub fn run(
     config: &Config,
     rx: Receiver<Delivery>,
     acked: Arc<AtomicU64>,
+    metrics: crate::metrics::SinkMetrics,
 ) -> Result<(), SinkError> {
     let path = config.path.clone().unwrap_or_default();
     let file = std::fs::OpenOptions::new()
@@ -38,5 +39,5 @@ pub fn run(
         .append(true)
         .open(&path)
         .map_err(|source| SinkError::Io { name: name.to_string(), source })?;
-    write_lines(name, std::io::BufWriter::with_capacity(64 * 1024, file), rx, acked)
+    write_lines(name, std::io::BufWriter::with_capacity(64 * 1024, file), rx, acked, metrics)
 }

@@ -26,6 +26,8 @@ use crate::config::{section, Problems};
 pub struct Delivery {
     pub seq: u64,
     pub line: Arc<str>,
+    /// For the stable_at → acknowledgement histogram.
+    pub stable_at: crate::model::Timestamp,
 }
 
 /// Why a sink stopped.
@@ -43,25 +45,34 @@ pub(crate) fn write_lines(
     mut out: impl Write,
     mut rx: Receiver<Delivery>,
     acked: Arc<AtomicU64>,
+    metrics: crate::metrics::SinkMetrics,
 ) -> Result<(), SinkError> {
-    let err = |source| SinkError::Io { name: name.to_string(), source };
-    let mut last = None;
+    let err = |source: std::io::Error| {
+        metrics.errors.inc();
+        SinkError::Io { name: name.to_string(), source }
+    };
+    let mut written: Vec<(u64, crate::model::Timestamp)> = Vec::new();
+    let ack = |written: &mut Vec<(u64, crate::model::Timestamp)>| {
+        for (_, stable_at) in written.iter() {
+            metrics.acked(*stable_at);
+        }
+        if let Some((seq, _)) = written.last() {
+            acked.store(*seq, Ordering::Release);
+        }
+        written.clear();
+    };
     while let Some(d) = rx.blocking_recv() {
         out.write_all(d.line.as_bytes()).map_err(err)?;
         out.write_all(b"\n").map_err(err)?;
-        last = Some(d.seq);
+        written.push((d.seq, d.stable_at));
         // Flush whenever the queue runs dry: batches under load, prompt when quiet.
         if rx.is_empty() {
             out.flush().map_err(err)?;
-            if let Some(seq) = last.take() {
-                acked.store(seq, Ordering::Release);
-            }
+            ack(&mut written);
         }
     }
     out.flush().map_err(err)?;
-    if let Some(seq) = last {
-        acked.store(seq, Ordering::Release);
-    }
+    ack(&mut written);
     Ok(())
 }
 

@@ -14,7 +14,12 @@ use tokio::sync::mpsc::Receiver;
 use super::{write_lines, Delivery, SinkError};
 
 /// Writes events to standard output until the pipeline closes the queue.
-pub fn run(name: &str, rx: Receiver<Delivery>, acked: Arc<AtomicU64>) -> Result<(), SinkError> {
+pub fn run(
+    name: &str,
+    rx: Receiver<Delivery>,
+    acked: Arc<AtomicU64>,
+    metrics: crate::metrics::SinkMetrics,
+) -> Result<(), SinkError> {
     let out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    write_lines(name, out, rx, acked)
+    write_lines(name, out, rx, acked, metrics)
 }

@@ -28,6 +28,8 @@ pub enum Input {
     /// Whether the source has nothing more to read right now (DESIGN §5.1: engine time
     /// follows the wall clock only while every source is caught up).
     CaughtUp { source: usize, caught_up: bool },
+    /// Lines POSTed to `/ingest`, all already decodable; `done` fires once they are committed.
+    Ingest { source: usize, lines: Vec<Vec<u8>>, done: tokio::sync::oneshot::Sender<()> },
     /// The source stopped for good (end of stdin) or failed.
     Ended { source: usize, error: Option<String> },
 }

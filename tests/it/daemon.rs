@@ -61,8 +61,12 @@ impl Daemon {
 }
 
 fn config(dir: &Path, log: &Path, extra: &str) -> PathBuf {
+    config_on(dir, log, 0, extra)
+}
+
+fn config_on(dir: &Path, log: &Path, port: u16, extra: &str) -> PathBuf {
     let text = format!(
-        "[state]\ndir = {:?}\n[sources.log]\ntype = \"file\"\npath = {:?}\ncluster = \"prod\"\n{extra}",
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[state]\ndir = {:?}\n[sources.log]\ntype = \"file\"\npath = {:?}\ncluster = \"prod\"\n{extra}",
         dir.join("state").to_str().unwrap(),
         log.to_str().unwrap()
     );
@@ -230,4 +234,104 @@ fn check_same(got: &[ClusterEvent], want: &[ClusterEvent]) {
 
 fn unique(events: &[ClusterEvent]) -> BTreeMap<String, ClusterEvent> {
     events.iter().map(|e| (e.id.clone(), e.clone())).collect()
+}
+
+#[test]
+fn the_http_server_serves_health_state_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // The sample is from 2025: a long TTL keeps its negative keys from being evicted.
+    let cfg = config_on(dir.path(), &repo("samples/openziti-ha.jsonl"), port, "[engine]\nkey_ttl = \"87600h\"\n[sinks.out]\ntype = \"stdout\"\n[sinks.m]\ntype = \"prometheus\"\n");
+    let mut d = Daemon::start(&cfg);
+    assert!(eventually(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()));
+    assert_eq!(http(port, "GET", "/healthz", &[], b"").0, 200);
+    assert!(eventually(|| http(port, "GET", "/readyz", &[], b"").0 == 200));
+    d.wait_for(26);
+    let (status, metrics) = http(port, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    for line in [
+        "herald_cluster_has_leader{cluster=\"prod\"} 1",
+        "herald_cluster_leader{cluster=\"prod\",leader_id=\"ctrl2\"} 1",
+        "herald_router_online{cluster=\"prod\",router=\"edge-east\"} 0",
+        "herald_router_online{cluster=\"prod\",router=\"edge-west\"} 1",
+        "herald_node_up{cluster=\"prod\",node=\"ctrl1\"} 1",
+        "herald_peer_connected{cluster=\"prod\",node=\"ctrl2\",peer=\"ctrl1\"} 1",
+        "herald_node_has_leader{cluster=\"prod\",node=\"ctrl3\"} 1",
+        "herald_transitions_total{cluster=\"prod\",kind=\"cluster.leader_elected\"} 2",
+        "herald_suppressed_total{cluster=\"prod\",kind=\"router.offline\"} 1",
+        "herald_records_total{outcome=\"ok\",source=\"log\"} 44",
+        "herald_records_total{outcome=\"stale\",source=\"log\"} 2",
+        "herald_records_total{outcome=\"ignored\",source=\"log\"} 2",
+        "herald_sink_events_total{sink=\"out\"} 26",
+        "herald_build_info{version=",
+    ] {
+        assert!(metrics.contains(line), "no {line} in /metrics");
+    }
+    assert!(!metrics.contains("leader_id=\"ctrl1\""), "the old leader's series is gone");
+    assert!(metrics.contains("herald_event_ack_delay_seconds_bucket"));
+    let (status, state) = http(port, "GET", "/state", &[], b"");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(v["clusters"]["prod"]["leader"], "ctrl2");
+    assert_eq!(v["clusters"]["prod"]["routers"]["edge-east"], false);
+    assert!(d.signal("-TERM").success());
+}
+
+#[test]
+fn an_evicted_key_loses_its_series_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // The sample's records are from 2025: with a one-hour TTL, a negative key is evicted as
+    // soon as engine time follows the wall clock.
+    let cfg = config_on(dir.path(), &repo("samples/openziti-ha.jsonl"), port, "[engine]\nkey_ttl = \"1h\"\n[sinks.out]\ntype = \"stdout\"\n[sinks.m]\ntype = \"prometheus\"\n");
+    let mut d = Daemon::start(&cfg);
+    d.wait_for(26);
+    assert!(
+        eventually(|| {
+            let m = http(port, "GET", "/metrics", &[], b"").1;
+            m.contains("router=\"edge-west\"") && !m.contains("router=\"edge-east\"")
+        }),
+        "edge-east (offline, silent) evicted; edge-west (online) kept"
+    );
+    assert!(d.signal("-TERM").success());
+}
+
+#[test]
+fn ingest_accepts_good_lines_and_refuses_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = write_temp(dir.path(), "events.log", b"");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ningest_token = \"s3cret\"\n[state]\ndir = {:?}\n[sources.in]\ntype = \"http\"\ncluster = \"prod\"\n[sources.log]\ntype = \"file\"\npath = {:?}\n",
+        dir.path().join("state").to_str().unwrap(),
+        log.to_str().unwrap()
+    );
+    let cfg = write_temp(dir.path(), "herald.toml", text.as_bytes());
+    let mut d = Daemon::start(&cfg);
+    assert!(eventually(|| http(port, "GET", "/readyz", &[], b"").0 == 200));
+    let auth = [("authorization", "Bearer s3cret")];
+    let good = one_event_per_line(0, 3);
+    let (status, body) = http(port, "POST", "/ingest", &[], &good);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("bearer token"), "{body}");
+    assert_eq!(http(port, "POST", "/ingest", &[("authorization", "Bearer wrong")], &good).0, 401);
+    let (status, body) = http(port, "POST", "/ingest", &auth, &vec![b'x'; (1 << 20) + 1]);
+    assert_eq!(status, 413, "{body}");
+    let mut bad = good.clone();
+    bad.extend_from_slice(b"{\"namespace\":\"router\"}\nnot json\n");
+    let (status, body) = http(port, "POST", "/ingest", &auth, &bad);
+    assert_eq!(status, 400, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let lines: Vec<u64> =
+        v["lines"].as_array().unwrap().iter().map(|l| l["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [4, 5], "{body}");
+    assert!(d.events().is_empty(), "a refused body accepts nothing");
+    let (status, body) = http(port, "POST", "/ingest", &auth, &good);
+    assert_eq!((status, body.trim()), (200, "{\"accepted\":3}"));
+    let got = d.wait_for(3);
+    assert_eq!(got.len(), 3);
+    assert!(got
+        .iter()
+        .all(|e| e.cluster == "prod" && e.kind == herald::model::EventKind::RouterOnline));
+    assert!(d.signal("-TERM").success());
 }

@@ -1,0 +1,142 @@
+//! herald's own metrics, served on `/metrics` beside the state gauges of the Prometheus sink.
+//!
+//! Every counted happening has exactly one counter here, bumped where the happening is logged,
+//! so logs and metrics never drift apart.
+
+use prometheus::{
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
+};
+
+use crate::model::Timestamp;
+
+/// The outcome of one record, as counted in `herald_records_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordOutcome {
+    Ok,
+    Stale,
+    Ignored,
+    DecodeError,
+}
+
+impl RecordOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            RecordOutcome::Ok => "ok",
+            RecordOutcome::Stale => "stale",
+            RecordOutcome::Ignored => "ignored",
+            RecordOutcome::DecodeError => "decode_error",
+        }
+    }
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    records: IntCounterVec,
+    last_record: GaugeVec,
+    clock_offset: GaugeVec,
+    sink_events: IntCounterVec,
+    sink_errors: IntCounterVec,
+    sink_dropped: IntCounterVec,
+    sink_queue: IntGaugeVec,
+    ack_delay: HistogramVec,
+    pub suppressed: IntCounterVec,
+    pub transitions: IntCounterVec,
+}
+
+/// One sink's handles.
+#[derive(Clone)]
+pub struct SinkMetrics {
+    pub events: IntCounter,
+    pub errors: IntCounter,
+    pub dropped: IntCounter,
+    pub queue: IntGauge,
+    ack_delay: prometheus::Histogram,
+}
+
+impl SinkMetrics {
+    /// An event was acknowledged: how long after it became stable.
+    pub fn acked(&self, stable_at: Timestamp) {
+        self.events.inc();
+        let delay = Timestamp::now().saturating_sub(stable_at).0 as f64 / 1e9;
+        self.ack_delay.observe(delay.max(0.0));
+    }
+}
+
+fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
+    let g = GaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Metrics> {
+        let r = Registry::new();
+        let build = IntGaugeVec::new(
+            Opts::new("herald_build_info", "herald's version; always 1"),
+            &["version"],
+        )?;
+        r.register(Box::new(build.clone()))?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let sink_queue = IntGaugeVec::new(
+            Opts::new("herald_sink_queue_depth", "Events waiting in a sink's queue"),
+            &["sink"],
+        )?;
+        r.register(Box::new(sink_queue.clone()))?;
+        let ack_delay = HistogramVec::new(
+            HistogramOpts::new(
+                "herald_event_ack_delay_seconds",
+                "From an event's stable_at to its acknowledgement by a sink",
+            )
+            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["sink"],
+        )?;
+        r.register(Box::new(ack_delay.clone()))?;
+        Ok(Metrics {
+            records: counter(&r, "herald_records_total", "Records read, by source and outcome", &["source", "outcome"])?,
+            last_record: gauge(&r, "herald_source_last_record_timestamp_seconds", "Record time of the newest record per source", &["source"])?,
+            clock_offset: gauge(&r, "herald_reporter_clock_offset_seconds", "Wall clock minus record time, on records read while caught up", &["cluster", "reporter"])?,
+            sink_events: counter(&r, "herald_sink_events_total", "Events acknowledged by a sink", &["sink"])?,
+            sink_errors: counter(&r, "herald_sink_errors_total", "Failed deliveries to a sink", &["sink"])?,
+            sink_dropped: counter(&r, "herald_sink_dropped_total", "Events dropped because a sink's queue was full (when_full = drop_newest)", &["sink"])?,
+            suppressed: counter(&r, "herald_suppressed_total", "Reverts inside a window and other suppressed flaps, by the kind they would have produced", &["cluster", "kind"])?,
+            transitions: counter(&r, "herald_transitions_total", "Events emitted, by kind", &["cluster", "kind"])?,
+            sink_queue,
+            ack_delay,
+            registry: r,
+        })
+    }
+
+    pub fn record(&self, source: &str, outcome: RecordOutcome) {
+        self.records.with_label_values(&[source, outcome.label()]).inc();
+    }
+
+    pub fn record_time(&self, source: &str, at: Timestamp) {
+        self.last_record.with_label_values(&[source]).set(at.0 as f64 / 1e9);
+    }
+
+    pub fn clock_offset(&self, cluster: &str, reporter: &str) -> Gauge {
+        self.clock_offset.with_label_values(&[cluster, reporter])
+    }
+
+    pub fn sink(&self, name: &str) -> SinkMetrics {
+        SinkMetrics {
+            events: self.sink_events.with_label_values(&[name]),
+            errors: self.sink_errors.with_label_values(&[name]),
+            dropped: self.sink_dropped.with_label_values(&[name]),
+            queue: self.sink_queue.with_label_values(&[name]),
+            ack_delay: self.ack_delay.with_label_values(&[name]),
+        }
+    }
+}

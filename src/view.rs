@@ -1,0 +1,179 @@
+//! The current stable view of every cluster, kept from the events herald emitted.
+//!
+//! It answers `/state` and is what the Prometheus gauges are rendered from at each scrape. It
+//! is built only from emitted events (and the engine's evictions), so what a dashboard shows
+//! is exactly what consumers of the event stream saw — and a key that goes (a member removed,
+//! a key evicted, a leader replaced) leaves no series behind.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::engine::Evicted;
+use crate::model::{ClusterEvent, EventKind, Via};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct View {
+    pub clusters: BTreeMap<String, ClusterView>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClusterView {
+    /// `Some(None)`: leaderless; `None`: not known yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<Option<String>>,
+    pub split_brain: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<String>>,
+    /// Each node's view of the leader (`None`: it sees none).
+    pub views: BTreeMap<String, Option<String>>,
+    /// node → peer → connected.
+    pub peers: BTreeMap<String, BTreeMap<String, bool>>,
+    pub routers: BTreeMap<String, bool>,
+    pub nodes_up: BTreeMap<String, NodeLiveness>,
+    /// Spinning terminator slots: (service, router, host).
+    pub spinning: Vec<[String; 3]>,
+    /// Events emitted, by kind.
+    pub transitions: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeLiveness {
+    pub up: bool,
+    pub via: Via,
+}
+
+impl View {
+    pub fn apply(&mut self, e: &ClusterEvent) {
+        let c = self.clusters.entry(e.cluster.clone()).or_default();
+        *c.transitions.entry(e.kind.as_str().to_string()).or_insert(0) += 1;
+        let s = |o: &Option<String>| o.clone().unwrap_or_default();
+        match e.kind {
+            EventKind::LeaderElected => c.leader = Some(e.leader_id.clone()),
+            EventKind::Leaderless => c.leader = Some(None),
+            EventKind::SplitBrain => c.split_brain = true,
+            EventKind::SplitBrainResolved => c.split_brain = false,
+            EventKind::ReadOnly => c.read_only = Some(true),
+            EventKind::ReadWrite => c.read_only = Some(false),
+            EventKind::MembersChanged => {
+                let members = e.members.clone().unwrap_or_default();
+                // A removed member's keys go with it, at once.
+                for gone in e.removed.iter().flatten() {
+                    c.views.remove(gone);
+                    c.peers.remove(gone);
+                    for peers in c.peers.values_mut() {
+                        peers.remove(gone);
+                    }
+                    c.nodes_up.remove(gone);
+                }
+                c.members = Some(members);
+            }
+            EventKind::NodeHasLeader => {
+                c.views.insert(s(&e.node), e.leader_id.clone());
+            }
+            EventKind::NodeIsLeaderless => {
+                c.views.insert(s(&e.node), None);
+            }
+            EventKind::PeerConnected | EventKind::PeerDisconnected => {
+                let up = e.kind == EventKind::PeerConnected;
+                c.peers.entry(s(&e.node)).or_default().insert(s(&e.peer), up);
+            }
+            EventKind::RouterOnline | EventKind::RouterOffline => {
+                c.routers.insert(s(&e.router), e.kind == EventKind::RouterOnline);
+            }
+            EventKind::NodeUp | EventKind::NodeDown => {
+                let up = e.kind == EventKind::NodeUp;
+                c.nodes_up
+                    .insert(s(&e.node), NodeLiveness { up, via: e.via.unwrap_or(Via::Probe) });
+            }
+            EventKind::SpinStarted | EventKind::SpinStopped => {
+                let slot = [s(&e.service), s(&e.router), s(&e.host)];
+                c.spinning.retain(|x| x != &slot);
+                if e.kind == EventKind::SpinStarted {
+                    c.spinning.push(slot);
+                    c.spinning.sort();
+                }
+            }
+        }
+    }
+
+    pub fn evict(&mut self, ev: &Evicted) {
+        let Some(c) = self.clusters.get_mut(&ev.cluster) else { return };
+        let part = |i: usize| ev.subject.get(i).cloned().unwrap_or_default();
+        match ev.key {
+            "view" => {
+                c.views.remove(&part(0));
+            }
+            "peer" => {
+                if let Some(p) = c.peers.get_mut(&part(0)) {
+                    p.remove(&part(1));
+                    if p.is_empty() {
+                        c.peers.remove(&part(0));
+                    }
+                }
+            }
+            "router" => {
+                c.routers.remove(&part(0));
+            }
+            "alive" => {
+                c.nodes_up.remove(&part(0));
+            }
+            "slot" => {
+                let slot = [part(0), part(1), part(2)];
+                c.spinning.retain(|x| x != &slot);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Timestamp;
+
+    fn ev(kind: EventKind) -> ClusterEvent {
+        ClusterEvent::new(kind, "prod", Timestamp(0), Timestamp(0))
+    }
+
+    #[test]
+    fn a_removed_member_leaves_nothing_behind() {
+        let mut v = View::default();
+        let mut e = ev(EventKind::NodeHasLeader);
+        e.node = Some("c3".into());
+        e.leader_id = Some("c1".into());
+        v.apply(&e);
+        let mut p = ev(EventKind::PeerConnected);
+        p.node = Some("c1".into());
+        p.peer = Some("c3".into());
+        v.apply(&p);
+        let mut m = ev(EventKind::MembersChanged);
+        m.members = Some(vec!["c1".into(), "c2".into()]);
+        m.removed = Some(vec!["c3".into()]);
+        v.apply(&m);
+        let c = &v.clusters["prod"];
+        assert!(c.views.is_empty());
+        assert!(c.peers["c1"].is_empty());
+        assert_eq!(c.transitions["cluster.members_changed"], 1);
+    }
+
+    #[test]
+    fn leader_and_spin_state_follow_events() {
+        let mut v = View::default();
+        let mut e = ev(EventKind::LeaderElected);
+        e.leader_id = Some("c2".into());
+        v.apply(&e);
+        assert_eq!(v.clusters["prod"].leader, Some(Some("c2".into())));
+        v.apply(&ev(EventKind::Leaderless));
+        assert_eq!(v.clusters["prod"].leader, Some(None));
+        let mut s = ev(EventKind::SpinStarted);
+        (s.service, s.router, s.host) = (Some("s".into()), Some("r".into()), Some("".into()));
+        v.apply(&s);
+        assert_eq!(v.clusters["prod"].spinning.len(), 1);
+        s.kind = EventKind::SpinStopped;
+        v.apply(&s);
+        assert!(v.clusters["prod"].spinning.is_empty());
+    }
+}
