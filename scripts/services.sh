@@ -1,13 +1,30 @@
 #!/usr/bin/env bash
-# Starts the services herald's tests need, idempotently: a service already up is left alone.
-# Each later service (brokers, Prometheus, etcd, ZooKeeper) adds a `need_*` line below.
+# Installs and starts what herald's tests need, idempotently: what is there is left alone.
+# Later services (brokers, etcd, ZooKeeper) add their lines below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf 'services: %s\n' "$*" >&2; }
+have() { command -v "$1" >/dev/null 2>&1; }
 
-# Whether something accepts TCP connections on 127.0.0.1:$1.
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+updated=""
+apt_install() {
+  if ! have apt-get; then
+    log "cannot install $* (no apt-get): install it and run again"
+    exit 1
+  fi
+  if [ -z "$updated" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    updated=1
+  fi
+  log "installing $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 
-# The suite currently needs no external service: replay, decode and the engine run on their own.
-log "no external services needed"
+# promtool checks metric names (Debian ships it in the prometheus package); curl and openssl
+# drive the HTTPS test.
+have promtool || apt_install prometheus
+have curl || apt_install curl
+have openssl || apt_install openssl
+
+log "ready: promtool $(promtool --version 2>&1 | head -n1 | awk '{print $3}')"

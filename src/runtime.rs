@@ -63,6 +63,8 @@ pub enum RuntimeError {
     SinkGone(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("TLS certificate {cert} or its key: {source}")]
+    Tls { cert: std::path::PathBuf, source: std::io::Error },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -115,6 +117,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         view: view.clone(),
         suppressed_seen: BTreeMap::new(),
         evicted: Vec::new(),
+        skew_warned: Default::default(),
     };
     // Events a previous run emitted but did not see delivered everywhere: again, same ids.
     let redeliver: Vec<(Arc<str>, Timestamp)> = state
@@ -163,21 +166,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         ingest,
         scrape: Arc::new(std::sync::Mutex::new(())),
     };
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|source| RuntimeError::Listen { addr: config.server.listen, source })?;
-    match listener.local_addr() {
-        Ok(addr) => tracing::info!(listen = %addr, "HTTP server listening"),
-        Err(e) => tracing::warn!(error = %e, "HTTP server listening on an unknown address"),
-    }
-    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, server::app(shared))
-            .with_graceful_shutdown(async { drop(http_stopped.await) });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let http = serve(&config.server, server::app(shared)).await?;
 
     let mut inputs = Vec::new();
     for (i, (name, source)) in config.sources.iter().enumerate() {
@@ -244,10 +233,52 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     pipeline.dirty = true;
     pipeline.commit(&sinks)?;
-    let _ = http_stop.send(());
-    let _ = http.await;
+    http.handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    let _ = http.task.await;
     tracing::info!(undelivered = pipeline.outbox.len(), "state persisted; bye");
     Ok(())
+}
+
+struct Http {
+    handle: axum_server::Handle<std::net::SocketAddr>,
+    task: JoinHandle<()>,
+}
+
+/// Binds the HTTP server (HTTPS with `tls_cert`/`tls_key`) and serves `app` in a task.
+async fn serve(cfg: &crate::config::ServerConfig, app: axum::Router) -> Result<Http, RuntimeError> {
+    let listen = |source| RuntimeError::Listen { addr: cfg.listen, source };
+    let listener = std::net::TcpListener::bind(cfg.listen).map_err(listen)?;
+    listener.set_nonblocking(true).map_err(listen)?;
+    let addr = listener.local_addr().map_err(listen)?;
+    let handle = axum_server::Handle::new();
+    let service = app.into_make_service();
+    let task = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => {
+            // One process-wide crypto provider; a second install is a no-op error.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|source| RuntimeError::Tls { cert: cert.clone(), source })?;
+            let server =
+                axum_server::from_tcp_rustls(listener, tls).map_err(listen)?.handle(handle.clone());
+            tracing::info!(listen = %addr, "HTTPS server listening");
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(service).await {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            })
+        }
+        _ => {
+            let server = axum_server::from_tcp(listener).map_err(listen)?.handle(handle.clone());
+            tracing::info!(listen = %addr, "HTTP server listening");
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(service).await {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            })
+        }
+    };
+    Ok(Http { handle, task })
 }
 
 fn context(c: &sources::Common) -> Context {
@@ -278,6 +309,8 @@ struct Pipeline {
     suppressed_seen: BTreeMap<(String, EventKind), u64>,
     /// Evicted keys not yet removed from the view.
     evicted: Vec<crate::engine::Evicted>,
+    /// Reporters whose clock offset was already reported (once each).
+    skew_warned: std::collections::BTreeSet<(String, String)>,
 }
 
 impl Pipeline {
@@ -330,8 +363,18 @@ impl Pipeline {
             Ok(Decoded::Observation(mut obs)) => {
                 let now = Timestamp::now();
                 if live {
-                    let offset = now.saturating_sub(obs.at).0 as f64 / 1e9;
-                    self.metrics.clock_offset(&obs.cluster, &obs.reporter).set(offset);
+                    let offset = now.saturating_sub(obs.at);
+                    let seconds = offset.0 as f64 / 1e9;
+                    self.metrics.clock_offset(&obs.cluster, &obs.reporter).set(seconds);
+                    // Windows run on record time: a clock off by more than W misplaces them.
+                    let w = self.engine.params(&obs.cluster).windows.leader;
+                    if offset.0.abs() > w.0
+                        && self
+                            .skew_warned
+                            .insert((obs.cluster.to_string(), obs.reporter.to_string()))
+                    {
+                        tracing::warn!(cluster = %obs.cluster, reporter = %obs.reporter, offset_seconds = seconds, "reporter clock offset is larger than the stability window; windows are unreliable for it");
+                    }
                 }
                 self.metrics.record_time(&src.name, obs.at);
                 // A record from the future would drag engine time past the wall clock.

@@ -279,6 +279,11 @@ impl Engine {
         (self.core.now != Timestamp::MIN).then_some(self.core.now)
     }
 
+    /// The parameters in force for `cluster`.
+    pub fn params(&self, cluster: &str) -> Params {
+        self.config.params(cluster)
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.core.stats
     }

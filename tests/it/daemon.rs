@@ -335,3 +335,89 @@ fn ingest_accepts_good_lines_and_refuses_clearly() {
         .all(|e| e.cluster == "prod" && e.kind == herald::model::EventKind::RouterOnline));
     assert!(d.signal("-TERM").success());
 }
+
+/// `promtool`, which `scripts/services.sh` installs; its absence fails loudly.
+fn promtool() -> Command {
+    assert!(
+        Command::new("promtool").arg("--version").output().is_ok(),
+        "promtool is missing: run scripts/services.sh (Debian package `prometheus`)"
+    );
+    Command::new("promtool")
+}
+
+#[test]
+fn metric_names_pass_promtool_check_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config_on(dir.path(), &repo("samples/openziti-ha.jsonl"), port, "[engine]\nkey_ttl = \"87600h\"\n[sinks.out]\ntype = \"stdout\"\n[sinks.m]\ntype = \"prometheus\"\n");
+    let mut d = Daemon::start(&cfg);
+    d.wait_for(26);
+    let (status, metrics) = http(port, "GET", "/metrics", &[], b"");
+    assert!(d.signal("-TERM").success());
+    assert_eq!(status, 200);
+    let mut check = promtool()
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    let report =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool check metrics: {report}");
+    assert!(report.trim().is_empty(), "promtool has remarks: {report}");
+}
+
+#[test]
+fn the_server_speaks_https_with_a_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{made:?}");
+    let port = free_port();
+    let log = write_temp(dir.path(), "events.log", b"");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ningest_token = \"t\"\ntls_cert = {:?}\ntls_key = {:?}\n[sources.in]\ntype = \"http\"\ncluster = \"prod\"\n[sources.log]\ntype = \"file\"\npath = {:?}\n",
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+        log.to_str().unwrap()
+    );
+    let cfg = write_temp(dir.path(), "herald.toml", text.as_bytes());
+    let mut d = Daemon::start(&cfg);
+    let url = format!("https://127.0.0.1:{port}");
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "--cacert"])
+            .arg(&cert)
+            .args(args)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(eventually(|| curl(&[&format!("{url}/readyz")]) == "ready\n"), "HTTPS /readyz");
+    let body = String::from_utf8(one_event_per_line(0, 2)).unwrap();
+    let answer =
+        curl(&["-H", "authorization: Bearer t", "--data-binary", &body, &format!("{url}/ingest")]);
+    assert_eq!(answer, "{\"accepted\":2}");
+    assert_eq!(d.wait_for(2).len(), 2);
+    assert!(d.signal("-TERM").success());
+}
