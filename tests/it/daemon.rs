@@ -421,3 +421,35 @@ fn the_server_speaks_https_with_a_configured_certificate() {
     assert_eq!(d.wait_for(2).len(), 2);
     assert!(d.signal("-TERM").success());
 }
+
+#[test]
+fn run_reads_stdin_and_emits_what_replay_emits() {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        "[server]\nlisten = \"127.0.0.1:0\"\n[sources.in]\ntype = \"stdin\"\ncluster = \"prod\"\n";
+    let cfg = write_temp(dir.path(), "herald.toml", text.as_bytes());
+    let sample = std::fs::read(repo("samples/openziti-ha.jsonl")).unwrap();
+    let mut child = herald()
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&sample).unwrap(); // and closed: end of input
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let out = child.stdout.take().unwrap();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let mut d = Daemon { child, lines };
+    let got = d.wait_for(26);
+    assert!(d.signal("-TERM").success());
+    assert!(
+        got == replay_events(&repo("samples/openziti-ha.jsonl")),
+        "stdin run differs from replay"
+    );
+}
