@@ -316,9 +316,9 @@ struct Pipeline {
 impl Pipeline {
     fn apply(&mut self, input: Input, sources: &mut [Source]) {
         match input {
-            Input::Line { source, line, bytes, position } => {
+            Input::Line { source, line, bytes, position, live } => {
                 let Some(src) = sources.get(source) else { return };
-                self.observe_line(src, &bytes, line, sources.iter().all(|s| s.caught_up));
+                self.observe_line(src, &bytes, line, live);
                 self.positions.insert(src.name.clone(), position);
                 self.dirty = true;
             }
@@ -356,8 +356,8 @@ impl Pipeline {
         }
     }
 
-    /// Decodes and observes one line, counting its outcome. `live`: every source is caught up,
-    /// so the record arrived in real time and tells the reporter's clock offset.
+    /// Decodes and observes one line, counting its outcome. `live`: the record arrived in real
+    /// time, so it tells the reporter's clock offset.
     fn observe_line(&mut self, src: &Source, bytes: &[u8], line: u64, live: bool) {
         let outcome = match decode::decode_line(bytes, line, &src.context) {
             Ok(Decoded::Observation(mut obs)) => {

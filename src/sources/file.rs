@@ -95,7 +95,7 @@ impl Tail {
                 Ok(0) => return (total, true),
                 Ok(n) => {
                     total += n as u64;
-                    if !self.lines.set_caught_up(false) || !self.lines.feed(&buf[..n]) {
+                    if !self.lines.arrived(n, buf.len()) || !self.lines.feed(&buf[..n]) {
                         return (total, false);
                     }
                 }

@@ -21,8 +21,9 @@ use crate::state::Position;
 /// What a running source hands the engine task.
 #[derive(Debug)]
 pub enum Input {
-    /// One line, and the position just after it.
-    Line { source: usize, line: u64, bytes: Vec<u8>, position: Position },
+    /// One line, and the position just after it. `live`: it arrived in real time (read right
+    /// after the source had caught up), so its record time tells the reporter's clock offset.
+    Line { source: usize, line: u64, bytes: Vec<u8>, position: Position, live: bool },
     /// A line over the length limit was skipped.
     TooLong { source: usize, line: u64, len: usize, position: Position },
     /// Whether the source has nothing more to read right now (DESIGN §5.1: engine time
@@ -49,6 +50,8 @@ pub(crate) struct LineFeeder {
     /// The partial line is over the limit: skip to its end, keeping only its length.
     skipping: Option<usize>,
     caught_up: Option<bool>,
+    /// The lines being fed arrived in real time.
+    live: bool,
 }
 
 impl LineFeeder {
@@ -68,6 +71,7 @@ impl LineFeeder {
             partial: Vec::new(),
             skipping: None,
             caught_up: None,
+            live: false,
         }
     }
 
@@ -88,6 +92,13 @@ impl LineFeeder {
     fn position(&self) -> Position {
         let pending = self.skipping.unwrap_or(self.partial.len()) as u64;
         Position { file_id: self.file_id, offset: self.offset - pending, line: self.line }
+    }
+
+    /// Marks what is read next: a short read right after catching up arrived in real time; a
+    /// full buffer is backlog. Reports "not caught up" for the time it is being handed over.
+    pub fn arrived(&mut self, n: usize, capacity: usize) -> bool {
+        self.live = self.caught_up == Some(true) && n < capacity;
+        self.set_caught_up(false)
     }
 
     /// Emits the complete lines in `chunk`; false when the engine is gone.
@@ -144,7 +155,8 @@ impl LineFeeder {
                 if bytes.last() == Some(&b'\r') {
                     bytes.pop();
                 }
-                self.send(Input::Line { source, line, bytes, position })
+                let live = self.live;
+                self.send(Input::Line { source, line, bytes, position, live })
             }
         }
     }

@@ -29,7 +29,7 @@ pub fn read(source: usize, tx: Sender<Input>) {
         match stdin.read(&mut buf) {
             Ok(0) => break None,
             Ok(n) => {
-                if !lines.set_caught_up(false) || !lines.feed(&buf[..n]) {
+                if !lines.arrived(n, buf.len()) || !lines.feed(&buf[..n]) {
                     return;
                 }
                 if n < buf.len() && !lines.set_caught_up(true) {

@@ -3,5 +3,6 @@
 mod cli;
 mod corpus;
 mod daemon;
+mod prometheus;
 mod props;
 mod support;
