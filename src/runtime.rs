@@ -89,7 +89,7 @@ struct Source {
 /// persists the state and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
     let metrics = Arc::new(Metrics::new()?);
-    let mut sinks = start_sinks(&config, &metrics)?;
+    let mut sinks = start_sinks(&config, &metrics).await?;
     let store = config.state.dir.clone().map(StateDir::new);
     if store.is_none() {
         tracing::warn!("no [state] dir: a restart will start from scratch");
@@ -120,16 +120,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         skew_warned: Default::default(),
     };
     // Events a previous run emitted but did not see delivered everywhere: again, same ids.
-    let redeliver: Vec<(Arc<str>, Timestamp)> = state
-        .outbox
-        .into_iter()
-        .map(|line| {
-            let stable_at = serde_json::from_str::<ClusterEvent>(&line)
-                .map(|e| e.stable_at)
-                .unwrap_or_else(|_| Timestamp::now());
-            (Arc::from(line), stable_at)
-        })
-        .collect();
+    // The outbox holds lines herald wrote itself: one that does not parse back is a corrupt
+    // state file, reported, not delivered half-known.
+    let mut redeliver: Vec<(Arc<str>, Arc<ClusterEvent>)> = Vec::new();
+    for line in state.outbox {
+        match serde_json::from_str::<ClusterEvent>(&line) {
+            Ok(e) => redeliver.push((Arc::from(line), Arc::new(e))),
+            Err(e) => {
+                tracing::error!(error = %e, "an undelivered event in the state file is corrupt; skipped")
+            }
+        }
+    }
     if !redeliver.is_empty() {
         tracing::info!(
             events = redeliver.len(),
@@ -434,13 +435,13 @@ impl Pipeline {
     }
 
     /// Gives events outbox sequence numbers; returns them as deliveries.
-    fn enqueue(&mut self, lines: Vec<(Arc<str>, Timestamp)>) -> Vec<Delivery> {
-        lines
+    fn enqueue(&mut self, events: Vec<(Arc<str>, Arc<ClusterEvent>)>) -> Vec<Delivery> {
+        events
             .into_iter()
-            .map(|(line, stable_at)| {
+            .map(|(line, event)| {
                 self.next_seq += 1;
                 self.outbox.push_back((self.next_seq, line.clone()));
-                Delivery { seq: self.next_seq, line, stable_at }
+                Delivery { seq: self.next_seq, line, event }
             })
             .collect()
     }
@@ -467,10 +468,10 @@ impl Pipeline {
                 *seen = n;
             }
         }
-        let lines: Vec<(Arc<str>, Timestamp)> = self
+        let lines: Vec<(Arc<str>, Arc<ClusterEvent>)> = self
             .events
             .drain(..)
-            .filter_map(|e| serde_json::to_string(&e).ok().map(|l| (Arc::from(l), e.stable_at)))
+            .filter_map(|e| serde_json::to_string(&e).ok().map(|l| (Arc::from(l), Arc::new(e))))
             .collect();
         let fresh = self.enqueue(lines);
         let held = Self::held(sinks);
@@ -526,7 +527,7 @@ async fn dispatch(sinks: &mut [Sink], deliveries: Vec<Delivery>) -> Result<(), R
     Ok(())
 }
 
-fn start_sinks(config: &Config, metrics: &Metrics) -> Result<Vec<Sink>, RuntimeError> {
+async fn start_sinks(config: &Config, metrics: &Metrics) -> Result<Vec<Sink>, RuntimeError> {
     // The Prometheus sink is the stable view rendered at each scrape, in this process: it has
     // no queue to wait on, so it takes no part in acknowledgements.
     let mut configured: Vec<(String, sinks::SinkConfig)> = config
@@ -560,11 +561,14 @@ fn start_sinks(config: &Config, metrics: &Metrics) -> Result<Vec<Sink>, RuntimeE
             SinkKind::File(c) => {
                 tokio::task::spawn_blocking(move || sinks::file::run(&n, &c, rx, ack, m))
             }
+            SinkKind::Kafka(c) => {
+                // Ready means a successful metadata fetch: wait for it before anything is read.
+                let connected = sinks::kafka::connect(&name, &c, &sm).await?;
+                tokio::spawn(sinks::kafka::run(n, c, connected, rx, ack, m))
+            }
             other => {
                 let kind = match other {
-                    SinkKind::Kafka(_) => "kafka",
                     SinkKind::Nats(_) => "nats",
-                    SinkKind::Prometheus(_) => "prometheus",
                     _ => "otlp",
                 };
                 return Err(RuntimeError::Unsupported { what: "sink", name, kind });

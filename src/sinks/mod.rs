@@ -26,8 +26,8 @@ use crate::config::{section, Problems};
 pub struct Delivery {
     pub seq: u64,
     pub line: Arc<str>,
-    /// For the stable_at → acknowledgement histogram.
-    pub stable_at: crate::model::Timestamp,
+    /// The event itself, for sinks that need its fields (keys, headers, the ack histogram).
+    pub event: Arc<crate::model::ClusterEvent>,
 }
 
 /// Why a sink stopped.
@@ -35,6 +35,8 @@ pub struct Delivery {
 pub enum SinkError {
     #[error("sink {name}: {source}")]
     Io { name: String, source: std::io::Error },
+    #[error("sink {name}: {reason}")]
+    Broker { name: String, reason: String },
 }
 
 /// Writes deliveries as lines, in order, and acknowledges each one once it is flushed: the
@@ -64,7 +66,7 @@ pub(crate) fn write_lines(
     while let Some(d) = rx.blocking_recv() {
         out.write_all(d.line.as_bytes()).map_err(err)?;
         out.write_all(b"\n").map_err(err)?;
-        written.push((d.seq, d.stable_at));
+        written.push((d.seq, d.event.stable_at));
         // Flush whenever the queue runs dry: batches under load, prompt when quiet.
         if rx.is_empty() {
             out.flush().map_err(err)?;

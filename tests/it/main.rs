@@ -3,6 +3,7 @@
 mod cli;
 mod corpus;
 mod daemon;
+mod kafka;
 mod prometheus;
 mod props;
 mod support;
