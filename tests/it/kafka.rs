@@ -216,28 +216,50 @@ async fn a_broker_outage_loses_nothing_and_keeps_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn injected_produce_errors_are_retried_and_a_poison_event_is_passed_over() {
+async fn injected_produce_errors_are_retried_without_loss() {
     let m = mock();
     // Transient errors on the next produce requests: librdkafka retries them.
     m.request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 4],
     );
+    let r = start(config(&m.bootstrap_servers(), &[])).await;
+    for d in deliveries(60, 0) {
+        r.tx.send(d).await.unwrap();
+    }
+    assert!(acked_up_to(&r, 60, Duration::from_secs(30)).await);
+    let msgs = tokio::task::spawn_blocking({
+        let b = m.bootstrap_servers();
+        move || consume(&b, 60)
+    })
+    .await
+    .unwrap();
+    assert_eq!(msgs.len(), 60, "every event, despite the injected errors");
+    for (k, seqs) in order_per_cluster(&msgs) {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{k} out of order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_can_never_be_delivered_is_reported_and_passed_over() {
+    let m = mock();
     let r = start(config(&m.bootstrap_servers(), &[("message.max.bytes", "2000")])).await;
     let mut ds = deliveries(20, 0);
-    // Event 10 is too large for the broker ever to take.
+    // Event 10 is larger than the producer may ever send.
     let big = &deliveries(10, 5000)[9];
     ds[9] = Delivery { seq: 10, line: big.line.clone(), event: big.event.clone() };
     for d in ds {
         r.tx.send(d).await.unwrap();
     }
-    assert!(acked_up_to(&r, 20, Duration::from_secs(30)).await, "the others are delivered");
+    assert!(acked_up_to(&r, 20, Duration::from_secs(30)).await, "the sink goes on past it");
+    assert_eq!(r.metrics.sink("kafka").errors.get(), 1, "counted once, as an error");
+    assert_eq!(r.metrics.sink("kafka").events.get(), 19, "the other 19 were delivered");
     let msgs = tokio::task::spawn_blocking({
         let b = m.bootstrap_servers();
-        move || consume(&b, 19)
+        move || consume(&b, 1)
     })
     .await
     .unwrap();
-    assert_eq!(msgs.len(), 19);
-    assert!(r.metrics.sink("kafka").errors.get() >= 1, "the poison event is counted as an error");
+    assert!(!msgs.is_empty());
+    assert!(msgs.iter().all(|m| header(m, "ce_id").as_deref() != Some(big.event.id.as_str())));
 }
