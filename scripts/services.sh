@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs and starts what herald's tests need, idempotently: what is there is left alone.
-# Later services (brokers, etcd, ZooKeeper) add their lines below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf 'services: %s\n' "$*" >&2; }
 have() { command -v "$1" >/dev/null 2>&1; }
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 updated=""
 apt_install() {
@@ -21,10 +21,30 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# promtool checks metric names (Debian ships it in the prometheus package); curl and openssl
-# drive the HTTPS test.
+# promtool and prometheus (the dashboards' and alerts' tests), curl and openssl (HTTPS test).
 have promtool || apt_install prometheus
 have curl || apt_install curl
 have openssl || apt_install openssl
 
-log "ready: promtool $(promtool --version 2>&1 | head -n1 | awk '{print $3}')"
+# A Kafka-compatible broker: tansu, pinned. Building it takes about 15 minutes the first time.
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! have tansu || ! tansu --version 2>/dev/null | grep -q '0.6.0'; then
+  log "installing tansu 0.6.0 (cargo install; the first build is slow)"
+  cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --quiet
+fi
+if ! listening 9092; then
+  log "starting tansu on 127.0.0.1:9092 (memory storage)"
+  nohup tansu broker --listener-url tcp://127.0.0.1:9092 \
+    --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/ \
+    >/tmp/herald-tansu.log 2>&1 &
+  for _ in $(seq 1 100); do listening 9092 && break; sleep 0.1; done
+  listening 9092 || { log "tansu did not start: see /tmp/herald-tansu.log"; exit 1; }
+fi
+
+# kafka-python: an independent client to read back what herald wrote.
+python3 -c 'import kafka' 2>/dev/null || {
+  log "installing kafka-python"
+  python3 -m pip install --quiet --disable-pip-version-check kafka-python==3.0.12
+}
+
+log "ready: promtool, tansu on :9092, kafka-python"

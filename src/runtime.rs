@@ -563,8 +563,8 @@ async fn start_sinks(config: &Config, metrics: &Metrics) -> Result<Vec<Sink>, Ru
             }
             SinkKind::Kafka(c) => {
                 // Ready means a successful metadata fetch: wait for it before anything is read.
-                let connected = sinks::kafka::connect(&name, &c, &sm).await?;
-                tokio::spawn(sinks::kafka::run(n, c, connected, rx, ack, m))
+                let connected = sinks::kafka::connect(&name, &c, &sm, ack).await?;
+                tokio::spawn(sinks::kafka::run(n, c, connected, rx, m))
             }
             other => {
                 let kind = match other {

@@ -29,54 +29,95 @@ impl Config {
 
 // ---- running ------------------------------------------------------------------------------
 
-use std::collections::VecDeque;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, ProducerContext};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::mpsc::Receiver;
 
 use super::{Delivery, SinkError};
 use crate::metrics::SinkMetrics;
+use crate::model::ClusterEvent;
 
-/// Deliveries awaiting their report at once; past it the sink stops taking new ones.
-const IN_FLIGHT: usize = 10_000;
-
-/// Logs the broker's reachability once per change and counts errors, not once per message.
-pub struct Context {
-    reach: Arc<Reachability>,
-    errors: prometheus::IntCounter,
+/// Acknowledges in outbox order although deliveries complete per partition: the watermark
+/// moves over a contiguous run of completed sequence numbers only.
+struct InOrder {
+    /// The next sequence number the watermark waits for.
+    next: u64,
+    done: BTreeSet<u64>,
 }
 
-/// Whether the broker is known to be away; shared by the client's callbacks and the sink.
-pub struct Reachability {
+/// What the delivery callback needs: reachability, counters, the watermark.
+pub struct Context {
     name: String,
     down: AtomicBool,
+    metrics: SinkMetrics,
+    acked: Arc<AtomicU64>,
+    order: Mutex<InOrder>,
+}
+
+/// Rides along with each message to its delivery report.
+pub struct Opaque {
+    seq: u64,
+    event: Arc<ClusterEvent>,
+}
+
+impl Context {
+    /// `seq` is settled (delivered or passed over): advance the watermark if it can.
+    fn settle(&self, seq: u64) {
+        let mut o = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        if seq < o.next {
+            return;
+        }
+        o.done.insert(seq);
+        let mut moved = None;
+        while o.done.first() == Some(&o.next) {
+            o.done.pop_first();
+            moved = Some(o.next);
+            o.next += 1;
+        }
+        if let Some(seq) = moved {
+            self.acked.store(seq, Ordering::Release);
+        }
+    }
+
+    fn pass_over(&self, seq: u64, event: &ClusterEvent, error: &KafkaError) {
+        self.metrics.errors.inc();
+        tracing::error!(sink = %self.name, id = %event.id, kind = %event.kind, error = %error, "kafka can never take this event: it is passed over");
+        self.settle(seq);
+    }
 }
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
-        self.errors.inc();
-        if !self.reach.down.swap(true, Ordering::Relaxed) {
-            tracing::warn!(sink = %self.reach.name, error = %error, reason, "kafka unreachable; retrying, events wait in the queue");
+        self.metrics.errors.inc();
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(sink = %self.name, error = %error, reason, "kafka unreachable; retrying, events wait in the queue");
         }
     }
 }
 
 impl ProducerContext for Context {
-    type DeliveryOpaque = ();
-    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
-}
+    type DeliveryOpaque = Box<Opaque>;
 
-impl Reachability {
-    fn reachable(&self) {
-        if self.down.swap(false, Ordering::Relaxed) {
-            tracing::info!(sink = %self.name, "kafka reachable again");
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Box<Opaque>) {
+        match result {
+            Ok(_) => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!(sink = %self.name, "kafka reachable again");
+                }
+                self.metrics.acked(opaque.event.stable_at);
+                self.settle(opaque.seq);
+            }
+            // With message.timeout.ms = 0 librdkafka retries what can be retried: what
+            // reaches here is final (too large, invalid, not authorised).
+            Err((e, _)) => self.pass_over(opaque.seq, &opaque.event, e),
         }
     }
 }
@@ -96,8 +137,7 @@ pub fn client_config(config: &Config) -> ClientConfig {
     c
 }
 
-/// Messages that can never be delivered, whatever is retried: reported and passed over so that
-/// one poison event does not stop every later one.
+/// Local refusals that no retry can cure.
 fn undeliverable(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
@@ -106,35 +146,54 @@ fn undeliverable(e: &KafkaError) -> bool {
                 | RDKafkaErrorCode::InvalidMessageSize
                 | RDKafkaErrorCode::InvalidMessage
                 | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::TopicAuthorizationFailed
         )
     )
 }
 
+/// A connected producer.
+pub struct Connected {
+    producer: ThreadedProducer<Context>,
+}
+
 /// Connects and waits for a successful metadata fetch of the topic: the sink's readiness.
+/// `acked` is the watermark the delivery reports move.
 pub async fn connect(
     name: &str,
     config: &Config,
     metrics: &SinkMetrics,
+    acked: Arc<AtomicU64>,
 ) -> Result<Connected, SinkError> {
-    let reach = Arc::new(Reachability { name: name.to_string(), down: AtomicBool::new(false) });
-    let context = Context { reach: reach.clone(), errors: metrics.errors.clone() };
-    let producer: FutureProducer<Context> = client_config(config)
+    let start = acked.load(Ordering::Acquire) + 1;
+    let context = Context {
+        name: name.to_string(),
+        down: AtomicBool::new(false),
+        metrics: metrics.clone(),
+        acked,
+        order: Mutex::new(InOrder { next: start, done: BTreeSet::new() }),
+    };
+    let producer: ThreadedProducer<Context> = client_config(config)
         .create_with_context(context)
         .map_err(|e| SinkError::Broker { name: name.to_string(), reason: e.to_string() })?;
+    let producer = Arc::new(producer);
     let topic = config.topic.clone().unwrap_or_default();
     let mut backoff = Duration::from_millis(100);
     loop {
-        let p = producer.clone();
-        let t = topic.clone();
+        let (p, t) = (producer.clone(), topic.clone());
         let fetched = tokio::task::spawn_blocking(move || {
-            p.client().fetch_metadata(Some(&t), Duration::from_secs(5))
+            p.client().fetch_metadata(Some(&t), Duration::from_secs(5)).map(|_| ())
         })
         .await
         .map_err(|e| SinkError::Broker { name: name.to_string(), reason: e.to_string() })?;
         match fetched {
-            Ok(_) => {
+            Ok(()) => {
                 tracing::info!(sink = %name, topic = %topic, "kafka ready");
-                return Ok(Connected { producer, reach });
+                let producer = Arc::try_unwrap(producer).map_err(|_| SinkError::Broker {
+                    name: name.to_string(),
+                    reason: "producer still shared".into(),
+                })?;
+                return Ok(Connected { producer });
             }
             Err(e) => {
                 tracing::warn!(sink = %name, error = %e, "kafka not ready yet; retrying");
@@ -145,19 +204,12 @@ pub async fn connect(
     }
 }
 
-/// A connected producer and its reachability.
-pub struct Connected {
-    pub producer: FutureProducer<Context>,
-    reach: Arc<Reachability>,
-}
-
 fn jitter(d: Duration) -> Duration {
     use rand::Rng;
     d.mul_f64(rand::rng().random_range(0.5..1.5))
 }
 
-fn headers(d: &Delivery, source: &str) -> OwnedHeaders {
-    let e = &d.event;
+fn headers(e: &ClusterEvent, source: &str) -> OwnedHeaders {
     let time = e.stable_at.to_rfc3339();
     OwnedHeaders::new_with_capacity(6)
         .insert(Header { key: "ce_specversion", value: Some("1.0") })
@@ -168,128 +220,63 @@ fn headers(d: &Delivery, source: &str) -> OwnedHeaders {
         .insert(Header { key: "content-type", value: Some("application/json") })
 }
 
-/// Hands one event to librdkafka, waiting while its local queue is full.
-async fn enqueue(
-    producer: &FutureProducer<Context>,
-    topic: &str,
-    source: &str,
-    d: &Delivery,
-) -> Result<DeliveryFuture, KafkaError> {
-    loop {
-        let record = FutureRecord::to(topic)
-            .key(d.event.cluster.as_str())
-            .payload(d.line.as_bytes())
-            .headers(headers(d, source));
-        match producer.send_result(record) {
-            Ok(f) => return Ok(f),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
-}
-
-/// Hands `d` to librdkafka, retrying with backoff while it refuses. `None`: it can never be
-/// delivered (reported and counted here).
-async fn enqueue_retrying(
-    producer: &FutureProducer<Context>,
-    topic: &str,
-    source: &str,
-    d: &Delivery,
-    name: &str,
-    metrics: &SinkMetrics,
-) -> Option<DeliveryFuture> {
-    let mut backoff = Duration::from_millis(100);
-    let mut logged = false;
-    loop {
-        match enqueue(producer, topic, source, d).await {
-            Ok(f) => return Some(f),
-            Err(e) if undeliverable(&e) => {
-                metrics.errors.inc();
-                tracing::error!(sink = %name, id = %d.event.id, kind = %d.event.kind, error = %e, "kafka can never take this event (too large or invalid): it is passed over");
-                return None;
-            }
-            Err(e) => {
-                metrics.errors.inc();
-                if !logged {
-                    tracing::warn!(sink = %name, id = %d.event.id, error = %e, "kafka refused an event; retrying with backoff");
-                    logged = true;
-                }
-                tokio::time::sleep(jitter(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
-}
-
-/// Delivers events to the topic, keyed by cluster, acknowledging each on its delivery report,
-/// in order. An event passed over as undeliverable still waits its turn in the queue, so the
-/// acknowledgement watermark never jumps over an event still in flight.
+/// Delivers events to the topic, keyed by cluster (a cluster's events stay in order), with
+/// CloudEvents binary-mode headers. Each is acknowledged on its delivery report, in outbox
+/// order. librdkafka retries while the broker is away; the queue waits meanwhile.
 pub async fn run(
     name: String,
     config: Config,
     connected: Connected,
     mut rx: Receiver<Delivery>,
-    acked: Arc<AtomicU64>,
     metrics: SinkMetrics,
 ) -> Result<(), SinkError> {
-    let Connected { producer, reach } = connected;
+    let producer = connected.producer;
     let topic = config.topic.clone().unwrap_or_default();
     let source = config.source.clone().unwrap_or_else(|| "herald".to_string());
-    let mut in_flight: VecDeque<(Delivery, Option<DeliveryFuture>)> = VecDeque::new();
-    let mut open = true;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        while matches!(in_flight.front(), Some((_, None))) {
-            if let Some((d, _)) = in_flight.pop_front() {
-                acked.store(d.seq, Ordering::Release);
+    let mut last: Option<u64> = None;
+    while let Some(d) = rx.recv().await {
+        // Sequence numbers this sink never saw were dropped upstream (when_full =
+        // "drop_newest"): settle them, or the watermark would wait on them for ever.
+        if let Some(last) = last {
+            for skipped in last + 1..d.seq {
+                producer.context().settle(skipped);
             }
         }
-        if !open && in_flight.is_empty() {
-            break;
-        }
-        tokio::select! {
-            d = rx.recv(), if open && in_flight.len() < IN_FLIGHT => match d {
-                Some(d) => {
-                    let f = enqueue_retrying(&producer, &topic, &source, &d, &name, &metrics).await;
-                    in_flight.push_back((d, f));
+        last = Some(d.seq);
+        let mut backoff = Duration::from_millis(100);
+        let mut logged = false;
+        let mut opaque = Box::new(Opaque { seq: d.seq, event: d.event.clone() });
+        loop {
+            let record = BaseRecord::with_opaque_to(&topic, opaque)
+                .key(d.event.cluster.as_str())
+                .payload(d.line.as_bytes())
+                .headers(headers(&d.event, &source));
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    opaque = r.delivery_opaque;
+                    // librdkafka's own queue is full: let its threads drain it.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                None => open = false,
-            },
-            report = async {
-                match in_flight.front_mut() {
-                    Some((_, Some(f))) => f.await,
-                    _ => std::future::pending().await,
+                Err((e, r)) if undeliverable(&e) => {
+                    producer.context().pass_over(d.seq, &d.event, &e);
+                    drop(r);
+                    break;
                 }
-            }, if !in_flight.is_empty() => {
-                let Some((d, _)) = in_flight.pop_front() else { continue };
-                match report {
-                    Ok(Ok(_)) => {
-                        reach.reachable();
-                        backoff = Duration::from_millis(100);
-                        metrics.acked(d.event.stable_at);
-                        acked.store(d.seq, Ordering::Release);
+                Err((e, r)) => {
+                    opaque = r.delivery_opaque;
+                    metrics.errors.inc();
+                    if !logged {
+                        tracing::warn!(sink = %name, id = %d.event.id, error = %e, "kafka refused an event; retrying with backoff");
+                        logged = true;
                     }
-                    Ok(Err((e, _))) if undeliverable(&e) => {
-                        metrics.errors.inc();
-                        tracing::error!(sink = %name, id = %d.event.id, kind = %d.event.kind, error = %e, "kafka can never take this event (too large or invalid): it is passed over");
-                        acked.store(d.seq, Ordering::Release);
-                    }
-                    Ok(Err((e, _))) => {
-                        metrics.errors.inc();
-                        tracing::warn!(sink = %name, id = %d.event.id, error = %e, "delivery failed; retrying with backoff");
-                        tokio::time::sleep(jitter(backoff)).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                        let f = enqueue_retrying(&producer, &topic, &source, &d, &name, &metrics).await;
-                        in_flight.push_front((d, f));
-                    }
-                    Err(_) => return Err(SinkError::Broker { name, reason: "the producer went away".into() }),
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
         }
     }
-    let p = producer.clone();
-    let _ = tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(10))).await;
+    // Closing: everything handed over is delivered (or reported) before the state is saved.
+    let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30))).await;
     Ok(())
 }

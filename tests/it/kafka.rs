@@ -61,14 +61,14 @@ struct Running {
 async fn start(cfg: Config) -> Running {
     let metrics = Arc::new(Metrics::new().unwrap());
     let sm = metrics.sink("kafka");
-    let connected =
-        tokio::time::timeout(Duration::from_secs(30), kafka::connect("kafka", &cfg, &sm))
-            .await
-            .expect("ready within 30 s")
-            .expect("connect");
-    let (tx, rx) = mpsc::channel(1000);
     let acked = Arc::new(AtomicU64::new(0));
-    let task = tokio::spawn(kafka::run("kafka".into(), cfg, connected, rx, acked.clone(), sm));
+    let connecting = kafka::connect("kafka", &cfg, &sm, acked.clone());
+    let connected = tokio::time::timeout(Duration::from_secs(30), connecting)
+        .await
+        .expect("ready within 30 s")
+        .expect("connect");
+    let (tx, rx) = mpsc::channel(1000);
+    let task = tokio::spawn(kafka::run("kafka".into(), cfg, connected, rx, sm));
     Running { tx, acked, task, metrics }
 }
 
@@ -262,4 +262,106 @@ async fn an_event_that_can_never_be_delivered_is_reported_and_passed_over() {
     .unwrap();
     assert!(!msgs.is_empty());
     assert!(msgs.iter().all(|m| header(m, "ce_id").as_deref() != Some(big.event.id.as_str())));
+}
+
+// ---- end to end, with a real broker ---------------------------------------------------------
+
+/// The broker `scripts/services.sh` runs (tansu on 127.0.0.1:9092); its absence fails loudly.
+fn broker() -> &'static str {
+    let addr = "127.0.0.1:9092";
+    assert!(
+        std::net::TcpStream::connect(addr).is_ok(),
+        "no Kafka-compatible broker on {addr}: run scripts/services.sh (it starts tansu)"
+    );
+    addr
+}
+
+fn create_topic(name: &str) {
+    let out = std::process::Command::new("tansu")
+        .args(["topic", "create", name, "--partitions", "3", "--broker", "tcp://127.0.0.1:9092"])
+        .output()
+        .expect("tansu topic create (scripts/services.sh installs tansu)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn herald_to_tansu_read_back_by_an_independent_client() {
+    use crate::support::*;
+    use std::process::{Command, Stdio};
+    let bootstrap = broker();
+    let topic = format!("herald-e2e-{}", std::process::id());
+    create_topic(&topic);
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_temp(
+        dir.path(),
+        "events.log",
+        &run(&["generate", "--seed", "21", "--lines", "8000"], b"").stdout,
+    );
+    let out_path = dir.path().join("events.jsonl");
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = {:?}\n\
+         [sources.log]\ntype = \"file\"\npath = {:?}\ncluster = \"prod\"\n\
+         [sinks.file]\ntype = \"file\"\npath = {:?}\n\
+         [sinks.kafka]\ntype = \"kafka\"\nbrokers = \"{bootstrap}\"\ntopic = \"{topic}\"\nsource = \"urn:herald:e2e\"\n",
+        dir.path().join("state").to_str().unwrap(),
+        log.to_str().unwrap(),
+        out_path.to_str().unwrap()
+    );
+    let cfg = write_temp(dir.path(), "herald.toml", cfg.as_bytes());
+    let want = events(&run(&["replay", "--cluster", "prod", log.to_str().unwrap()], b"").stdout);
+    let mut child = herald()
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let written =
+        || std::fs::read(&out_path).map(|b| b.iter().filter(|c| **c == b'\n').count()).unwrap_or(0);
+    assert!(
+        eventually(|| written() >= want.len()),
+        "file sink got {} of {}",
+        written(),
+        want.len()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let consumed = Command::new("python3")
+        .arg(repo("tests/kafka_consume.py"))
+        .args([bootstrap, &topic, &want.len().to_string(), "60"])
+        .output()
+        .expect("python3 with kafka-python (scripts/services.sh installs it)");
+    assert!(consumed.status.success(), "{}", String::from_utf8_lossy(&consumed.stderr));
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&consumed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sunk = events(&std::fs::read(&out_path).unwrap());
+    assert_eq!(sunk, want, "the file sink holds exactly what replay emits");
+    assert_eq!(records.len(), want.len(), "one Kafka record per event");
+    // Per cluster (the key), the topic holds the events in the order they were emitted.
+    let mut by_partition: BTreeMap<i64, Vec<&serde_json::Value>> = BTreeMap::new();
+    for r in &records {
+        by_partition.entry(r["partition"].as_i64().unwrap()).or_default().push(r);
+    }
+    let mut from_kafka: Vec<String> = Vec::new();
+    for rs in by_partition.values_mut() {
+        rs.sort_by_key(|r| r["offset"].as_i64().unwrap());
+        from_kafka.extend(rs.iter().map(|r| r["value"]["id"].as_str().unwrap().to_string()));
+    }
+    let expected_order: Vec<String> = want.iter().map(|e| e.id.clone()).collect();
+    let clusters: std::collections::BTreeSet<&str> =
+        records.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(clusters.into_iter().collect::<Vec<_>>(), ["prod"]);
+    assert_eq!(from_kafka, expected_order, "same ids, same order for the cluster");
+    for r in &records {
+        let (h, v) = (&r["headers"], &r["value"]);
+        assert_eq!(h["ce_specversion"], "1.0");
+        assert_eq!(h["ce_source"], "urn:herald:e2e");
+        assert_eq!(h["content-type"], "application/json");
+        assert_eq!(h["ce_id"], v["id"]);
+        assert_eq!(h["ce_type"], v["kind"]);
+        assert_eq!(h["ce_time"], v["stable_at"]);
+    }
 }

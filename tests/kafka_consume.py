@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Reads every record of a topic with kafka-python (an independent client) and prints one
+JSON object per record: partition, offset, key, headers, value. Used by the test suite.
+
+usage: kafka_consume.py BOOTSTRAP TOPIC COUNT TIMEOUT_SECONDS
+"""
+import json
+import sys
+import time
+
+from kafka import KafkaConsumer, TopicPartition
+
+bootstrap, topic, want, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+deadline = time.time() + timeout
+partitions = None
+while partitions is None and time.time() < deadline:
+    partitions = consumer.partitions_for_topic(topic)
+    if partitions is None:
+        time.sleep(0.2)
+if not partitions:
+    sys.exit("no partitions for %s" % topic)
+tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+consumer.assign(tps)
+consumer.seek_to_beginning(*tps)
+seen = 0
+while seen < want and time.time() < deadline:
+    for tp, records in consumer.poll(timeout_ms=200).items():
+        for r in records:
+            print(json.dumps({
+                "partition": r.partition,
+                "offset": r.offset,
+                "key": r.key.decode() if r.key is not None else None,
+                "headers": {k: v.decode() for k, v in (r.headers or [])},
+                "value": json.loads(r.value),
+            }))
+            seen += 1
+sys.stdout.flush()
