@@ -199,5 +199,8 @@ fn main() {
     bares.sort_by(|a, b| a.total_cmp(b));
     heralds.sort_by(|a, b| a.total_cmp(b));
     let (b, h) = (bares[2], heralds[2]);
-    println!("median: bare rdkafka {b:.0} events/s, herald run {h:.0} events/s, ratio {:.2}", h / b);
+    println!(
+        "median: bare rdkafka {b:.0} events/s, herald run {h:.0} events/s, ratio {:.2}",
+        h / b
+    );
 }
