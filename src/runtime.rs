@@ -548,6 +548,10 @@ async fn start_sinks(config: &Config, metrics: &Metrics) -> Result<Vec<Sink>, Ru
     }
     let mut out = Vec::new();
     for (name, sink) in configured {
+        // Weaker durability than configured must never happen silently.
+        if sink.buffer.kind == sinks::BufferKind::Disk {
+            return Err(RuntimeError::Unsupported { what: "sink buffer of", name, kind: "disk" });
+        }
         let (tx, rx) = mpsc::channel(sink.buffer.max_events);
         let acked = Arc::new(AtomicU64::new(0));
         let ack = acked.clone();

@@ -453,3 +453,17 @@ fn run_reads_stdin_and_emits_what_replay_emits() {
         "stdin run differs from replay"
     );
 }
+
+#[test]
+fn a_disk_buffer_is_refused_until_it_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_temp(dir.path(), "events.log", b"");
+    let cfg = config(
+        dir.path(),
+        &log,
+        "[sinks.out]\ntype = \"stdout\"\n[sinks.out.buffer]\ntype = \"disk\"\n",
+    );
+    let out = run(&["run", "--config", cfg.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("disk"));
+}
