@@ -26,6 +26,21 @@ have promtool || apt_install prometheus
 have curl || apt_install curl
 have openssl || apt_install openssl
 
+# NATS with JetStream on 127.0.0.1:4222 (the NATS sink's tests; one test starts its own).
+have nats-server || apt_install nats-server
+if ! listening 4222; then
+  log "starting nats-server with JetStream on 127.0.0.1:4222"
+  mkdir -p /var/lib/nats-server
+  if have start-stop-daemon; then
+    start-stop-daemon --start --oknodo --background --exec "$(command -v nats-server)" -- \
+      -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+  else
+    nohup nats-server -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server >/dev/null 2>&1 &
+  fi
+  for _ in $(seq 1 100); do listening 4222 && break; sleep 0.1; done
+  listening 4222 || { log "nats-server did not start"; exit 1; }
+fi
+
 # A Kafka-compatible broker: tansu, pinned. Building it takes about 15 minutes the first time.
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! have tansu || ! tansu --version 2>/dev/null | grep -q '0.6.0'; then
@@ -47,4 +62,4 @@ python3 -c 'import kafka' 2>/dev/null || {
   python3 -m pip install --quiet --disable-pip-version-check kafka-python==3.0.12
 }
 
-log "ready: promtool, tansu on :9092, kafka-python"
+log "ready: promtool, nats-server on :4222, tansu on :9092, kafka-python"

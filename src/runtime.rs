@@ -570,12 +570,12 @@ async fn start_sinks(config: &Config, metrics: &Metrics) -> Result<Vec<Sink>, Ru
                 let connected = sinks::kafka::connect(&name, &c, &sm, ack).await?;
                 tokio::spawn(sinks::kafka::run(n, c, connected, rx, m))
             }
-            other => {
-                let kind = match other {
-                    SinkKind::Nats(_) => "nats",
-                    _ => "otlp",
-                };
-                return Err(RuntimeError::Unsupported { what: "sink", name, kind });
+            SinkKind::Nats(c) => {
+                let connected = sinks::nats::connect(&name, &c).await?;
+                tokio::spawn(sinks::nats::run(n, c, connected, rx, ack, m))
+            }
+            SinkKind::Otlp(_) | SinkKind::Prometheus(_) => {
+                return Err(RuntimeError::Unsupported { what: "sink", name, kind: "otlp" });
             }
         };
         out.push(Sink {

@@ -38,3 +38,226 @@ impl Config {
         p.require(path, "url", self.url.is_some()).then_some(self)
     }
 }
+
+// ---- running ------------------------------------------------------------------------------
+
+use std::collections::VecDeque;
+use std::future::IntoFuture;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use tokio::sync::mpsc::Receiver;
+
+use super::{Delivery, SinkError};
+use crate::metrics::SinkMetrics;
+
+/// A PubAck on its way.
+type AckFuture = <PublishAckFuture as IntoFuture>::IntoFuture;
+
+/// JetStream publishes awaiting their PubAck at once.
+const IN_FLIGHT: usize = 1024;
+
+/// A connected sink: the client, and JetStream when configured.
+pub struct Connected {
+    client: async_nats::Client,
+    jetstream: Option<jetstream::Context>,
+}
+
+fn broker(name: &str, e: impl std::fmt::Display) -> SinkError {
+    SinkError::Broker { name: name.to_string(), reason: e.to_string() }
+}
+
+/// A subject token from a cluster name: NATS separates tokens with dots and reserves `*`, `>`
+/// and white space.
+fn token(s: &str) -> String {
+    s.chars()
+        .map(|c| if c == '.' || c == '*' || c == '>' || c.is_whitespace() { '_' } else { c })
+        .collect()
+}
+
+/// `<prefix>.<cluster>.<kind>`; the kind keeps its dot (`cluster.leader_elected`), so
+/// `herald.prod.cluster.>` selects a cluster's cluster-level events.
+pub fn subject(prefix: &str, cluster: &str, kind: &str) -> String {
+    format!("{prefix}.{}.{kind}", token(cluster))
+}
+
+async fn options(config: &Config) -> Result<async_nats::ConnectOptions, std::io::Error> {
+    let mut o = match &config.creds {
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path.clone()).await?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    if let Some(t) = &config.token {
+        o = o.token(t.clone());
+    }
+    if let (Some(u), Some(p)) = (&config.user, &config.password) {
+        o = o.user_and_password(u.clone(), p.clone());
+    }
+    if let Some(seed) = &config.nkey {
+        o = o.nkey(seed.clone());
+    }
+    if let Some(ca) = &config.tls_ca {
+        o = o.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        o = o.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(o.name("herald").retry_on_initial_connect())
+}
+
+/// Connects (and, in JetStream mode, makes sure the stream exists): the sink's readiness.
+pub async fn connect(name: &str, config: &Config) -> Result<Connected, SinkError> {
+    let url = config.url.clone().unwrap_or_default();
+    let client = options(config)
+        .await
+        .map_err(|e| broker(name, e))?
+        .connect(url.as_str())
+        .await
+        .map_err(|e| broker(name, e))?;
+    let jetstream = if config.jetstream {
+        let js = jetstream::new(client.clone());
+        if let Some(stream) = &config.stream {
+            // Only the fields nats-server 2.9 knows: newer ones are left at their defaults.
+            let cfg = jetstream::stream::Config {
+                name: stream.clone(),
+                subjects: vec![format!("{}.>", config.subject_prefix)],
+                ..Default::default()
+            };
+            js.get_or_create_stream(cfg).await.map_err(|e| broker(name, e))?;
+        }
+        Some(js)
+    } else {
+        None
+    };
+    tracing::info!(sink = %name, url = %url, jetstream = config.jetstream, "nats ready");
+    Ok(Connected { client, jetstream })
+}
+
+fn jitter(d: Duration) -> Duration {
+    use rand::Rng;
+    d.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
+/// Publishes with `Nats-Msg-Id` = the event id, retrying with backoff: JetStream drops a
+/// duplicate id within its window, so a retry never stores an event twice.
+async fn publish(
+    js: &jetstream::Context,
+    name: &str,
+    subject: &str,
+    d: &Delivery,
+    metrics: &SinkMetrics,
+) -> AckFuture {
+    let mut backoff = Duration::from_millis(100);
+    let mut logged = false;
+    loop {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", d.event.id.as_str());
+        let payload = bytes::Bytes::copy_from_slice(d.line.as_bytes());
+        match js.publish_with_headers(subject.to_string(), headers, payload).await {
+            Ok(f) => return f.into_future(),
+            Err(e) => {
+                metrics.errors.inc();
+                if !logged {
+                    tracing::warn!(sink = %name, error = %e, "nats publish failed; retrying with backoff");
+                    logged = true;
+                }
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Delivers events; acknowledges each once the server has it: core mode after a flush,
+/// JetStream mode on its PubAck (in order).
+pub async fn run(
+    name: String,
+    config: Config,
+    connected: Connected,
+    mut rx: Receiver<Delivery>,
+    acked: Arc<AtomicU64>,
+    metrics: SinkMetrics,
+) -> Result<(), SinkError> {
+    let prefix = config.subject_prefix.clone();
+    let Connected { client, jetstream } = connected;
+    let Some(js) = jetstream else {
+        let mut pending: Vec<Delivery> = Vec::new();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let d = rx.recv().await;
+            let closing = d.is_none();
+            if let Some(d) = d {
+                let subject = subject(&prefix, &d.event.cluster, d.event.kind.as_str());
+                // The client buffers while disconnected and reconnects on its own.
+                if let Err(e) =
+                    client.publish(subject, bytes::Bytes::copy_from_slice(d.line.as_bytes())).await
+                {
+                    metrics.errors.inc();
+                    tracing::warn!(sink = %name, error = %e, "nats publish failed");
+                }
+                pending.push(d);
+            }
+            if (closing || rx.is_empty()) && !pending.is_empty() {
+                match client.flush().await {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(100);
+                        for d in pending.drain(..) {
+                            metrics.acked(d.event.stable_at);
+                            acked.store(d.seq, Ordering::Release);
+                        }
+                    }
+                    Err(e) => {
+                        metrics.errors.inc();
+                        tracing::warn!(sink = %name, error = %e, "nats flush failed; retrying");
+                        tokio::time::sleep(jitter(backoff)).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                }
+            }
+            if closing {
+                return Ok(());
+            }
+        }
+    };
+    let mut in_flight: VecDeque<(Delivery, AckFuture)> = VecDeque::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            d = rx.recv(), if open && in_flight.len() < IN_FLIGHT => match d {
+                Some(d) => {
+                    let subject = subject(&prefix, &d.event.cluster, d.event.kind.as_str());
+                    let f = publish(&js, &name, &subject, &d, &metrics).await;
+                    in_flight.push_back((d, f));
+                }
+                None => open = false,
+            },
+            ack = async {
+                match in_flight.front_mut() {
+                    Some((_, f)) => f.await,
+                    None => std::future::pending().await,
+                }
+            }, if !in_flight.is_empty() => {
+                let Some((d, _)) = in_flight.pop_front() else { continue };
+                match ack {
+                    Ok(_) => {
+                        metrics.acked(d.event.stable_at);
+                        acked.store(d.seq, Ordering::Release);
+                    }
+                    Err(e) => {
+                        // No ack (timeout, the server restarted): publish again; the Msg-Id
+                        // keeps the stream from storing it twice.
+                        metrics.errors.inc();
+                        tracing::warn!(sink = %name, id = %d.event.id, error = %e, "no PubAck; publishing again");
+                        let subject = subject(&prefix, &d.event.cluster, d.event.kind.as_str());
+                        let f = publish(&js, &name, &subject, &d, &metrics).await;
+                        in_flight.push_front((d, f));
+                    }
+                }
+            }
+        }
+    }
+    let _ = client.flush().await;
+    Ok(())
+}

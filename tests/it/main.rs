@@ -4,6 +4,7 @@ mod cli;
 mod corpus;
 mod daemon;
 mod kafka;
+mod nats;
 mod prometheus;
 mod props;
 mod support;
