@@ -112,7 +112,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         events: Vec::new(),
         dirty: false,
         store,
-        committed: Vec::new(),
+        uncommitted: Vec::new(),
+        waiting: VecDeque::new(),
         metrics: metrics.clone(),
         view: view.clone(),
         suppressed_seen: BTreeMap::new(),
@@ -204,6 +205,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             pipeline.engine.tick(Timestamp::now(), &mut pipeline.events);
             pipeline.evictions();
         }
+        pipeline.release(&sinks);
         let due = (pipeline.dirty || pipeline.trimmable(&sinks))
             && last_commit.elapsed() >= COMMIT_INTERVAL;
         if !pipeline.events.is_empty() || due {
@@ -302,8 +304,11 @@ struct Pipeline {
     /// Records applied since the last commit.
     dirty: bool,
     store: Option<StateDir>,
-    /// `/ingest` requests waiting for the commit that contains their records.
-    committed: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Push-source batches applied since the last commit.
+    uncommitted: Vec<sources::OnCommit>,
+    /// Committed batches waiting for every sink to hold the events produced by then: (outbox
+    /// sequence number to wait for, what to do then).
+    waiting: VecDeque<(u64, sources::OnCommit)>,
     metrics: Arc<Metrics>,
     view: Arc<std::sync::Mutex<View>>,
     /// The engine's suppressed counts already passed to the metrics.
@@ -323,12 +328,12 @@ impl Pipeline {
                 self.positions.insert(src.name.clone(), position);
                 self.dirty = true;
             }
-            Input::Ingest { source, lines, done } => {
+            Input::Batch { source, lines, live, on_commit } => {
                 let Some(src) = sources.get(source) else { return };
                 for (i, bytes) in lines.iter().enumerate() {
-                    self.observe_line(src, bytes, i as u64 + 1, true);
+                    self.observe_line(src, bytes, i as u64 + 1, live);
                 }
-                self.committed.push(done);
+                self.uncommitted.push(on_commit);
                 self.dirty = true;
             }
             Input::TooLong { source, line, len, position } => {
@@ -412,7 +417,7 @@ impl Pipeline {
         let mut wake = Duration::from_secs(3600);
         // Delivered events leave the outbox on disk only with a commit: without one, a crash
         // would redeliver them. While some are out, look again within the interval.
-        if self.dirty || !self.outbox.is_empty() {
+        if self.dirty || !self.outbox.is_empty() || !self.waiting.is_empty() {
             wake = wake.min(COMMIT_INTERVAL.saturating_sub(last_commit.elapsed()));
         }
         if sources.iter().all(|s| s.caught_up) {
@@ -422,6 +427,16 @@ impl Pipeline {
             }
         }
         wake
+    }
+
+    /// Runs the after-commit actions whose events every sink now holds.
+    fn release(&mut self, sinks: &[Sink]) {
+        let held = Self::held(sinks);
+        while self.waiting.front().is_some_and(|(mark, _)| *mark <= held) {
+            if let Some((_, f)) = self.waiting.pop_front() {
+                f();
+            }
+        }
     }
 
     /// The outbox sequence number up to which every sink holds every event.
@@ -487,9 +502,11 @@ impl Pipeline {
             store.save(&state)?;
         }
         self.dirty = false;
-        for done in self.committed.drain(..) {
-            let _ = done.send(());
+        let mark = self.next_seq;
+        for f in self.uncommitted.drain(..) {
+            self.waiting.push_back((mark, f));
         }
+        self.release(sinks);
         Ok(fresh)
     }
 }
@@ -620,7 +637,10 @@ fn start_source(
         }
         // Its records come through the HTTP server's /ingest.
         SourceKind::Http(c) => context(&c.common),
-        SourceKind::Amqp(_) => return Err(unsupported("amqp")),
+        SourceKind::Amqp(c) => {
+            tokio::spawn(sources::amqp::consume(c.clone(), name.to_string(), index, tx, stop));
+            context(&c.common)
+        }
         SourceKind::Nats(_) => return Err(unsupported("nats")),
         SourceKind::Probe(_) => return Err(unsupported("probe")),
         SourceKind::Etcd(_) => return Err(unsupported("etcd")),

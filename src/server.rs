@@ -142,7 +142,11 @@ async fn ingest(State(s): State<Shared>, headers: HeaderMap, body: Body) -> Resp
     }
     let accepted = lines.len();
     let (done, committed) = oneshot::channel();
-    if ingest.tx.send(Input::Ingest { source: ingest.source, lines, done }).await.is_err() {
+    let on_commit = Box::new(move || {
+        let _ = done.send(());
+    });
+    let batch = Input::Batch { source: ingest.source, lines, live: true, on_commit };
+    if ingest.tx.send(batch).await.is_err() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "herald is shutting down");
     }
     match committed.await {

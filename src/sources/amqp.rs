@@ -37,3 +37,140 @@ impl Config {
         ok.then_some(self)
     }
 }
+
+// ---- running ------------------------------------------------------------------------------
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use tokio::sync::mpsc::Sender;
+
+use super::Input;
+
+/// With no delivery for this long the queue counts as drained: the source is caught up.
+const QUIET: Duration = Duration::from_millis(50);
+
+fn jitter(d: Duration) -> Duration {
+    use rand::Rng;
+    d.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
+/// Consumes the queue until `stop` is set or the engine goes away, reconnecting with backoff.
+/// Each delivery is acknowledged only after its records' effect is committed and every event
+/// they produced is held by every sink (the runtime's after-commit action); a delivery still
+/// unacknowledged when herald dies is redelivered by the broker.
+pub async fn consume(
+    config: Config,
+    name: String,
+    source: usize,
+    tx: Sender<Input>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    let mut announced_down = false;
+    while !stop.load(Ordering::Relaxed) {
+        match session(&config, &name, source, &tx, &stop).await {
+            Ok(()) => return,
+            Err(e) => {
+                let e: String = e;
+                if !announced_down {
+                    tracing::warn!(source = %name, error = %e, "AMQP connection lost or refused; reconnecting with backoff");
+                    announced_down = true;
+                }
+                // While the broker is away nothing waits to be read.
+                if tx.send(Input::CaughtUp { source, caught_up: true }).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+async fn session(
+    config: &Config,
+    name: &str,
+    source: usize,
+    tx: &Sender<Input>,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let e = |e: lapin::Error| e.to_string();
+    let url = config.url.clone().unwrap_or_default();
+    let queue = config.queue.clone().unwrap_or_default();
+    let conn = Connection::connect(&url, ConnectionProperties::default()).await.map_err(e)?;
+    let channel = conn.create_channel().await.map_err(e)?;
+    channel.basic_qos(config.prefetch, BasicQosOptions::default()).await.map_err(e)?;
+    // OpenZiti's amqp handler declares the queue durable by default; declaring it the same
+    // way is harmless and lets herald start first.
+    let declared = channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions { durable: config.durable, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(e)?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "herald".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(e)?;
+    tracing::info!(source = %name, queue = %queue, waiting = declared.message_count(), "consuming");
+    let mut caught_up = declared.message_count() == 0;
+    if tx.send(Input::CaughtUp { source, caught_up }).await.is_err() {
+        return Ok(());
+    }
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let next = tokio::time::timeout(QUIET, consumer.next()).await;
+        let delivery = match next {
+            Err(_) => {
+                if !caught_up {
+                    caught_up = true;
+                    if tx.send(Input::CaughtUp { source, caught_up }).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
+            Ok(None) => return Err("the broker closed the consumer".into()),
+            Ok(Some(d)) => d.map_err(e)?,
+        };
+        let live = caught_up;
+        if caught_up {
+            caught_up = false;
+            if tx.send(Input::CaughtUp { source, caught_up }).await.is_err() {
+                return Ok(());
+            }
+        }
+        let lines: Vec<Vec<u8>> = delivery
+            .data
+            .split(|b| *b == b'\n')
+            .filter(|l| !crate::lines::is_blank(l))
+            .map(<[u8]>::to_vec)
+            .collect();
+        let acker = delivery.acker;
+        let on_commit = Box::new(move || {
+            tokio::spawn(async move {
+                if let Err(e) = acker.ack(BasicAckOptions::default()).await {
+                    tracing::warn!(error = %e, "AMQP ack failed; the broker will redeliver");
+                }
+            });
+        });
+        if tx.send(Input::Batch { source, lines, live, on_commit }).await.is_err() {
+            return Ok(());
+        }
+    }
+}

@@ -19,7 +19,6 @@ use crate::decode::Format;
 use crate::state::Position;
 
 /// What a running source hands the engine task.
-#[derive(Debug)]
 pub enum Input {
     /// One line, and the position just after it. `live`: it arrived in real time (read right
     /// after the source had caught up), so its record time tells the reporter's clock offset.
@@ -29,8 +28,10 @@ pub enum Input {
     /// Whether the source has nothing more to read right now (DESIGN §5.1: engine time
     /// follows the wall clock only while every source is caught up).
     CaughtUp { source: usize, caught_up: bool },
-    /// Lines POSTed to `/ingest`, all already decodable; `done` fires once they are committed.
-    Ingest { source: usize, lines: Vec<Vec<u8>>, done: tokio::sync::oneshot::Sender<()> },
+    /// Lines from a push source (an `/ingest` body, a broker delivery). `on_commit` runs once
+    /// their effect is persisted and every event produced by then is acknowledged by every
+    /// sink: the source acknowledges upstream only then.
+    Batch { source: usize, lines: Vec<Vec<u8>>, live: bool, on_commit: OnCommit },
     /// The source stopped for good (end of stdin) or failed.
     Ended { source: usize, error: Option<String> },
 }
@@ -161,6 +162,9 @@ impl LineFeeder {
         }
     }
 }
+
+/// What a push source does once its records are safe (answer the client, ack the broker).
+pub type OnCommit = Box<dyn FnOnce() + Send>;
 
 /// Why a source could not run.
 #[derive(Debug, thiserror::Error)]

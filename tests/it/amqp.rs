@@ -1,0 +1,193 @@
+//! OpenZiti events through RabbitMQ (the controllers' `amqp` handler) into herald, and out of
+//! a JetStream stream: the real binary, real servers.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+use crate::support::*;
+
+const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const NATS: &str = "nats://127.0.0.1:4222";
+
+fn servers() {
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:5672").is_ok(),
+        "no RabbitMQ on 127.0.0.1:5672: start it (rabbitmq-server -detached) or run scripts/services.sh"
+    );
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:4222").is_ok(),
+        "no NATS on 127.0.0.1:4222: run scripts/services.sh"
+    );
+}
+
+/// Publishes each line as one message, as OpenZiti's amqp handler does (default exchange,
+/// routed by queue name, durable queue, application/json).
+async fn publish(queue: &str, lines: &[&str]) {
+    let conn = Connection::connect(RABBIT, ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions { durable: true, ..Default::default() },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    for l in lines {
+        ch.basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            l.as_bytes(),
+            BasicProperties::default().with_content_type("application/json".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let _ = conn.close(200, "done".into()).await;
+}
+
+async fn queue_depth(queue: &str) -> u32 {
+    let conn = Connection::connect(RABBIT, ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions { durable: true, passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = conn.close(200, "done".into()).await;
+    q.message_count()
+}
+
+async fn stream_ids(stream: &str) -> Vec<String> {
+    let client = async_nats::connect(NATS).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let Ok(mut s) = js.get_stream(stream).await else { return Vec::new() };
+    let count = s.info().await.unwrap().state.messages;
+    let mut out = Vec::new();
+    for seq in 1..=count {
+        let m = s.get_raw_message(seq).await.unwrap();
+        out.push(m.headers.get("Nats-Msg-Id").map(|v| v.to_string()).unwrap_or_default());
+    }
+    out
+}
+
+fn start(dir: &Path, queue: &str, prefix: &str, stream: Option<&str>, state: &str) -> Child {
+    let stream_line = stream.map(|s| format!("stream = \"{s}\"\n")).unwrap_or_default();
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = {:?}\n\
+         [sources.ziti]\ntype = \"amqp\"\nurl = \"{RABBIT}\"\nqueue = \"{queue}\"\ncluster = \"prod\"\n\
+         [sinks.js]\ntype = \"nats\"\nurl = \"{NATS}\"\nsubject_prefix = \"{prefix}\"\njetstream = true\n{stream_line}",
+        dir.join(state).to_str().unwrap()
+    );
+    let cfg = write_temp(dir, &format!("{state}.toml"), cfg.as_bytes());
+    herald()
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn stop(mut child: Child, signal: &str) {
+    Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    let _ = child.wait();
+}
+
+fn sample() -> (Vec<String>, Vec<String>) {
+    let text = std::fs::read_to_string(repo("samples/openziti-ha.jsonl")).unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let ids = events(
+        &run(
+            &["replay", "--cluster", "prod", repo("samples/openziti-ha.jsonl").to_str().unwrap()],
+            b"",
+        )
+        .stdout,
+    )
+    .into_iter()
+    .map(|e| e.id)
+    .collect();
+    (lines, ids)
+}
+
+fn unique(tag: &str) -> String {
+    format!("{tag}{}", std::process::id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openziti_events_from_rabbitmq_come_out_of_jetstream_once_each() {
+    servers();
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, want) = sample();
+    let (queue, prefix, stream) = (unique("herald-ziti-a"), unique("hz_a"), unique("HZ_A"));
+    publish(&queue, &lines.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let child = start(dir.path(), &queue, &prefix, Some(&stream), "first");
+    let mut got = Vec::new();
+    assert!(
+        eventually(|| {
+            got = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(stream_ids(&stream))
+            });
+            got.len() >= want.len()
+        }),
+        "{} of {} events in the stream",
+        got.len(),
+        want.len()
+    );
+    stop(child, "-TERM");
+    assert_eq!(got, want, "the stream holds what replay emits, in order");
+    assert_eq!(queue_depth(&queue).await, 0, "every delivery was acknowledged");
+
+    // The same input again, through a fresh herald (no state): the same events, the same ids —
+    // JetStream keeps each once.
+    publish(&queue, &lines.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let child = start(dir.path(), &queue, &prefix, Some(&stream), "second");
+    assert!(eventually(|| tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(queue_depth(&queue)) == 0
+    })));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop(child, "-TERM");
+    assert_eq!(stream_ids(&stream).await, want, "each event once, after the same input twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_unacknowledged_at_sigkill_is_redelivered_and_processed() {
+    servers();
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, want) = sample();
+    let (queue, prefix, stream) = (unique("herald-ziti-k"), unique("hz_k"), unique("HZ_K"));
+    publish(&queue, &lines.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    // No stream captures these subjects: the sink cannot deliver, so no delivery is acked.
+    let child = start(dir.path(), &queue, &prefix, None, "stuck");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop(child, "-KILL");
+    assert_eq!(queue_depth(&queue).await as usize, lines.len(), "nothing was acknowledged");
+    // Restarted with a stream: the broker redelivers, herald processes, the events arrive.
+    let child = start(dir.path(), &queue, &prefix, Some(&stream), "stuck");
+    let mut got = Vec::new();
+    assert!(
+        eventually(|| {
+            got = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(stream_ids(&stream))
+            });
+            got.len() >= want.len()
+        }),
+        "{} of {} events after the restart",
+        got.len(),
+        want.len()
+    );
+    stop(child, "-TERM");
+    let unique_ids: std::collections::BTreeSet<&String> = got.iter().collect();
+    let wanted: std::collections::BTreeSet<&String> = want.iter().collect();
+    assert_eq!(unique_ids, wanted, "every event, once");
+    assert_eq!(queue_depth(&queue).await, 0);
+}
