@@ -46,6 +46,10 @@ use crate::view::View;
 
 /// How long a record's effect may wait before its commit when no event hurries it.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+/// How many recent broker messages each push source remembers as applied: well above any
+/// prefetch, so every message a broker can redeliver after a crash is among them.
+const RECENT_MESSAGES: usize = 4096;
+
 /// Records applied per commit at most, so that a backlog still commits regularly.
 const BATCH: usize = 4096;
 
@@ -328,10 +332,23 @@ impl Pipeline {
                 self.positions.insert(src.name.clone(), position);
                 self.dirty = true;
             }
-            Input::Batch { source, lines, live, on_commit } => {
+            Input::Batch { source, lines, live, on_commit, key, redelivery } => {
                 let Some(src) = sources.get(source) else { return };
-                for (i, bytes) in lines.iter().enumerate() {
-                    self.observe_line(src, bytes, i as u64 + 1, live);
+                let position = self.positions.entry(src.name.clone()).or_default();
+                let seen = key.is_some_and(|k| position.applied.contains(&k));
+                if redelivery && seen {
+                    // Applied before a crash, its ack lost: acknowledge, do not apply twice.
+                    tracing::info!(source = %src.name, "redelivered message already applied; acknowledged");
+                    self.metrics.record(&src.name, RecordOutcome::Ignored);
+                } else {
+                    if let Some(k) = key {
+                        position.applied.push(k);
+                        let excess = position.applied.len().saturating_sub(RECENT_MESSAGES);
+                        position.applied.drain(..excess);
+                    }
+                    for (i, bytes) in lines.iter().enumerate() {
+                        self.observe_line(src, bytes, i as u64 + 1, live);
+                    }
                 }
                 self.uncommitted.push(on_commit);
                 self.dirty = true;

@@ -145,7 +145,14 @@ async fn ingest(State(s): State<Shared>, headers: HeaderMap, body: Body) -> Resp
     let on_commit = Box::new(move || {
         let _ = done.send(());
     });
-    let batch = Input::Batch { source: ingest.source, lines, live: true, on_commit };
+    let batch = Input::Batch {
+        source: ingest.source,
+        lines,
+        live: true,
+        on_commit,
+        key: None,
+        redelivery: false,
+    };
     if ingest.tx.send(batch).await.is_err() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "herald is shutting down");
     }

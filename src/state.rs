@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// Leads the file, so that a stranger's file is refused rather than misread.
 const MAGIC: &[u8; 8] = b"HERALD\0S";
 /// The state file format. Another version is a clear error, never a silent reset.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 const FILE_NAME: &str = "state.bin";
 
 /// Where a source is in its input.
@@ -28,6 +28,10 @@ pub struct Position {
     pub offset: u64,
     /// Lines consumed, for line numbers in errors after a restart.
     pub line: u64,
+    /// For push sources (a broker's queue), which have no offset: hashes of the most recent
+    /// messages applied. A message the broker redelivers after a crash whose effect is
+    /// already in the state is acknowledged without being applied twice.
+    pub applied: Vec<u64>,
 }
 
 /// The persisted state.
@@ -129,7 +133,10 @@ mod tests {
 
     fn sample() -> State {
         let mut s = State { engine: vec![1, 2, 3], ..State::default() };
-        s.positions.insert("log".into(), Position { file_id: Some((1, 2)), offset: 77, line: 3 });
+        s.positions.insert(
+            "log".into(),
+            Position { file_id: Some((1, 2)), offset: 77, line: 3, applied: vec![9] },
+        );
         s.outbox.push("{\"kind\":\"x\"}".into());
         s
     }
@@ -152,10 +159,10 @@ mod tests {
         let store = StateDir::new(dir.path());
         store.save(&sample()).unwrap();
         let mut bytes = fs::read(store.path()).unwrap();
-        bytes[8] = 2;
+        bytes[8] = 7;
         fs::write(store.path(), &bytes).unwrap();
         let err = store.load().unwrap_err().to_string();
-        assert!(err.contains("state format 2 is not supported"), "{err}");
+        assert!(err.contains("state format 7 is not supported"), "{err}");
         fs::write(store.path(), b"something else").unwrap();
         assert!(matches!(store.load(), Err(StateError::NotState { .. })));
         let mut truncated = MAGIC.to_vec();

@@ -52,6 +52,14 @@ use tokio::sync::mpsc::Sender;
 
 use super::Input;
 
+/// A message's identity for redelivery detection: the first 8 bytes of its SHA-256. Two
+/// byte-identical messages are the same record twice, so sharing a key is harmless.
+fn message_key(data: &[u8]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(data);
+    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
 /// With no delivery for this long the queue counts as drained: the source is caught up.
 const QUIET: Duration = Duration::from_millis(50);
 
@@ -161,6 +169,8 @@ async fn session(
             .filter(|l| !crate::lines::is_blank(l))
             .map(<[u8]>::to_vec)
             .collect();
+        let key = Some(message_key(&delivery.data));
+        let redelivery = delivery.redelivered;
         let acker = delivery.acker;
         let on_commit = Box::new(move || {
             tokio::spawn(async move {
@@ -169,7 +179,8 @@ async fn session(
                 }
             });
         });
-        if tx.send(Input::Batch { source, lines, live, on_commit }).await.is_err() {
+        if tx.send(Input::Batch { source, lines, live, on_commit, key, redelivery }).await.is_err()
+        {
             return Ok(());
         }
     }

@@ -31,7 +31,16 @@ pub enum Input {
     /// Lines from a push source (an `/ingest` body, a broker delivery). `on_commit` runs once
     /// their effect is persisted and every event produced by then is acknowledged by every
     /// sink: the source acknowledges upstream only then.
-    Batch { source: usize, lines: Vec<Vec<u8>>, live: bool, on_commit: OnCommit },
+    /// `redelivery`: the broker marked the message redelivered; `key`: a hash of its bytes, to
+    /// recognise one whose effect is already applied.
+    Batch {
+        source: usize,
+        lines: Vec<Vec<u8>>,
+        live: bool,
+        on_commit: OnCommit,
+        key: Option<u64>,
+        redelivery: bool,
+    },
     /// The source stopped for good (end of stdin) or failed.
     Ended { source: usize, error: Option<String> },
 }
@@ -92,7 +101,12 @@ impl LineFeeder {
     /// Where the last complete line ends.
     fn position(&self) -> Position {
         let pending = self.skipping.unwrap_or(self.partial.len()) as u64;
-        Position { file_id: self.file_id, offset: self.offset - pending, line: self.line }
+        Position {
+            file_id: self.file_id,
+            offset: self.offset - pending,
+            line: self.line,
+            applied: Vec::new(),
+        }
     }
 
     /// Marks what is read next: a short read right after catching up arrived in real time; a
