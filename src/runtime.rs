@@ -175,9 +175,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let http = serve(&config.server, server::app(shared)).await?;
 
     let mut inputs = Vec::new();
+    let mut source_tasks = Vec::new();
     for (i, (name, source)) in config.sources.iter().enumerate() {
         let start = pipeline.positions.get(name).cloned();
-        inputs.push(start_source(i, name, source, start, tx.clone(), stop.clone())?);
+        inputs.push(start_source(
+            i,
+            name,
+            source,
+            start,
+            tx.clone(),
+            stop.clone(),
+            &mut source_tasks,
+        )?);
     }
     drop(tx);
     ready.store(true, Ordering::Release);
@@ -242,6 +251,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     pipeline.commit(&sinks)?;
     http.handle.graceful_shutdown(Some(Duration::from_secs(5)));
     let _ = http.task.await;
+    // Broker sources send their last acknowledgements before their connections close.
+    for task in source_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
     tracing::info!(undelivered = pipeline.outbox.len(), "state persisted; bye");
     Ok(())
 }
@@ -632,6 +645,7 @@ fn start_source(
     start: Option<Position>,
     tx: mpsc::Sender<Input>,
     stop: Arc<AtomicBool>,
+    tasks: &mut Vec<JoinHandle<()>>,
 ) -> Result<Source, RuntimeError> {
     let unsupported =
         |kind| RuntimeError::Unsupported { what: "source", name: name.to_string(), kind };
@@ -655,7 +669,9 @@ fn start_source(
         // Its records come through the HTTP server's /ingest.
         SourceKind::Http(c) => context(&c.common),
         SourceKind::Amqp(c) => {
-            tokio::spawn(sources::amqp::consume(c.clone(), name.to_string(), index, tx, stop));
+            let task =
+                tokio::spawn(sources::amqp::consume(c.clone(), name.to_string(), index, tx, stop));
+            tasks.push(task);
             context(&c.common)
         }
         SourceKind::Nats(_) => return Err(unsupported("nats")),

@@ -40,7 +40,7 @@ impl Config {
 
 // ---- running ------------------------------------------------------------------------------
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +58,19 @@ fn message_key(data: &[u8]) -> u64 {
     use sha2::{Digest, Sha256};
     let d = Sha256::digest(data);
     u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+/// How long a stopping source keeps its connection for acknowledgements still on their way.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// One delivery not yet settled; dropping it (acknowledged, or discarded at shutdown and so
+/// left to the broker to redeliver) settles it.
+struct Outstanding(Arc<AtomicUsize>);
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// With no delivery for this long the queue counts as drained: the source is caught up.
@@ -134,12 +147,19 @@ async fn session(
         .await
         .map_err(e)?;
     tracing::info!(source = %name, queue = %queue, waiting = declared.message_count(), "consuming");
+    let outstanding = Arc::new(AtomicUsize::new(0));
     let mut caught_up = declared.message_count() == 0;
     if tx.send(Input::CaughtUp { source, caught_up }).await.is_err() {
         return Ok(());
     }
     loop {
         if stop.load(Ordering::Relaxed) {
+            // Acknowledgements of committed deliveries are still on their way over this
+            // connection: keep it until they are out, for a while.
+            let until = tokio::time::Instant::now() + DRAIN;
+            while outstanding.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             return Ok(());
         }
         let next = tokio::time::timeout(QUIET, consumer.next()).await;
@@ -172,11 +192,14 @@ async fn session(
         let key = Some(message_key(&delivery.data));
         let redelivery = delivery.redelivered;
         let acker = delivery.acker;
+        outstanding.fetch_add(1, Ordering::AcqRel);
+        let settled = Outstanding(outstanding.clone());
         let on_commit = Box::new(move || {
             tokio::spawn(async move {
                 if let Err(e) = acker.ack(BasicAckOptions::default()).await {
                     tracing::warn!(error = %e, "AMQP ack failed; the broker will redeliver");
                 }
+                drop(settled);
             });
         });
         if tx.send(Input::Batch { source, lines, live, on_commit, key, redelivery }).await.is_err()
