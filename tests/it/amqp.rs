@@ -185,9 +185,18 @@ async fn a_delivery_unacknowledged_at_sigkill_is_redelivered_and_processed() {
         got.len(),
         want.len()
     );
+    // The events come back from herald's own outbox at once; the broker's redeliveries are
+    // consumed (and acknowledged without being applied twice) as the source connects.
+    assert!(
+        eventually(|| tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(queue_depth(&queue)) == 0
+        })),
+        "the redelivered messages are consumed and acknowledged"
+    );
     stop(child, "-TERM");
+    let got = stream_ids(&stream).await;
     let unique_ids: std::collections::BTreeSet<&String> = got.iter().collect();
     let wanted: std::collections::BTreeSet<&String> = want.iter().collect();
-    assert_eq!(unique_ids, wanted, "every event, once");
-    assert_eq!(queue_depth(&queue).await, 0);
+    assert_eq!(unique_ids, wanted, "every event");
+    assert_eq!(got.len(), want.len(), "each once");
 }
