@@ -674,7 +674,12 @@ fn start_source(
             tasks.push(task);
             context(&c.common)
         }
-        SourceKind::Nats(_) => return Err(unsupported("nats")),
+        SourceKind::Nats(c) => {
+            let task =
+                tokio::spawn(sources::nats::consume(c.clone(), name.to_string(), index, tx, stop));
+            tasks.push(task);
+            context(&c.common)
+        }
         SourceKind::Probe(_) => return Err(unsupported("probe")),
         SourceKind::Etcd(_) => return Err(unsupported("etcd")),
         SourceKind::Zookeeper(_) => return Err(unsupported("zookeeper")),

@@ -44,6 +44,7 @@ use tokio::sync::mpsc::Receiver;
 use super::{Delivery, SinkError};
 use crate::metrics::SinkMetrics;
 use crate::model::ClusterEvent;
+use crate::sources::jitter;
 
 /// Acknowledges in outbox order although deliveries complete per partition: the watermark
 /// moves over a contiguous run of completed sequence numbers only.
@@ -202,11 +203,6 @@ pub async fn connect(
             }
         }
     }
-}
-
-fn jitter(d: Duration) -> Duration {
-    use rand::Rng;
-    d.mul_f64(rand::rng().random_range(0.5..1.5))
 }
 
 fn headers(e: &ClusterEvent, source: &str) -> OwnedHeaders {

@@ -52,6 +52,7 @@ use tokio::sync::mpsc::Receiver;
 
 use super::{Delivery, SinkError};
 use crate::metrics::SinkMetrics;
+use crate::sources::jitter;
 
 /// A PubAck on its way.
 type AckFuture = <PublishAckFuture as IntoFuture>::IntoFuture;
@@ -132,11 +133,6 @@ pub async fn connect(name: &str, config: &Config) -> Result<Connected, SinkError
     };
     tracing::info!(sink = %name, url = %url, jetstream = config.jetstream, "nats ready");
     Ok(Connected { client, jetstream })
-}
-
-fn jitter(d: Duration) -> Duration {
-    use rand::Rng;
-    d.mul_f64(rand::rng().random_range(0.5..1.5))
 }
 
 /// Publishes with `Nats-Msg-Id` = the event id, retrying with backoff: JetStream drops a

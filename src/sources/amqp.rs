@@ -41,6 +41,7 @@ impl Config {
 // ---- running ------------------------------------------------------------------------------
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,36 +51,7 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::mpsc::Sender;
 
-use super::Input;
-
-/// A message's identity for redelivery detection: the first 8 bytes of its SHA-256. Two
-/// byte-identical messages are the same record twice, so sharing a key is harmless.
-fn message_key(data: &[u8]) -> u64 {
-    use sha2::{Digest, Sha256};
-    let d = Sha256::digest(data);
-    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
-}
-
-/// How long a stopping source keeps its connection for acknowledgements still on their way.
-const DRAIN: Duration = Duration::from_secs(5);
-
-/// One delivery not yet settled; dropping it (acknowledged, or discarded at shutdown and so
-/// left to the broker to redeliver) settles it.
-struct Outstanding(Arc<AtomicUsize>);
-
-impl Drop for Outstanding {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// With no delivery for this long the queue counts as drained: the source is caught up.
-const QUIET: Duration = Duration::from_millis(50);
-
-fn jitter(d: Duration) -> Duration {
-    use rand::Rng;
-    d.mul_f64(rand::rng().random_range(0.5..1.5))
-}
+use super::{jitter, message_key, Input, Outstanding, DRAIN, QUIET};
 
 /// Consumes the queue until `stop` is set or the engine goes away, reconnecting with backoff.
 /// Each delivery is acknowledged only after its records' effect is committed and every event

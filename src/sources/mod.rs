@@ -177,6 +177,42 @@ impl LineFeeder {
     }
 }
 
+// ---- shared by the broker sources ----------------------------------------------------------
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// With no message for this long a broker source counts as drained: it is caught up.
+pub(crate) const QUIET: Duration = Duration::from_millis(50);
+
+/// How long a stopping source keeps its connection for acknowledgements still on their way.
+pub(crate) const DRAIN: Duration = Duration::from_secs(5);
+
+/// One delivery not yet settled; dropping it (acknowledged, or discarded at shutdown and so
+/// left to the broker to redeliver) settles it.
+pub(crate) struct Outstanding(pub(crate) Arc<AtomicUsize>);
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A message's identity for redelivery detection: the first 8 bytes of its SHA-256. Two
+/// byte-identical messages are the same record twice, so sharing a key is harmless.
+pub(crate) fn message_key(data: &[u8]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(data);
+    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+/// Spreads retries of many clients apart: ±50%.
+pub(crate) fn jitter(d: Duration) -> Duration {
+    use rand::Rng;
+    d.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
 /// What a push source does once its records are safe (answer the client, ack the broker).
 pub type OnCommit = Box<dyn FnOnce() + Send>;
 

@@ -235,3 +235,124 @@ async fn a_server_restarted_mid_stream_loses_nothing() {
     let ids: std::collections::BTreeSet<&str> = msgs.iter().map(|(_, id, _)| id.as_str()).collect();
     assert_eq!((msgs.len(), ids.len()), (100, 100), "every event, once");
 }
+
+// ---- the NATS source, through the binary ---------------------------------------------------
+
+fn sample_lines() -> Vec<String> {
+    std::fs::read_to_string(crate::support::repo("samples/openziti-ha.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn replayed() -> Vec<ClusterEvent> {
+    let path = crate::support::repo("samples/openziti-ha.jsonl");
+    crate::support::events(
+        &crate::support::run(&["replay", "--cluster", "prod", path.to_str().unwrap()], b"").stdout,
+    )
+}
+
+fn herald_with(dir: &std::path::Path, source: &str) -> (Child, std::path::PathBuf) {
+    let out = dir.join("events.jsonl");
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = {:?}\n[sources.nats]\ntype = \"nats\"\nurl = \"nats://{SHARED}\"\ncluster = \"prod\"\n{source}\n[sinks.file]\ntype = \"file\"\npath = {:?}\n",
+        dir.join("state").to_str().unwrap(),
+        out.to_str().unwrap()
+    );
+    let cfg = crate::support::write_temp(dir, "herald.toml", cfg.as_bytes());
+    let child = crate::support::herald()
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, out)
+}
+
+fn written(path: &std::path::Path) -> Vec<ClusterEvent> {
+    std::fs::read(path).map(|b| crate::support::events(&b)).unwrap_or_default()
+}
+
+fn terminate(mut child: Child) {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_durable_consumer_feeds_herald_and_is_acknowledged() {
+    let url = shared_server();
+    let (stream, subject) = (unique("HZ_SRC"), unique("hzsrc"));
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{subject}.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for l in sample_lines() {
+        js.publish(format!("{subject}.events"), l.into_bytes().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (child, out) = herald_with(
+        dir.path(),
+        &format!("subject = \"{subject}.events\"\nstream = \"{stream}\"\ndurable = \"herald\"\n"),
+    );
+    let want = replayed();
+    assert!(
+        crate::support::eventually(|| written(&out).len() >= want.len()),
+        "{} of {}",
+        written(&out).len(),
+        want.len()
+    );
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        js.get_stream(&stream).await.unwrap().get_consumer("herald").await.unwrap();
+    let mut settled = false;
+    for _ in 0..100 {
+        let info = consumer.info().await.unwrap();
+        if info.num_ack_pending == 0 && info.num_pending == 0 {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    terminate(child);
+    assert!(settled, "every message acknowledged");
+    assert_eq!(written(&out), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_subject_feeds_herald() {
+    let url = shared_server();
+    let subject = unique("hzcore");
+    let dir = tempfile::tempdir().unwrap();
+    let (child, out) = herald_with(dir.path(), &format!("subject = \"{subject}\"\n"));
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    // Core NATS keeps nothing: publish once herald listens (it has no interest before). Each
+    // record is the first report of its own router, so each yields one event whatever the
+    // timing (live records of 2025 are late, by design, for anything windowed).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for i in 0..20 {
+        let line = format!(
+            "{{\"namespace\":\"router\",\"event_src_id\":\"c1\",\"timestamp\":\"2025-01-10T18:00:{i:02}Z\",\"event_type\":\"router-online\",\"router_id\":\"r{i}\"}}"
+        );
+        client.publish(subject.clone(), line.into_bytes().into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let routers = |p: &std::path::Path| {
+        written(p)
+            .iter()
+            .filter_map(|e| e.router.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    assert!(crate::support::eventually(|| routers(&out) >= 20), "{} of 20", routers(&out));
+    terminate(child);
+    assert_eq!(written(&out).len(), 20);
+}
