@@ -104,31 +104,34 @@ async fn session(
     let mut caught_up = false;
     let mut messages: std::pin::Pin<
         Box<dyn futures_util::Stream<Item = Result<Received, String>> + Send>,
-    > = match &config.stream {
-        Some(stream) => {
-            let js = async_nats::jetstream::new(client.clone());
-            let stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
-            let durable = config.durable.clone().unwrap_or_else(|| "herald".to_string());
-            let consumer = stream
-                .get_or_create_consumer(
-                    &durable,
-                    pull::Config {
-                        durable_name: Some(durable.clone()),
-                        filter_subject: subject.clone(),
-                        ack_policy: AckPolicy::Explicit,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            let msgs = consumer.messages().await.map_err(|e| e.to_string())?;
-            Box::pin(msgs.map(|m| m.map(Received::JetStream).map_err(|e| e.to_string())))
-        }
-        None => {
-            let sub = client.subscribe(subject.clone()).await.map_err(|e| e.to_string())?;
-            Box::pin(sub.map(|m| Ok(Received::Core(m))))
-        }
-    };
+    > =
+        match &config.stream {
+            Some(stream) => {
+                let js = async_nats::jetstream::new(client.clone());
+                let stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+                let durable = config.durable.clone().unwrap_or_else(|| "herald".to_string());
+                let consumer = stream
+                    .get_or_create_consumer(
+                        &durable,
+                        pull::Config {
+                            durable_name: Some(durable.clone()),
+                            filter_subject: subject.clone(),
+                            ack_policy: AckPolicy::Explicit,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let msgs = consumer.messages().await.map_err(|e| e.to_string())?;
+                Box::pin(msgs.map(|m| {
+                    m.map(|m| Received::JetStream(Box::new(m))).map_err(|e| e.to_string())
+                }))
+            }
+            None => {
+                let sub = client.subscribe(subject.clone()).await.map_err(|e| e.to_string())?;
+                Box::pin(sub.map(|m| Ok(Received::Core(m))))
+            }
+        };
     tracing::info!(source = %name, subject = %subject, jetstream = config.stream.is_some(), "consuming");
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -191,7 +194,8 @@ async fn session(
 }
 
 enum Received {
-    JetStream(async_nats::jetstream::Message),
+    // Boxed: a JetStream message is twice the size of a core one.
+    JetStream(Box<async_nats::jetstream::Message>),
     Core(async_nats::Message),
 }
 
