@@ -19,6 +19,9 @@ pub struct Config {
     pub jetstream: bool,
     /// With `jetstream`, a stream to create if missing.
     pub stream: Option<String>,
+    /// The subjects that stream captures (default `<subject_prefix>.>`).
+    #[serde(default)]
+    pub stream_subjects: Vec<String>,
     pub token: Option<String>,
     pub user: Option<String>,
     pub password: Option<String>,
@@ -122,10 +125,27 @@ pub async fn connect(name: &str, config: &Config) -> Result<Connected, SinkError
             // Only the fields nats-server 2.9 knows: newer ones are left at their defaults.
             let cfg = jetstream::stream::Config {
                 name: stream.clone(),
-                subjects: vec![format!("{}.>", config.subject_prefix)],
+                subjects: if config.stream_subjects.is_empty() {
+                    vec![format!("{}.>", config.subject_prefix)]
+                } else {
+                    config.stream_subjects.clone()
+                },
                 ..Default::default()
             };
             js.get_or_create_stream(cfg).await.map_err(|e| broker(name, e))?;
+        } else {
+            // Ready means a stream captures what herald publishes: wait for one.
+            let probe = format!("{}.probe.readiness", config.subject_prefix);
+            let mut backoff = Duration::from_millis(200);
+            let mut logged = false;
+            while js.stream_by_subject(probe.clone()).await.is_err() {
+                if !logged {
+                    tracing::warn!(sink = %name, subjects = %format!("{}.>", config.subject_prefix), "no JetStream stream captures herald's subjects yet; waiting");
+                    logged = true;
+                }
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
         }
         Some(js)
     } else {
