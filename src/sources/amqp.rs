@@ -43,7 +43,6 @@ impl Config {
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
@@ -51,7 +50,9 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::mpsc::Sender;
 
-use super::{jitter, message_key, Input, Outstanding, DRAIN, QUIET};
+use super::{
+    drain, message_key, message_lines, reconnecting, Freshness, Input, Outstanding, QUIET,
+};
 
 /// Consumes the queue until `stop` is set or the engine goes away, reconnecting with backoff.
 /// Each delivery is acknowledged only after its records' effect is committed and every event
@@ -64,26 +65,7 @@ pub async fn consume(
     tx: Sender<Input>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut backoff = Duration::from_millis(200);
-    let mut announced_down = false;
-    while !stop.load(Ordering::Relaxed) {
-        match session(&config, &name, source, &tx, &stop).await {
-            Ok(()) => return,
-            Err(e) => {
-                let e: String = e;
-                if !announced_down {
-                    tracing::warn!(source = %name, error = %e, "AMQP connection lost or refused; reconnecting with backoff");
-                    announced_down = true;
-                }
-                // While the broker is away nothing waits to be read.
-                if tx.send(Input::CaughtUp { source, caught_up: true }).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(jitter(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
+    reconnecting(&name, source, &tx, &stop, || session(&config, &name, source, &tx, &stop)).await;
 }
 
 async fn session(
@@ -120,47 +102,28 @@ async fn session(
         .map_err(e)?;
     tracing::info!(source = %name, queue = %queue, waiting = declared.message_count(), "consuming");
     let outstanding = Arc::new(AtomicUsize::new(0));
-    let mut caught_up = declared.message_count() == 0;
-    if tx.send(Input::CaughtUp { source, caught_up }).await.is_err() {
+    let mut fresh = Freshness { source, caught_up: false };
+    if !fresh.set(tx, declared.message_count() == 0).await {
         return Ok(());
     }
     loop {
         if stop.load(Ordering::Relaxed) {
-            // Acknowledgements of committed deliveries are still on their way over this
-            // connection: keep it until they are out, for a while.
-            let until = tokio::time::Instant::now() + DRAIN;
-            while outstanding.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            drain(&outstanding).await;
             return Ok(());
         }
         let next = tokio::time::timeout(QUIET, consumer.next()).await;
         let delivery = match next {
             Err(_) => {
-                if !caught_up {
-                    caught_up = true;
-                    if tx.send(Input::CaughtUp { source, caught_up }).await.is_err() {
-                        return Ok(());
-                    }
+                if !fresh.quiet(tx).await {
+                    return Ok(());
                 }
                 continue;
             }
             Ok(None) => return Err("the broker closed the consumer".into()),
             Ok(Some(d)) => d.map_err(e)?,
         };
-        let live = caught_up;
-        if caught_up {
-            caught_up = false;
-            if tx.send(Input::CaughtUp { source, caught_up }).await.is_err() {
-                return Ok(());
-            }
-        }
-        let lines: Vec<Vec<u8>> = delivery
-            .data
-            .split(|b| *b == b'\n')
-            .filter(|l| !crate::lines::is_blank(l))
-            .map(<[u8]>::to_vec)
-            .collect();
+        let Some(live) = fresh.arrived(tx).await else { return Ok(()) };
+        let lines = message_lines(&delivery.data);
         let key = Some(message_key(&delivery.data));
         let redelivery = delivery.redelivered;
         let acker = delivery.acker;

@@ -207,6 +207,80 @@ pub(crate) fn message_key(data: &[u8]) -> u64 {
     u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
+/// Runs `session` until it ends cleanly (stop, or the engine gone), reconnecting with backoff;
+/// an outage is logged once, and while it lasts nothing waits to be read (caught up).
+pub(crate) async fn reconnecting<F, Fut>(
+    name: &str,
+    source: usize,
+    tx: &tokio::sync::mpsc::Sender<Input>,
+    stop: &std::sync::atomic::AtomicBool,
+    mut session: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut backoff = Duration::from_millis(200);
+    let mut announced = false;
+    while !stop.load(Ordering::Relaxed) {
+        match session().await {
+            Ok(()) => return,
+            Err(e) => {
+                if !announced {
+                    tracing::warn!(source = %name, error = %e, "broker connection lost or refused; reconnecting with backoff");
+                    announced = true;
+                }
+                if tx.send(Input::CaughtUp { source, caught_up: true }).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// On stop, keeps a broker connection open (at most [`DRAIN`]) while acknowledgements of
+/// committed messages are still on their way over it.
+pub(crate) async fn drain(outstanding: &AtomicUsize) {
+    let until = tokio::time::Instant::now() + DRAIN;
+    while outstanding.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A broker message's records: one per non-blank line.
+pub(crate) fn message_lines(data: &[u8]) -> Vec<Vec<u8>> {
+    data.split(|b| *b == b'\n').filter(|l| !crate::lines::is_blank(l)).map(<[u8]>::to_vec).collect()
+}
+
+/// A broker source's "caught up" flag, reported on each change.
+pub(crate) struct Freshness {
+    pub source: usize,
+    pub caught_up: bool,
+}
+
+impl Freshness {
+    /// Nothing came for [`QUIET`]: caught up. False when the engine is gone.
+    pub async fn quiet(&mut self, tx: &tokio::sync::mpsc::Sender<Input>) -> bool {
+        self.set(tx, true).await
+    }
+
+    /// A message came: returns whether it arrived in real time (the source was caught up),
+    /// or `None` when the engine is gone.
+    pub async fn arrived(&mut self, tx: &tokio::sync::mpsc::Sender<Input>) -> Option<bool> {
+        let live = self.caught_up;
+        self.set(tx, false).await.then_some(live)
+    }
+
+    pub async fn set(&mut self, tx: &tokio::sync::mpsc::Sender<Input>, caught_up: bool) -> bool {
+        if self.caught_up == caught_up {
+            return true;
+        }
+        self.caught_up = caught_up;
+        tx.send(Input::CaughtUp { source: self.source, caught_up }).await.is_ok()
+    }
+}
+
 /// Spreads retries of many clients apart: ±50%.
 pub(crate) fn jitter(d: Duration) -> Duration {
     use rand::Rng;

@@ -38,13 +38,14 @@ impl Config {
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use futures_util::StreamExt;
 use tokio::sync::mpsc::Sender;
 
-use super::{jitter, message_key, Input, Outstanding, DRAIN, QUIET};
+use super::{
+    drain, message_key, message_lines, reconnecting, Freshness, Input, Outstanding, QUIET,
+};
 
 async fn client(config: &Config) -> Result<async_nats::Client, String> {
     let mut o = match &config.creds {
@@ -75,20 +76,7 @@ pub async fn consume(
     tx: Sender<Input>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut backoff = Duration::from_millis(200);
-    while !stop.load(Ordering::Relaxed) {
-        match session(&config, &name, source, &tx, &stop).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(source = %name, error = %e, "NATS source interrupted; reconnecting with backoff");
-                if tx.send(Input::CaughtUp { source, caught_up: true }).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(jitter(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
+    reconnecting(&name, source, &tx, &stop, || session(&config, &name, source, &tx, &stop)).await;
 }
 
 async fn session(
@@ -101,7 +89,7 @@ async fn session(
     let client = client(config).await?;
     let subject = config.subject.clone().unwrap_or_default();
     let outstanding = Arc::new(AtomicUsize::new(0));
-    let mut caught_up = false;
+    let mut fresh = Freshness { source, caught_up: false };
     let mut messages: std::pin::Pin<
         Box<dyn futures_util::Stream<Item = Result<Received, String>> + Send>,
     > =
@@ -135,39 +123,23 @@ async fn session(
     tracing::info!(source = %name, subject = %subject, jetstream = config.stream.is_some(), "consuming");
     loop {
         if stop.load(Ordering::Relaxed) {
-            let until = tokio::time::Instant::now() + DRAIN;
-            while outstanding.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            drain(&outstanding).await;
             let _ = client.flush().await;
             return Ok(());
         }
         let received = match tokio::time::timeout(QUIET, messages.next()).await {
             Err(_) => {
-                if !caught_up {
-                    caught_up = true;
-                    if tx.send(Input::CaughtUp { source, caught_up }).await.is_err() {
-                        return Ok(());
-                    }
+                if !fresh.quiet(tx).await {
+                    return Ok(());
                 }
                 continue;
             }
             Ok(None) => return Err("the subscription ended".into()),
             Ok(Some(m)) => m?,
         };
-        let live = caught_up;
-        if caught_up {
-            caught_up = false;
-            if tx.send(Input::CaughtUp { source, caught_up }).await.is_err() {
-                return Ok(());
-            }
-        }
+        let Some(live) = fresh.arrived(tx).await else { return Ok(()) };
         let payload = received.payload().to_vec();
-        let lines: Vec<Vec<u8>> = payload
-            .split(|b| *b == b'\n')
-            .filter(|l| !crate::lines::is_blank(l))
-            .map(<[u8]>::to_vec)
-            .collect();
+        let lines = message_lines(&payload);
         let (key, redelivery) = match &received {
             Received::JetStream(m) => {
                 (Some(message_key(&payload)), m.info().map(|i| i.delivered > 1).unwrap_or(false))
