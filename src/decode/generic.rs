@@ -24,7 +24,7 @@ pub(crate) fn decode<'a>(obj: &RawObject<'a>) -> Result<Decoded<'a>, Reason> {
     let signal = match signal_name.as_ref() {
         "leader" => {
             // `leader` must be present: null is a statement ("no leader"), absence is not.
-            let raw = obj.get("leader")?.ok_or(Reason::Missing("leader"))?;
+            let raw = obj.get("leader").ok_or(Reason::Missing("leader"))?;
             let leader = raw_opt_str(raw, "leader")?;
             if leader.as_deref() == Some("") {
                 return Err(Reason::Invalid {
@@ -38,7 +38,7 @@ pub(crate) fn decode<'a>(obj: &RawObject<'a>) -> Result<Decoded<'a>, Reason> {
         "peer" => Signal::Peer { peer: obj.req_id("peer")?, connected: obj.req_bool("connected")? },
         "members" => {
             let index = obj.req_u64("index")?;
-            let raw = obj.get("members")?.ok_or(Reason::Missing("members"))?;
+            let raw = obj.get("members").ok_or(Reason::Missing("members"))?;
             let members = raw_array(raw, "members")?
                 .into_iter()
                 .map(|m| match raw_opt_str(m, "members") {
@@ -86,7 +86,7 @@ pub(crate) fn decode<'a>(obj: &RawObject<'a>) -> Result<Decoded<'a>, Reason> {
 }
 
 fn slot<'a>(obj: &RawObject<'a>) -> Result<Slot<'a>, Reason> {
-    let raw = obj.get("slot")?.ok_or(Reason::Missing("slot"))?;
+    let raw = obj.get("slot").ok_or(Reason::Missing("slot"))?;
     if let Ok(Some(name)) = raw_opt_str(raw, "slot") {
         if name.is_empty() {
             return Err(Reason::Invalid { field: "slot", why: "empty".into() });

@@ -271,15 +271,16 @@ impl<'a> RawObject<'a> {
         self.field(name).is_some()
     }
 
-    /// The raw value of `name`. Only names declared in `known_fields!` are ever present.
-    pub fn get(&self, name: &'static str) -> Result<Option<&'a RawValue>, Reason> {
+    /// The raw value of `name`. Only names declared in `known_fields!` are ever present;
+    /// a key given twice was already refused by the parse.
+    pub fn get(&self, name: &'static str) -> Option<&'a RawValue> {
         debug_assert!(Self::NAMES.contains(&name), "`{name}` is not in known_fields!");
-        Ok(self.field(name))
+        self.field(name)
     }
 
     /// A string field; JSON `null` counts as absent.
     pub fn opt_str(&self, name: &'static str) -> Result<Option<Cow<'a, str>>, Reason> {
-        match self.get(name)? {
+        match self.get(name) {
             None => Ok(None),
             Some(raw) => raw_opt_str(raw, name),
         }
@@ -299,13 +300,13 @@ impl<'a> RawObject<'a> {
     }
 
     pub fn req_bool(&self, name: &'static str) -> Result<bool, Reason> {
-        let raw = self.get(name)?.ok_or(Reason::Missing(name))?;
+        let raw = self.get(name).ok_or(Reason::Missing(name))?;
         serde_json::from_str::<bool>(raw.get())
             .map_err(|_| Reason::Mistyped { field: name, expected: "a boolean" })
     }
 
     pub fn req_u64(&self, name: &'static str) -> Result<u64, Reason> {
-        let raw = self.get(name)?.ok_or(Reason::Missing(name))?;
+        let raw = self.get(name).ok_or(Reason::Missing(name))?;
         serde_json::from_str::<u64>(raw.get())
             .map_err(|_| Reason::Mistyped { field: name, expected: "a non-negative integer" })
     }

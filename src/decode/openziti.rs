@@ -128,7 +128,7 @@ fn entity_change_signal<'a>(obj: &RawObject<'a>, event_type: &str) -> Result<Out
         None => return Err(Reason::Missing("entityType")),
     }
     let event_id = obj.req_id("eventId")?;
-    let raw = obj.get(state_field)?.ok_or(Reason::Missing(state_field))?;
+    let raw = obj.get(state_field).ok_or(Reason::Missing(state_field))?;
     let state = raw_object(raw, state_field)?;
     let slot = Slot {
         service: state.req_id("service").map_err(|r| nested(r, state_field))?,
@@ -144,7 +144,7 @@ fn nested(reason: Reason, parent: &'static str) -> Reason {
 }
 
 fn first_peer<'a>(obj: &RawObject<'a>) -> Result<Cow<'a, str>, Reason> {
-    let raw = obj.get("peers")?.ok_or(Reason::Missing("peers"))?;
+    let raw = obj.get("peers").ok_or(Reason::Missing("peers"))?;
     let peers = raw_array(raw, "peers")?;
     let first = peers.first().ok_or_else(|| Reason::Invalid {
         field: "peers",
@@ -154,7 +154,7 @@ fn first_peer<'a>(obj: &RawObject<'a>) -> Result<Cow<'a, str>, Reason> {
 }
 
 fn peer_ids<'a>(obj: &RawObject<'a>) -> Result<Vec<Cow<'a, str>>, Reason> {
-    let raw = obj.get("peers")?.ok_or(Reason::Missing("peers"))?;
+    let raw = obj.get("peers").ok_or(Reason::Missing("peers"))?;
     raw_array(raw, "peers")?.into_iter().map(peer_id).collect()
 }
 
