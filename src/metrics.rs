@@ -42,6 +42,29 @@ pub struct Metrics {
     ack_delay: HistogramVec,
     pub suppressed: IntCounterVec,
     pub transitions: IntCounterVec,
+    build: IntGaugeVec,
+}
+
+/// A metric family as another exporter (OTLP) announces it before it has any series.
+#[derive(Clone, Debug)]
+pub struct Family {
+    pub name: String,
+    pub help: String,
+    pub counter: bool,
+}
+
+/// The families `collectors` export, named as registered.
+pub(crate) fn families(collectors: &[(&dyn prometheus::core::Collector, bool)]) -> Vec<Family> {
+    collectors
+        .iter()
+        .flat_map(|(c, counter)| {
+            c.desc().into_iter().map(move |d| Family {
+                name: d.fq_name.clone(),
+                help: d.help.clone(),
+                counter: *counter,
+            })
+        })
+        .collect()
 }
 
 /// One sink's handles.
@@ -114,8 +137,26 @@ impl Metrics {
             transitions: counter(&r, "herald_transitions_total", "Events emitted, by kind", &["cluster", "kind"])?,
             sink_queue,
             ack_delay,
+            build,
             registry: r,
         })
+    }
+
+    /// The counters and gauges of the pipeline; the ack-delay histogram has no OTLP
+    /// observable counterpart and stays on `/metrics`.
+    pub fn families(&self) -> Vec<Family> {
+        families(&[
+            (&self.build, false),
+            (&self.records, true),
+            (&self.last_record, false),
+            (&self.clock_offset, false),
+            (&self.sink_events, true),
+            (&self.sink_errors, true),
+            (&self.sink_dropped, true),
+            (&self.sink_queue, false),
+            (&self.suppressed, true),
+            (&self.transitions, true),
+        ])
     }
 
     pub fn record(&self, source: &str, outcome: RecordOutcome) {

@@ -92,8 +92,12 @@ struct Source {
 /// Runs until `shutdown` completes, then stops the sources, delivers what is in flight,
 /// persists the state and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
+    // One process-wide TLS crypto provider for the server and every client (ring: no C
+    // toolchain step beyond what ring needs); a second install is a harmless error.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::new()?);
-    let mut sinks = start_sinks(&config, &metrics).await?;
+    let view = Arc::new(std::sync::Mutex::new(View::default()));
+    let mut sinks = start_sinks(&config, &metrics, &view).await?;
     let store = config.state.dir.clone().map(StateDir::new);
     if store.is_none() {
         tracing::warn!("no [state] dir: a restart will start from scratch");
@@ -107,7 +111,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     } else {
         Engine::restore(config.engine.clone(), &state.engine)?
     };
-    let view = Arc::new(std::sync::Mutex::new(View::default()));
     let mut pipeline = Pipeline {
         engine,
         positions: state.positions,
@@ -274,8 +277,6 @@ async fn serve(cfg: &crate::config::ServerConfig, app: axum::Router) -> Result<H
     let service = app.into_make_service();
     let task = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(cert), Some(key)) => {
-            // One process-wide crypto provider; a second install is a no-op error.
-            let _ = rustls::crypto::ring::default_provider().install_default();
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
                 .map_err(|source| RuntimeError::Tls { cert: cert.clone(), source })?;
@@ -574,7 +575,11 @@ async fn dispatch(sinks: &mut [Sink], deliveries: Vec<Delivery>) -> Result<(), R
     Ok(())
 }
 
-async fn start_sinks(config: &Config, metrics: &Metrics) -> Result<Vec<Sink>, RuntimeError> {
+async fn start_sinks(
+    config: &Config,
+    metrics: &Metrics,
+    view: &Arc<std::sync::Mutex<View>>,
+) -> Result<Vec<Sink>, RuntimeError> {
     // The Prometheus sink is the stable view rendered at each scrape, in this process: it has
     // no queue to wait on, so it takes no part in acknowledgements.
     let mut configured: Vec<(String, sinks::SinkConfig)> = config
@@ -621,9 +626,12 @@ async fn start_sinks(config: &Config, metrics: &Metrics) -> Result<Vec<Sink>, Ru
                 let connected = sinks::nats::connect(&name, &c).await?;
                 tokio::spawn(sinks::nats::run(n, c, connected, rx, ack, m))
             }
-            SinkKind::Otlp(_) | SinkKind::Prometheus(_) => {
-                return Err(RuntimeError::Unsupported { what: "sink", name, kind: "otlp" });
+            SinkKind::Otlp(c) => {
+                let connected =
+                    sinks::otlp::connect(&name, &c, metrics, sm.clone(), view.clone()).await?;
+                tokio::spawn(sinks::otlp::run(n, connected, rx, ack, m))
             }
+            SinkKind::Prometheus(_) => continue,
         };
         out.push(Sink {
             name,

@@ -52,3 +52,542 @@ impl Config {
         ok.then_some(self)
     }
 }
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry::{InstrumentationScope, Key, KeyValue};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLogger};
+use opentelemetry_sdk::metrics::{SdkMeterProvider, Temporality};
+use opentelemetry_sdk::Resource;
+use prometheus::proto::MetricFamily;
+use tokio::sync::mpsc::Receiver;
+
+use super::{Delivery, SinkError};
+use crate::metrics::{Family, SinkMetrics};
+use crate::model::{ClusterEvent, EventKind};
+use crate::sources::jitter;
+use crate::view::View;
+
+/// Log records per export request.
+const BATCH: usize = 512;
+/// After the queue has closed, how long undelivered events may still be retried; what is left
+/// stays in the state file's outbox and goes out again after the restart.
+const CLOSING_GRACE: Duration = Duration::from_secs(30);
+
+/// A connected OTLP sink: the log exporter herald drives itself, and the meter provider
+/// whose reader exports the gauges on its own schedule.
+pub struct Connected {
+    logs: opentelemetry_otlp::LogExporter,
+    logger: SdkLogger,
+    scope: InstrumentationScope,
+    meters: SdkMeterProvider,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("otlp::Connected")
+    }
+}
+
+/// The resource every record and metric carries.
+fn resource(config: &Config) -> Resource {
+    let instance = config
+        .resource
+        .get("service.instance.id")
+        .cloned()
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "herald".into());
+    let mut attrs = vec![
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("service.instance.id", instance),
+    ];
+    for (k, v) in &config.resource {
+        if k != "service.instance.id" && k != "service.name" {
+            attrs.push(KeyValue::new(k.clone(), v.clone()));
+        }
+    }
+    Resource::builder_empty().with_service_name("herald").with_attributes(attrs).build()
+}
+
+fn broker(name: &str, reason: impl std::fmt::Display) -> SinkError {
+    SinkError::Broker { name: name.to_string(), reason: reason.to_string() }
+}
+
+/// The URL of one signal: gRPC takes the endpoint as it is, HTTP appends `/v1/logs` or
+/// `/v1/metrics` as the OTLP specification does for a base endpoint.
+fn signal_url(config: &Config, signal: &str) -> String {
+    let base = config.endpoint.clone().unwrap_or_default();
+    match config.protocol {
+        Protocol::Grpc => base,
+        Protocol::HttpProtobuf => format!("{}/v1/{signal}", base.trim_end_matches('/')),
+    }
+}
+
+fn read_ca(name: &str, config: &Config) -> Result<Option<Vec<u8>>, SinkError> {
+    match &config.tls_ca {
+        None => Ok(None),
+        Some(path) => std::fs::read(path)
+            .map(Some)
+            .map_err(|e| broker(name, format!("tls_ca {}: {e}", path.display()))),
+    }
+}
+
+fn grpc_metadata(name: &str, config: &Config) -> Result<tonic::metadata::MetadataMap, SinkError> {
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in &config.headers {
+        let key = http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| broker(name, format!("header {k:?}: {e}")))?;
+        let value = http::HeaderValue::from_str(v)
+            .map_err(|e| broker(name, format!("header {k:?}: {e}")))?;
+        headers.insert(key, value);
+    }
+    Ok(tonic::metadata::MetadataMap::from_headers(headers))
+}
+
+fn grpc_tls(ca: Option<Vec<u8>>) -> tonic::transport::ClientTlsConfig {
+    let tls = tonic::transport::ClientTlsConfig::new();
+    match ca {
+        Some(pem) => tls.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+        None => tls.with_native_roots(),
+    }
+}
+
+fn http_client(
+    name: &str,
+    config: &Config,
+    ca: Option<Vec<u8>>,
+) -> Result<reqwest::Client, SinkError> {
+    let mut b = reqwest::Client::builder().timeout(config.timeout);
+    if let Some(pem) = ca {
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| broker(name, e))?;
+        b = b.add_root_certificate(cert);
+    }
+    b.build().map_err(|e| broker(name, e))
+}
+
+/// Builds the exporters. Nothing is sent yet: a collector that is not up is retried later,
+/// so herald starts, and buffers, without it.
+pub async fn connect(
+    name: &str,
+    config: &Config,
+    metrics: &crate::metrics::Metrics,
+    sink: SinkMetrics,
+    view: Arc<Mutex<View>>,
+) -> Result<Connected, SinkError> {
+    let resource = resource(config);
+    let ca = read_ca(name, config)?;
+    let tls = config.endpoint.as_deref().is_some_and(|e| e.starts_with("https://"));
+    // herald's loop retries; the exporter's own retries would only hide the failures.
+    let no_retry = opentelemetry_otlp::RetryPolicy::disabled();
+    let (mut logs, metric_exporter) = match config.protocol {
+        Protocol::Grpc => {
+            let md = grpc_metadata(name, config)?;
+            let mut lb = opentelemetry_otlp::LogExporter::builder()
+                .with_tonic()
+                .with_endpoint(signal_url(config, "logs"))
+                .with_timeout(config.timeout)
+                .with_metadata(md.clone())
+                .with_retry_policy(no_retry.clone());
+            let mut mb = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(signal_url(config, "metrics"))
+                .with_timeout(config.timeout)
+                .with_metadata(md)
+                .with_retry_policy(no_retry)
+                .with_temporality(Temporality::Cumulative);
+            if tls {
+                lb = lb.with_tls_config(grpc_tls(ca.clone()));
+                mb = mb.with_tls_config(grpc_tls(ca));
+            }
+            (lb.build().map_err(|e| broker(name, e))?, mb.build().map_err(|e| broker(name, e))?)
+        }
+        Protocol::HttpProtobuf => {
+            let headers: std::collections::HashMap<String, String> =
+                config.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let client = http_client(name, config, ca)?;
+            let l = opentelemetry_otlp::LogExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(signal_url(config, "logs"))
+                .with_timeout(config.timeout)
+                .with_headers(headers.clone())
+                .with_http_client(client.clone())
+                .with_retry_policy(no_retry.clone())
+                .build()
+                .map_err(|e| broker(name, e))?;
+            let m = opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(signal_url(config, "metrics"))
+                .with_timeout(config.timeout)
+                .with_headers(headers)
+                .with_http_client(client)
+                .with_retry_policy(no_retry)
+                .with_temporality(Temporality::Cumulative)
+                .build()
+                .map_err(|e| broker(name, e))?;
+            (l, m)
+        }
+    };
+    logs.set_resource(&resource);
+    let exporter = CountingExporter {
+        inner: metric_exporter,
+        sink: name.to_string(),
+        errors: sink.errors,
+        failing: Default::default(),
+    };
+    let reader =
+        opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader::builder(
+            exporter,
+            opentelemetry_sdk::runtime::Tokio,
+        )
+        .with_interval(config.metrics_interval)
+        .build();
+    let meters = SdkMeterProvider::builder().with_resource(resource).with_reader(reader).build();
+    let source = Arc::new(Gathered::new(metrics, view)?);
+    let meter = meters.meter("herald");
+    for family in source.families.clone() {
+        observe(&meter, family, source.clone());
+    }
+    let scope =
+        InstrumentationScope::builder("herald").with_version(env!("CARGO_PKG_VERSION")).build();
+    let logger = opentelemetry_sdk::logs::SdkLoggerProvider::builder().build().logger("herald");
+    Ok(Connected { logs, logger, scope, meters })
+}
+
+/// The Prometheus families herald already keeps — its pipeline metrics, and the state gauges
+/// rendered from the stable view — read once per export and shared by every instrument.
+struct Gathered {
+    pipeline: prometheus::Registry,
+    state: prometheus::Registry,
+    gauges: super::prometheus::StateGauges,
+    view: Arc<Mutex<View>>,
+    families: Vec<Family>,
+    cache: Mutex<Option<(Instant, Arc<Vec<MetricFamily>>)>>,
+}
+
+impl Gathered {
+    fn new(metrics: &crate::metrics::Metrics, view: Arc<Mutex<View>>) -> Result<Self, SinkError> {
+        let state = prometheus::Registry::new();
+        let gauges =
+            super::prometheus::StateGauges::register(&state).map_err(|e| broker("otlp", e))?;
+        let mut families = gauges.families();
+        families.extend(metrics.families());
+        Ok(Gathered {
+            pipeline: metrics.registry.clone(),
+            state,
+            gauges,
+            view,
+            families,
+            cache: Mutex::new(None),
+        })
+    }
+
+    /// Every instrument's callback runs in one collection: gather once for all of them.
+    fn gather(&self) -> Arc<Vec<MetricFamily>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, families)) = cache.as_ref() {
+            if at.elapsed() < Duration::from_millis(500) {
+                return families.clone();
+            }
+        }
+        {
+            let view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            self.gauges.set_from(&view);
+        }
+        let mut all = self.state.gather();
+        all.extend(self.pipeline.gather());
+        let all = Arc::new(all);
+        *cache = Some((Instant::now(), all.clone()));
+        all
+    }
+
+    fn series(&self, name: &str) -> Vec<(f64, Vec<KeyValue>)> {
+        let all = self.gather();
+        let Some(family) = all.iter().find(|f| f.name() == name) else { return Vec::new() };
+        family
+            .get_metric()
+            .iter()
+            .map(|m| {
+                let attrs = m
+                    .get_label()
+                    .iter()
+                    .map(|l| KeyValue::new(l.name().to_string(), l.value().to_string()))
+                    .collect();
+                let v = match family.get_field_type() {
+                    prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
+                    _ => m.get_gauge().get_value(),
+                };
+                (v, attrs)
+            })
+            .collect()
+    }
+}
+
+fn observe(meter: &opentelemetry::metrics::Meter, family: Family, source: Arc<Gathered>) {
+    let name = family.name.clone();
+    if family.counter {
+        meter
+            .f64_observable_counter(family.name)
+            .with_description(family.help)
+            .with_callback(move |o| {
+                for (v, attrs) in source.series(&name) {
+                    o.observe(v, &attrs);
+                }
+            })
+            .build();
+    } else {
+        meter
+            .f64_observable_gauge(family.name)
+            .with_description(family.help)
+            .with_callback(move |o| {
+                for (v, attrs) in source.series(&name) {
+                    o.observe(v, &attrs);
+                }
+            })
+            .build();
+    }
+}
+
+/// The metric exporter with its failures counted in herald's own metrics. Metrics are
+/// cumulative: a failed export is made good by the next one.
+struct CountingExporter {
+    inner: opentelemetry_otlp::MetricExporter,
+    sink: String,
+    errors: prometheus::IntCounter,
+    /// Failing now: warn when an outage starts and when it ends, not at every interval.
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl opentelemetry_sdk::metrics::exporter::PushMetricExporter for CountingExporter {
+    async fn export(
+        &self,
+        metrics: &opentelemetry_sdk::metrics::data::ResourceMetrics,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let r = self.inner.export(metrics).await;
+        match &r {
+            Err(e) => {
+                self.errors.inc();
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(sink = %self.sink, error = %e, "otlp metrics export failed; the next export carries the same totals");
+                }
+            }
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(sink = %self.sink, "otlp metrics export succeeded again");
+                }
+            }
+        }
+        r
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> Temporality {
+        self.inner.temporality()
+    }
+}
+
+/// WARN for what an operator must look at; the rest, resolutions included, INFO.
+pub fn severity(kind: EventKind) -> Severity {
+    match kind {
+        EventKind::Leaderless
+        | EventKind::SplitBrain
+        | EventKind::SpinStarted
+        | EventKind::NodeDown
+        | EventKind::NodeIsLeaderless => Severity::Warn,
+        _ => Severity::Info,
+    }
+}
+
+/// The log body: one sentence an operator can read in a log viewer.
+pub fn sentence(e: &ClusterEvent) -> String {
+    let c = &e.cluster;
+    let or = |v: &Option<String>| v.clone().unwrap_or_default();
+    let list = |v: &Option<Vec<String>>| v.as_deref().unwrap_or_default().join(", ");
+    match e.kind {
+        EventKind::LeaderElected => match &e.previous {
+            Some(p) => format!("cluster {c}: {} is the leader (was {p})", or(&e.leader_id)),
+            None => format!("cluster {c}: {} is the leader", or(&e.leader_id)),
+        },
+        EventKind::Leaderless => format!("cluster {c} has no leader"),
+        EventKind::SplitBrain => {
+            format!("cluster {c}: split brain, {} all claim leadership", list(&e.leaders))
+        }
+        EventKind::SplitBrainResolved => format!("cluster {c}: split brain resolved"),
+        EventKind::ReadOnly => format!("cluster {c} is read-only"),
+        EventKind::ReadWrite => format!("cluster {c} is read-write"),
+        EventKind::MembersChanged => format!(
+            "cluster {c}: members are {} (added: {}; removed: {})",
+            list(&e.members),
+            list(&e.added),
+            list(&e.removed)
+        ),
+        EventKind::NodeHasLeader => {
+            format!("cluster {c}: node {} sees {} as leader", or(&e.node), or(&e.leader_id))
+        }
+        EventKind::NodeIsLeaderless => format!("cluster {c}: node {} sees no leader", or(&e.node)),
+        EventKind::PeerConnected => {
+            format!("cluster {c}: node {} is connected to {}", or(&e.node), or(&e.peer))
+        }
+        EventKind::PeerDisconnected => {
+            format!("cluster {c}: node {} lost its connection to {}", or(&e.node), or(&e.peer))
+        }
+        EventKind::RouterOnline => format!("cluster {c}: router {} is online", or(&e.router)),
+        EventKind::RouterOffline => format!("cluster {c}: router {} is offline", or(&e.router)),
+        EventKind::SpinStarted => format!(
+            "cluster {c}: terminator of service {} on router {} is spinning ({} cycles)",
+            or(&e.service),
+            or(&e.router),
+            e.cycles.unwrap_or(0)
+        ),
+        EventKind::SpinStopped => format!(
+            "cluster {c}: terminator of service {} on router {} stopped spinning after {} cycles",
+            or(&e.service),
+            or(&e.router),
+            e.cycles.unwrap_or(0)
+        ),
+        EventKind::NodeDown => format!("cluster {c}: node {} is down", or(&e.node)),
+        EventKind::NodeUp => format!("cluster {c}: node {} is up", or(&e.node)),
+    }
+}
+
+/// Every field of the event's JSON, under `herald.`; `id` becomes `herald.event_id`.
+pub fn attributes(line: &str) -> Vec<(Key, AnyValue)> {
+    fn any(v: serde_json::Value) -> Option<AnyValue> {
+        Some(match v {
+            serde_json::Value::String(s) => AnyValue::from(s),
+            serde_json::Value::Bool(b) => AnyValue::from(b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => AnyValue::from(i),
+                None => AnyValue::from(n.as_f64()?),
+            },
+            serde_json::Value::Array(items) => {
+                AnyValue::ListAny(Box::new(items.into_iter().filter_map(any).collect()))
+            }
+            serde_json::Value::Null | serde_json::Value::Object(_) => return None,
+        })
+    }
+    let Ok(fields) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line)
+    else {
+        return Vec::new();
+    };
+    fields
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let key = match k.as_str() {
+                "id" => "herald.event_id".to_string(),
+                _ => format!("herald.{k}"),
+            };
+            Some((Key::new(key), any(v)?))
+        })
+        .collect()
+}
+
+fn record(logger: &SdkLogger, d: &Delivery) -> SdkLogRecord {
+    let e = &d.event;
+    let mut r = logger.create_log_record();
+    let nanos = u64::try_from(e.stable_at.0).unwrap_or(0);
+    r.set_timestamp(SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos));
+    r.set_observed_timestamp(SystemTime::now());
+    let severity = severity(e.kind);
+    r.set_severity_number(severity);
+    r.set_severity_text(severity.name());
+    r.set_event_name(e.kind.as_str());
+    r.set_body(AnyValue::from(sentence(e)));
+    r.add_attributes(attributes(&d.line));
+    r
+}
+
+/// Exports the events in order, a batch at a time, each batch until the collector takes it;
+/// the watermark moves only past exported events.
+pub async fn run(
+    name: String,
+    connected: Connected,
+    mut rx: Receiver<Delivery>,
+    acked: Arc<AtomicU64>,
+    metrics: SinkMetrics,
+) -> Result<(), SinkError> {
+    let Connected { logs, logger, scope, meters } = connected;
+    let mut batch: Vec<Delivery> = Vec::with_capacity(BATCH);
+    let mut closed_at: Option<tokio::time::Instant> = None;
+    let result = loop {
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(d) => batch.push(d),
+                None => break Ok(()),
+            }
+        }
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => break,
+            }
+        }
+        let records: Vec<SdkLogRecord> = batch.iter().map(|d| record(&logger, d)).collect();
+        let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
+            records.iter().map(|r| (r, &scope)).collect();
+        let mut backoff = Duration::from_millis(100);
+        let mut failures = 0u32;
+        let exported = loop {
+            match logs.export(LogBatch::new(&refs)).await {
+                Ok(()) => break true,
+                Err(e) => {
+                    metrics.errors.inc();
+                    failures += 1;
+                    // One warning per outage, then quieter: the counter tells the rest.
+                    if failures == 1 {
+                        tracing::warn!(sink = %name, events = batch.len(), error = %e, "otlp export failed; retrying with backoff");
+                    } else {
+                        tracing::debug!(sink = %name, error = %e, "otlp export failed again");
+                    }
+                    let mut pause = jitter(backoff);
+                    if rx.is_closed() {
+                        let since = *closed_at.get_or_insert_with(tokio::time::Instant::now);
+                        let left = CLOSING_GRACE.saturating_sub(since.elapsed());
+                        if left.is_zero() {
+                            break false;
+                        }
+                        pause = pause.min(left);
+                    }
+                    tokio::time::sleep(pause).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        };
+        if !exported {
+            break Err(broker(
+                &name,
+                "collector unreachable at shutdown; undelivered events stay in the state file",
+            ));
+        }
+        if failures > 0 {
+            tracing::info!(sink = %name, failures, "otlp export succeeded again");
+        }
+        for d in batch.drain(..) {
+            metrics.acked(d.event.stable_at);
+            acked.store(d.seq, Ordering::Release);
+        }
+    };
+    // A last export of the gauges, so the collector sees the final state. The provider's
+    // calls block until its reader task answers: off the runtime's workers, and bounded.
+    let flush = tokio::task::spawn_blocking(move || {
+        let _ = meters.force_flush();
+        let _ = meters.shutdown();
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(5), flush).await;
+    result
+}

@@ -86,9 +86,17 @@ impl StateGauges {
         })
     }
 
-    /// Sets every gauge from `view`. The caller serializes scrapes.
-    pub fn set_from(&self, view: &View) {
-        for g in [
+    pub fn families(&self) -> Vec<crate::metrics::Family> {
+        let all: Vec<(&dyn prometheus::core::Collector, bool)> = self
+            .all()
+            .into_iter()
+            .map(|g| (g as &dyn prometheus::core::Collector, false))
+            .collect();
+        crate::metrics::families(&all)
+    }
+
+    fn all(&self) -> [&IntGaugeVec; 9] {
+        [
             &self.has_leader,
             &self.leader,
             &self.split_brain,
@@ -98,7 +106,12 @@ impl StateGauges {
             &self.router_online,
             &self.node_up,
             &self.spinning,
-        ] {
+        ]
+    }
+
+    /// Sets every gauge from `view`. The caller serializes scrapes.
+    pub fn set_from(&self, view: &View) {
+        for g in self.all() {
             g.reset();
         }
         let b = |v: bool| i64::from(v);

@@ -203,20 +203,6 @@ fn a_partial_line_waits_for_its_newline() {
     assert_eq!(got.len(), 1, "the line was read whole, not as two broken halves");
 }
 
-#[test]
-fn an_unavailable_sink_type_is_a_config_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = write_temp(dir.path(), "events.log", b"");
-    let cfg = config(
-        dir.path(),
-        &log,
-        "[sinks.k]\ntype = \"otlp\"\nendpoint = \"http://127.0.0.1:4317\"\n",
-    );
-    let out = run(&["run", "--config", cfg.to_str().unwrap()], b"");
-    assert_eq!(out.status.code(), Some(78), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("sink k: type `otlp`"));
-}
-
 /// The same events by id, every one at least once, none spurious; differences summarized.
 fn check_same(got: &[ClusterEvent], want: &[ClusterEvent]) {
     let (g, w) = (unique(got), unique(want));

@@ -6,6 +6,7 @@ mod corpus;
 mod daemon;
 mod kafka;
 mod nats;
+mod otlp;
 mod prometheus;
 mod props;
 mod support;
