@@ -310,6 +310,18 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, Problems> {
         }
     }
 
+    for (name, sink) in &sink_map {
+        if sink.buffer.kind == sinks::BufferKind::Disk
+            && sink.buffer.dir.is_none()
+            && state.dir.is_none()
+        {
+            p.push(
+                format!("sinks.{name}.buffer.dir"),
+                "missing: a disk buffer needs a dir, or [state] dir to put it under",
+            );
+        }
+    }
+
     let has_http = source_map.values().any(|s| matches!(s, SourceKind::Http(_)));
     if has_http
         && !server.listen.ip().is_loopback()

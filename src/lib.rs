@@ -46,6 +46,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod disk_buffer;
 pub mod engine;
 pub mod generate;
 pub mod lines;

@@ -39,6 +39,7 @@ pub struct Metrics {
     sink_errors: IntCounterVec,
     sink_dropped: IntCounterVec,
     sink_queue: IntGaugeVec,
+    sink_buffer_bytes: IntGaugeVec,
     ack_delay: HistogramVec,
     pub suppressed: IntCounterVec,
     pub transitions: IntCounterVec,
@@ -74,6 +75,8 @@ pub struct SinkMetrics {
     pub errors: IntCounter,
     pub dropped: IntCounter,
     pub queue: IntGauge,
+    /// Bytes in the sink's disk buffer (0 without one).
+    pub buffer_bytes: IntGauge,
     ack_delay: prometheus::Histogram,
 }
 
@@ -136,6 +139,14 @@ impl Metrics {
             suppressed: counter(&r, "herald_suppressed_total", "Reverts inside a window and other suppressed flaps, by the kind they would have produced", &["cluster", "kind"])?,
             transitions: counter(&r, "herald_transitions_total", "Events emitted, by kind", &["cluster", "kind"])?,
             sink_queue,
+            sink_buffer_bytes: {
+                let g = IntGaugeVec::new(
+                    Opts::new("herald_sink_buffer_bytes", "Bytes in a sink's disk buffer"),
+                    &["sink"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
             ack_delay,
             build,
             registry: r,
@@ -154,6 +165,7 @@ impl Metrics {
             (&self.sink_errors, true),
             (&self.sink_dropped, true),
             (&self.sink_queue, false),
+            (&self.sink_buffer_bytes, false),
             (&self.suppressed, true),
             (&self.transitions, true),
         ])
@@ -177,6 +189,7 @@ impl Metrics {
             errors: self.sink_errors.with_label_values(&[name]),
             dropped: self.sink_dropped.with_label_values(&[name]),
             queue: self.sink_queue.with_label_values(&[name]),
+            buffer_bytes: self.sink_buffer_bytes.with_label_values(&[name]),
             ack_delay: self.ack_delay.with_label_values(&[name]),
         }
     }

@@ -441,15 +441,44 @@ fn run_reads_stdin_and_emits_what_replay_emits() {
 }
 
 #[test]
-fn a_disk_buffer_is_refused_until_it_exists() {
+fn a_disk_buffered_sink_emits_exactly_what_replay_emits_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
-    let log = write_temp(dir.path(), "events.log", b"");
-    let cfg = config(
+    let log = write_temp(dir.path(), "events.log", &generated(20_000, 11));
+    let want = replay_events(&log);
+    let mut d = Daemon::start(&config(
         dir.path(),
         &log,
-        "[sinks.out]\ntype = \"stdout\"\n[sinks.out.buffer]\ntype = \"disk\"\n",
+        "[sinks.out]\ntype = \"stdout\"\n[sinks.out.buffer]\ntype = \"disk\"\nfsync = \"batch\"\n",
+    ));
+    let got = d.wait_for(want.len());
+    assert!(d.signal("-TERM").success(), "SIGTERM exits 0");
+    assert!(got == want, "run through a disk buffer and replay differ");
+    let buffer = dir.path().join("state/buffers/out");
+    let acked = std::fs::read(buffer.join("acked")).expect("an ack file");
+    assert_eq!(acked.len(), 12, "8 bytes and a CRC32C");
+    let segments: Vec<_> = std::fs::read_dir(&buffer)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        .collect();
+    assert_eq!(segments.len(), 1, "acknowledged segments removed; the writer's remains");
+}
+
+#[test]
+fn a_disk_buffer_needs_a_directory_and_a_sane_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |name: &str, text: &str| {
+        let cfg = write_temp(dir.path(), name, text.as_bytes());
+        let out = run(&["check", "--config", cfg.to_str().unwrap()], b"");
+        assert_eq!(out.status.code(), Some(78), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err =
+        check("a.toml", "[sinks.out]\ntype = \"stdout\"\n[sinks.out.buffer]\ntype = \"disk\"\n");
+    assert!(err.contains("sinks.out.buffer.dir: missing"), "{err}");
+    let err = check(
+        "b.toml",
+        "[state]\ndir = \"/tmp/x\"\n[sinks.out]\ntype = \"stdout\"\n[sinks.out.buffer]\ntype = \"disk\"\nmax_bytes = 1000\n",
     );
-    let out = run(&["run", "--config", cfg.to_str().unwrap()], b"");
-    assert_eq!(out.status.code(), Some(78), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("disk"));
+    assert!(err.contains("sinks.out.buffer.max_bytes"), "{err}");
 }

@@ -4,6 +4,7 @@ mod amqp;
 mod cli;
 mod corpus;
 mod daemon;
+mod durability;
 mod kafka;
 mod nats;
 mod otlp;
