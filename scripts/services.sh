@@ -26,6 +26,12 @@ have promtool || apt_install prometheus
 have curl || apt_install curl
 have openssl || apt_install openssl
 
+# Real raft clusters for the pollers' tests: etcd (each test starts its own 3-member cluster)
+# and ZooKeeper.
+have etcd || apt_install etcd-server
+have etcdctl || apt_install etcd-client
+[ -x /usr/share/zookeeper/bin/zkServer.sh ] || apt_install zookeeper
+
 # NATS with JetStream on 127.0.0.1:4222 (the NATS sink's tests; one test starts its own).
 have nats-server || apt_install nats-server
 if ! listening 4222; then

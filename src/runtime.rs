@@ -304,6 +304,15 @@ async fn serve(cfg: &crate::config::ServerConfig, app: axum::Router) -> Result<H
     Ok(Http { handle, task })
 }
 
+/// Pollers make their observations themselves; the context only names their cluster.
+fn poller_context(cluster: Option<&str>) -> Context {
+    Context {
+        cluster: cluster.unwrap_or("default").to_string(),
+        reporter: "herald".into(),
+        format: Default::default(),
+    }
+}
+
 fn context(c: &sources::Common) -> Context {
     Context {
         cluster: c.cluster.clone().unwrap_or_else(|| "default".into()),
@@ -374,6 +383,20 @@ impl Pipeline {
                 tracing::warn!(source = %src.name, line, len, "decode error: line over the length limit");
                 self.metrics.record(&src.name, RecordOutcome::DecodeError);
                 self.positions.insert(src.name.clone(), position);
+                self.dirty = true;
+            }
+            Input::Observed { source, observations } => {
+                let Some(src) = sources.get(source) else { return };
+                let now = Timestamp::now();
+                for obs in observations {
+                    let outcome = match self.engine.observe(&obs, obs.at.min(now), &mut self.events)
+                    {
+                        Outcome::Stale => RecordOutcome::Stale,
+                        Outcome::Ignored => RecordOutcome::Ignored,
+                        Outcome::Applied | Outcome::Suppressed => RecordOutcome::Ok,
+                    };
+                    self.metrics.record(&src.name, outcome);
+                }
                 self.dirty = true;
             }
             Input::CaughtUp { source, caught_up } => {
@@ -725,8 +748,6 @@ fn start_source(
     stop: Arc<AtomicBool>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Result<Source, RuntimeError> {
-    let unsupported =
-        |kind| RuntimeError::Unsupported { what: "source", name: name.to_string(), kind };
     let ctx = match source {
         SourceKind::File(c) => {
             let (c2, n) = (c.clone(), name.to_string());
@@ -758,11 +779,29 @@ fn start_source(
             tasks.push(task);
             context(&c.common)
         }
-        SourceKind::Probe(_) => return Err(unsupported("probe")),
-        SourceKind::Etcd(_) => return Err(unsupported("etcd")),
-        SourceKind::Zookeeper(_) => return Err(unsupported("zookeeper")),
+        SourceKind::Probe(c) => {
+            let task =
+                tokio::spawn(sources::probe::run(c.clone(), name.to_string(), index, tx, stop));
+            tasks.push(task);
+            poller_context(c.cluster.as_deref())
+        }
+        SourceKind::Etcd(c) => {
+            let task =
+                tokio::spawn(sources::etcd::run(c.clone(), name.to_string(), index, tx, stop));
+            tasks.push(task);
+            poller_context(c.cluster.as_deref())
+        }
+        SourceKind::Zookeeper(c) => {
+            let task =
+                tokio::spawn(sources::zookeeper::run(c.clone(), name.to_string(), index, tx, stop));
+            tasks.push(task);
+            poller_context(c.cluster.as_deref())
+        }
     };
     // A push source has nothing waiting to be read: it is always caught up.
-    let caught_up = matches!(source, SourceKind::Http(_));
+    let caught_up = matches!(
+        source,
+        SourceKind::Http(_) | SourceKind::Probe(_) | SourceKind::Etcd(_) | SourceKind::Zookeeper(_)
+    );
     Ok(Source { name: name.to_string(), context: ctx, caught_up })
 }

@@ -50,3 +50,236 @@ impl Config {
         ok.then_some(self)
     }
 }
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use crate::model::{Observation, Signal, Timestamp, Via};
+use crate::sources::{polling, Checker, Input};
+
+/// What herald knows of the members: ids and client URLs to names.
+#[derive(Default)]
+struct Members {
+    by_id: HashMap<String, String>,
+    by_url: HashMap<String, String>,
+    token: Option<String>,
+}
+
+/// One endpoint's answer to `/v3/maintenance/status`.
+struct Status {
+    member: String,
+    leader: String,
+}
+
+/// A JSON gateway uint64: a string, or a number from a gateway that sends one.
+fn id(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn client(config: &Config) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder().timeout(config.timeout).connect_timeout(config.timeout);
+    if let Some(ca) = &config.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+        b = b.add_root_certificate(cert);
+    }
+    if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
+        let mut pem =
+            std::fs::read(cert).map_err(|e| format!("cert_file {}: {e}", cert.display()))?;
+        pem.extend(std::fs::read(key).map_err(|e| format!("key_file {}: {e}", key.display()))?);
+        let id =
+            reqwest::Identity::from_pem(&pem).map_err(|e| format!("cert_file/key_file: {e}"))?;
+        b = b.identity(id);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+async fn post(
+    client: &reqwest::Client,
+    endpoint: &str,
+    path: &str,
+    body: serde_json::Value,
+    token: Option<&str>,
+) -> Result<serde_json::Value, String> {
+    let url = format!("{}{path}", endpoint.trim_end_matches('/'));
+    let mut req =
+        client.post(&url).header("content-type", "application/json").body(body.to_string());
+    if let Some(t) = token {
+        req = req.header("authorization", t);
+    }
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!(
+            "{url}: HTTP {status}: {}",
+            text.chars().take(200).collect::<String>()
+        ));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{url}: {e}"))
+}
+
+async fn status(
+    client: &reqwest::Client,
+    endpoint: &str,
+    token: Option<&str>,
+) -> Result<Status, String> {
+    let v = post(client, endpoint, "/v3/maintenance/status", serde_json::json!({}), token).await?;
+    let member = id(&v["header"]["member_id"]).ok_or("status without header.member_id")?;
+    let leader = id(&v["leader"]).unwrap_or_else(|| "0".into());
+    Ok(Status { member, leader })
+}
+
+async fn members(
+    client: &reqwest::Client,
+    endpoint: &str,
+    token: Option<&str>,
+) -> Result<Vec<(String, String, Vec<String>)>, String> {
+    let v = post(client, endpoint, "/v3/cluster/member/list", serde_json::json!({}), token).await?;
+    Ok(v["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter_map(|m| {
+                    let id = id(&m["ID"])?;
+                    // A member that has not started yet has no name: its id stands in.
+                    let name =
+                        m["name"].as_str().filter(|n| !n.is_empty()).unwrap_or(&id).to_string();
+                    let urls = m["clientURLs"]
+                        .as_array()
+                        .map(|u| u.iter().filter_map(|u| u.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default();
+                    Some((id, name, urls))
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+async fn authenticate(client: &reqwest::Client, endpoint: &str, config: &Config) -> Option<String> {
+    let (user, password) = (config.username.as_ref()?, config.password.as_deref().unwrap_or(""));
+    let body = serde_json::json!({ "name": user, "password": password });
+    match post(client, endpoint, "/v3/auth/authenticate", body, None).await {
+        Ok(v) => v["token"].as_str().map(str::to_string),
+        Err(e) => {
+            tracing::warn!(endpoint, error = %e, "etcd authentication failed");
+            None
+        }
+    }
+}
+
+fn normalize(url: &str) -> String {
+    url.trim_end_matches('/').to_string()
+}
+
+/// Polls every endpoint each interval until `stop`: each member's view of the leader, and
+/// whether it answered within the timeout.
+pub async fn run(
+    config: Config,
+    name: String,
+    source: usize,
+    tx: tokio::sync::mpsc::Sender<Input>,
+    stop: Arc<AtomicBool>,
+) {
+    let client = match client(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(source = %name, error = %e, "etcd source cannot start");
+            let _ = tx.send(Input::Ended { source, error: Some(e) }).await;
+            return;
+        }
+    };
+    let checker = Checker {
+        cluster: config.cluster.clone().unwrap_or_else(|| "default".into()),
+        reporter: "herald-poll",
+        via: Via::Poll,
+        down_after: config.down_after,
+        up_after: 1,
+    };
+    tracing::info!(source = %name, endpoints = config.endpoints.len(), interval = ?config.interval, "polling etcd");
+    let known = Arc::new(Mutex::new(Members::default()));
+    let config = Arc::new(config);
+    polling(source, config.interval, tx, stop, || {
+        let (client, config, known, checker) =
+            (client.clone(), config.clone(), known.clone(), checker.clone());
+        async move { round(&client, &config, &known, &checker).await }
+    })
+    .await;
+}
+
+async fn round(
+    client: &reqwest::Client,
+    config: &Config,
+    known: &Mutex<Members>,
+    checker: &Checker,
+) -> Vec<Observation<'static>> {
+    let at = Timestamp::now();
+    let lock = || known.lock().unwrap_or_else(|p| p.into_inner());
+    let token = lock().token.clone();
+    let answers = futures_util::future::join_all(
+        config.endpoints.iter().map(|ep| status(client, ep, token.as_deref())),
+    )
+    .await;
+    // Names first: a new member, or a leader nobody has named yet, means the list changed.
+    let unknown = answers.iter().flatten().any(|s| {
+        let k = lock();
+        !k.by_id.contains_key(&s.member) || (s.leader != "0" && !k.by_id.contains_key(&s.leader))
+    }) || lock().by_id.is_empty();
+    if unknown || answers.iter().any(|a| a.as_ref().is_err_and(|e| e.contains("401"))) {
+        for (ep, answer) in config.endpoints.iter().zip(&answers) {
+            if answer.is_err() && token.is_none() && config.username.is_none() {
+                continue;
+            }
+            if config.username.is_some() && (lock().token.is_none() || answer.is_err()) {
+                let t = authenticate(client, ep, config).await;
+                lock().token = t;
+            }
+            let token = lock().token.clone();
+            if let Ok(ms) = members(client, ep, token.as_deref()).await {
+                let mut k = lock();
+                for (id, name, urls) in ms {
+                    for u in urls {
+                        k.by_url.insert(normalize(&u), name.clone());
+                    }
+                    k.by_id.insert(id, name);
+                }
+                break;
+            }
+        }
+    }
+    let k = lock();
+    let mut out = Vec::new();
+    for (ep, answer) in config.endpoints.iter().zip(answers) {
+        let by_url = k.by_url.get(&normalize(ep)).cloned();
+        match answer {
+            Ok(s) => {
+                let node = k.by_id.get(&s.member).cloned().or(by_url).unwrap_or(s.member);
+                out.push(checker.check(&node, true, at));
+                let leader = match s.leader.as_str() {
+                    "0" => None,
+                    l => Some(k.by_id.get(l).cloned().unwrap_or_else(|| l.to_string()).into()),
+                };
+                out.push(Observation {
+                    cluster: checker.cluster.clone().into(),
+                    reporter: node.into(),
+                    at,
+                    signal: Signal::View { leader },
+                });
+            }
+            Err(e) => {
+                tracing::debug!(endpoint = %ep, error = %e, "etcd endpoint did not answer");
+                let node = by_url.unwrap_or_else(|| {
+                    ep.trim_start_matches("http://").trim_start_matches("https://").to_string()
+                });
+                out.push(checker.check(&node, false, at));
+            }
+        }
+    }
+    out
+}

@@ -43,6 +43,8 @@ pub enum Input {
     },
     /// The source stopped for good (end of stdin) or failed.
     Ended { source: usize, error: Option<String> },
+    /// What a probe or poller found in one round: observations made now, by herald itself.
+    Observed { source: usize, observations: Vec<crate::model::Observation<'static>> },
 }
 
 /// Splits a byte stream into lines and hands them to the engine task with their positions.
@@ -278,6 +280,68 @@ impl Freshness {
         }
         self.caught_up = caught_up;
         tx.send(Input::CaughtUp { source: self.source, caught_up }).await.is_ok()
+    }
+}
+
+/// Runs `round` every `interval` until `stop`, sending what it observes. The first round runs
+/// at once (DESIGN: every node is probed at start); a round that overruns the interval is
+/// followed by the next straight away, never by a burst of missed ones.
+pub(crate) async fn polling<F, Fut>(
+    source: usize,
+    interval: Duration,
+    tx: tokio::sync::mpsc::Sender<Input>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    mut round: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<crate::model::Observation<'static>>>,
+{
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !stop.load(Ordering::Relaxed) {
+        ticks.tick().await;
+        let observations = round().await;
+        if observations.is_empty() {
+            continue;
+        }
+        if tx.send(Input::Observed { source, observations }).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Turns a poller's attempts into the engine's node-liveness observations.
+#[derive(Clone, Debug)]
+pub(crate) struct Checker {
+    pub cluster: String,
+    /// The engine keeps node checks apart from the cluster's reporters: this name never
+    /// counts among "the other reporters".
+    pub reporter: &'static str,
+    pub via: crate::model::Via,
+    pub down_after: u32,
+    pub up_after: u32,
+}
+
+impl Checker {
+    pub fn check(
+        &self,
+        node: &str,
+        ok: bool,
+        at: crate::model::Timestamp,
+    ) -> crate::model::Observation<'static> {
+        use std::borrow::Cow;
+        crate::model::Observation {
+            cluster: Cow::Owned(self.cluster.clone()),
+            reporter: Cow::Borrowed(self.reporter),
+            at,
+            signal: crate::model::Signal::NodeCheck {
+                node: Cow::Owned(node.to_string()),
+                ok,
+                via: self.via,
+                down_after: self.down_after,
+                up_after: self.up_after,
+            },
+        }
     }
 }
 

@@ -58,3 +58,50 @@ impl Config {
         ok.then_some(self)
     }
 }
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::model::{Timestamp, Via};
+use crate::sources::{polling, Checker, Input};
+
+/// One connect attempt: whether `addr` accepted a TCP connection within `timeout`.
+pub async fn attempt(addr: &str, timeout: Duration) -> bool {
+    matches!(tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await, Ok(Ok(_)))
+}
+
+/// Probes every node each interval, all at once, until `stop`.
+pub async fn run(
+    config: Config,
+    name: String,
+    source: usize,
+    tx: tokio::sync::mpsc::Sender<Input>,
+    stop: Arc<AtomicBool>,
+) {
+    let checker = Checker {
+        cluster: config.cluster.clone().unwrap_or_else(|| "default".into()),
+        reporter: "herald-probe",
+        via: Via::Probe,
+        down_after: config.down_after,
+        up_after: config.up_after,
+    };
+    tracing::info!(source = %name, nodes = config.nodes.len(), interval = ?config.interval, "probing");
+    let config = Arc::new(config);
+    polling(source, config.interval, tx, stop, || {
+        let config = config.clone();
+        let checker = checker.clone();
+        async move {
+            let at = Timestamp::now();
+            let attempts = config.nodes.iter().map(|(node, addr)| {
+                let timeout = config.timeout;
+                async move { (node, attempt(addr, timeout).await) }
+            });
+            futures_util::future::join_all(attempts)
+                .await
+                .into_iter()
+                .map(|(node, ok)| checker.check(node, ok, at))
+                .collect()
+        }
+    })
+    .await;
+}

@@ -10,4 +10,5 @@ mod nats;
 mod otlp;
 mod prometheus;
 mod props;
+mod raft;
 mod support;
