@@ -2,7 +2,7 @@
 """Reads every record of a topic with kafka-python (an independent client) and prints one
 JSON object per record: partition, offset, key, headers, value. Used by the test suite.
 
-usage: kafka_consume.py BOOTSTRAP TOPIC COUNT TIMEOUT_SECONDS
+usage: kafka_consume.py BOOTSTRAP TOPIC COUNT TIMEOUT_SECONDS   (COUNT 0: read to the end; -1: print the record count)
 """
 import json
 import sys
@@ -23,8 +23,18 @@ if not partitions:
 tps = [TopicPartition(topic, p) for p in sorted(partitions)]
 consumer.assign(tps)
 consumer.seek_to_beginning(*tps)
+if want < 0:
+    # COUNT -1: only how many records there are (the sum of the end offsets).
+    print(sum(consumer.end_offsets(tps).values()))
+    sys.exit(0)
+# COUNT 0: every record there is now (up to the end offsets), duplicates included.
+ends = consumer.end_offsets(tps) if want == 0 else None
+def done():
+    if ends is not None:
+        return all(consumer.position(tp) >= ends[tp] for tp in tps)
+    return seen >= want
 seen = 0
-while seen < want and time.time() < deadline:
+while not done() and time.time() < deadline:
     for tp, records in consumer.poll(timeout_ms=200).items():
         for r in records:
             print(json.dumps({

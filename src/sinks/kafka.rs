@@ -61,12 +61,16 @@ pub struct Context {
     metrics: SinkMetrics,
     acked: Arc<AtomicU64>,
     order: Mutex<InOrder>,
+    /// Messages whose delivery failed for a reason a retry can cure (a reset connection that
+    /// librdkafka gave up on, an idempotence sequence the broker refused): produced again.
+    failed: Mutex<Vec<Opaque>>,
 }
 
 /// Rides along with each message to its delivery report.
 pub struct Opaque {
     seq: u64,
     event: Arc<ClusterEvent>,
+    line: Arc<str>,
 }
 
 impl Context {
@@ -116,9 +120,15 @@ impl ProducerContext for Context {
                 self.metrics.acked(opaque.event.stable_at);
                 self.settle(opaque.seq);
             }
-            // With message.timeout.ms = 0 librdkafka retries what can be retried: what
-            // reaches here is final (too large, invalid, not authorised).
-            Err((e, _)) => self.pass_over(opaque.seq, &opaque.event, e),
+            Err((e, _)) if undeliverable(e) => self.pass_over(opaque.seq, &opaque.event, e),
+            // librdkafka gave up on this message although the broker may take it (with
+            // idempotence, a broker that lost a producer's state fails the queued batches):
+            // it is produced again, same id. Only a local refusal is final.
+            Err((e, _)) => {
+                self.metrics.errors.inc();
+                tracing::warn!(sink = %self.name, id = %opaque.event.id, error = %e, "kafka delivery failed; producing the event again");
+                self.failed.lock().unwrap_or_else(|p| p.into_inner()).push(*opaque);
+            }
         }
     }
 }
@@ -173,6 +183,7 @@ pub async fn connect(
         metrics: metrics.clone(),
         acked,
         order: Mutex::new(InOrder { next: start, done: BTreeSet::new() }),
+        failed: Mutex::new(Vec::new()),
     };
     let producer: ThreadedProducer<Context> = client_config(config)
         .create_with_context(context)
@@ -230,7 +241,18 @@ pub async fn run(
     let topic = config.topic.clone().unwrap_or_default();
     let source = config.source.clone().unwrap_or_else(|| "herald".to_string());
     let mut last: Option<u64> = None;
-    while let Some(d) = rx.recv().await {
+    let out =
+        Out { producer: &producer, topic: &topic, source: &source, name: &name, metrics: &metrics };
+    loop {
+        let d = tokio::select! {
+            d = rx.recv() => d,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                out.again().await;
+                continue;
+            }
+        };
+        let Some(d) = d else { break };
+        out.again().await;
         // Sequence numbers this sink never saw were dropped upstream (when_full =
         // "drop_newest"): settle them, or the watermark would wait on them for ever.
         if let Some(last) = last {
@@ -239,31 +261,71 @@ pub async fn run(
             }
         }
         last = Some(d.seq);
+        out.send(Box::new(Opaque { seq: d.seq, event: d.event.clone(), line: d.line.clone() }))
+            .await;
+    }
+    // Closing: everything handed over is delivered (or reported) before the state is saved;
+    // what fails meanwhile is produced again, for a while.
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        out.again().await;
+        let p = producer.clone();
+        let _ = tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(5))).await;
+        let pending =
+            !producer.context().failed.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+        if !pending || tokio::time::Instant::now() >= until {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// What producing needs, borrowed from the run loop.
+struct Out<'a> {
+    producer: &'a ThreadedProducer<Context>,
+    topic: &'a str,
+    source: &'a str,
+    name: &'a str,
+    metrics: &'a SinkMetrics,
+}
+
+impl Out<'_> {
+    /// Produces again what failed since the last call.
+    async fn again(&self) {
+        let failed: Vec<Opaque> = std::mem::take(
+            &mut *self.producer.context().failed.lock().unwrap_or_else(|p| p.into_inner()),
+        );
+        for opaque in failed {
+            self.send(Box::new(opaque)).await;
+        }
+    }
+
+    /// Hands one event to librdkafka, waiting while its queue is full or the broker refuses.
+    async fn send(&self, mut opaque: Box<Opaque>) {
         let mut backoff = Duration::from_millis(100);
         let mut logged = false;
-        let mut opaque = Box::new(Opaque { seq: d.seq, event: d.event.clone() });
         loop {
-            let record = BaseRecord::with_opaque_to(&topic, opaque)
-                .key(d.event.cluster.as_str())
-                .payload(d.line.as_bytes())
-                .headers(headers(&d.event, &source));
-            match producer.send(record) {
-                Ok(()) => break,
+            let (event, line) = (opaque.event.clone(), opaque.line.clone());
+            let record = BaseRecord::with_opaque_to(self.topic, opaque)
+                .key(event.cluster.as_str())
+                .payload(line.as_bytes())
+                .headers(headers(&event, self.source));
+            match self.producer.send(record) {
+                Ok(()) => return,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     opaque = r.delivery_opaque;
                     // librdkafka's own queue is full: let its threads drain it.
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 Err((e, r)) if undeliverable(&e) => {
-                    producer.context().pass_over(d.seq, &d.event, &e);
-                    drop(r);
-                    break;
+                    self.producer.context().pass_over(r.delivery_opaque.seq, &event, &e);
+                    return;
                 }
                 Err((e, r)) => {
                     opaque = r.delivery_opaque;
-                    metrics.errors.inc();
+                    self.metrics.errors.inc();
                     if !logged {
-                        tracing::warn!(sink = %name, id = %d.event.id, error = %e, "kafka refused an event; retrying with backoff");
+                        tracing::warn!(sink = %self.name, id = %event.id, error = %e, "kafka refused an event; retrying with backoff");
                         logged = true;
                     }
                     tokio::time::sleep(jitter(backoff)).await;
@@ -272,7 +334,4 @@ pub async fn run(
             }
         }
     }
-    // Closing: everything handed over is delivered (or reported) before the state is saved.
-    let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30))).await;
-    Ok(())
 }
