@@ -100,10 +100,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         let code = match error.downcast_ref::<ConfigError>() {
             Some(ConfigError::Invalid { .. }) => EX_CONFIG,
             Some(ConfigError::Io { .. }) => EX_NOINPUT,
-            None => match error.downcast_ref::<herald::runtime::RuntimeError>() {
-                Some(herald::runtime::RuntimeError::Unsupported { .. }) => EX_CONFIG,
-                _ => 1,
-            },
+            None => 1,
         };
         Failure { code, error }
     }

@@ -55,8 +55,6 @@ const BATCH: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("{what} {name}: type `{kind}` is not available in this build of herald yet")]
-    Unsupported { what: &'static str, name: String, kind: &'static str },
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]

@@ -3,62 +3,13 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald::model::ClusterEvent;
 
 use crate::support::*;
-
-/// A running `herald run` whose stdout lines are collected as they come.
-struct Daemon {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = herald()
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start herald run");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().unwrap();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Daemon { child, lines }
-    }
-
-    fn events(&self) -> Vec<ClusterEvent> {
-        self.lines.lock().unwrap().iter().map(|l| serde_json::from_str(l).expect("event")).collect()
-    }
-
-    /// Waits until `n` events came out (and a moment more, to see that no others follow).
-    fn wait_for(&self, n: usize) -> Vec<ClusterEvent> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.lines.lock().unwrap().len() < n && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        self.events()
-    }
-
-    fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args([sig, &pid]).status().expect("kill");
-        let status = self.child.wait().expect("wait");
-        std::thread::sleep(Duration::from_millis(50));
-        status
-    }
-}
 
 fn config(dir: &Path, log: &Path, extra: &str) -> PathBuf {
     config_on(dir, log, 0, extra)

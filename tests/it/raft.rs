@@ -2,69 +2,39 @@
 //! herald; its leader is SIGKILLed and herald must report the dead node and the new leader,
 //! checked against etcdctl. TCP probes against a listener that goes away.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use herald::model::{ClusterEvent, EventKind, Via};
 
 use crate::support::*;
 
-/// `herald run` with its stdout events collected as they come.
-pub struct Running {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
+/// `herald run` on a config text, its events collected; stopped when dropped.
+struct Running(Daemon);
 
 impl Running {
-    pub fn start(dir: &Path, config: &str) -> Running {
-        let cfg = write_temp(dir, "herald.toml", config.as_bytes());
-        let mut child = herald()
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start herald run");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().unwrap();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Running { child, lines }
+    fn start(dir: &Path, config: &str) -> Running {
+        Running(Daemon::start(&write_temp(dir, "herald.toml", config.as_bytes())))
     }
 
-    pub fn events(&self) -> Vec<ClusterEvent> {
-        self.lines.lock().unwrap().iter().map(|l| serde_json::from_str(l).expect("event")).collect()
+    fn events(&self) -> Vec<ClusterEvent> {
+        self.0.events()
     }
 
-    /// The first event after the `skip` first ones that satisfies `f`, within `limit`.
-    pub fn wait_for(
+    fn wait_for(
         &self,
         skip: usize,
         limit: Duration,
         f: impl Fn(&ClusterEvent) -> bool,
     ) -> Option<ClusterEvent> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(e) = self.events().into_iter().skip(skip).find(|e| f(e)) {
-                return Some(e);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.0.wait_event(skip, limit, f)
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
+        self.0.signal("-TERM");
     }
 }
 

@@ -1,8 +1,10 @@
 //! Helpers shared by the integration tests.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use herald::model::ClusterEvent;
 
@@ -108,4 +110,70 @@ pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     false
+}
+
+/// A running `herald run` whose stdout lines are collected as they come.
+pub struct Daemon {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// The first event after the `skip` first ones that satisfies `f`, within `limit`.
+    pub fn wait_event(
+        &self,
+        skip: usize,
+        limit: Duration,
+        f: impl Fn(&ClusterEvent) -> bool,
+    ) -> Option<ClusterEvent> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(e) = self.events().into_iter().skip(skip).find(|e| f(e)) {
+                return Some(e);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn start(config: &Path) -> Daemon {
+        let mut child = herald()
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start herald run");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Daemon { child, lines }
+    }
+
+    pub fn events(&self) -> Vec<ClusterEvent> {
+        self.lines.lock().unwrap().iter().map(|l| serde_json::from_str(l).expect("event")).collect()
+    }
+
+    /// Waits until `n` events came out (and a moment more, to see that no others follow).
+    pub fn wait_for(&self, n: usize) -> Vec<ClusterEvent> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.lines.lock().unwrap().len() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        self.events()
+    }
+
+    pub fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args([sig, &pid]).status().expect("kill");
+        let status = self.child.wait().expect("wait");
+        std::thread::sleep(Duration::from_millis(50));
+        status
+    }
 }
