@@ -362,13 +362,14 @@ impl Writer {
                 }
             }
             let mut buf = Vec::new();
-            let mut records = 0u64;
+            // Records encoded in `buf` and not yet appended.
+            let mut pending = 0u64;
             let mut last_seq = None;
             for d in &batch {
                 let len = (HEADER + d.line.len()) as u64;
                 if !self.room_for(len + buf.len() as u64) {
                     // Write what we have, then wait for the sink to free space, or drop.
-                    if let Err(e) = self.append(&mut buf, &mut records) {
+                    if let Err(e) = self.append(&mut buf, &mut pending) {
                         return self.fail(e);
                     }
                     if self.when_full == WhenFull::DropNewest {
@@ -387,9 +388,10 @@ impl Writer {
                 buf.extend_from_slice(&(d.line.len() as u32).to_le_bytes());
                 buf.extend_from_slice(&crc32c::crc32c(d.line.as_bytes()).to_le_bytes());
                 buf.extend_from_slice(d.line.as_bytes());
+                pending += 1;
                 last_seq = Some(d.seq);
             }
-            if let Err(e) = self.append(&mut buf, &mut records) {
+            if let Err(e) = self.append(&mut buf, &mut pending) {
                 return self.fail(e);
             }
             let seq = last_seq.or(unsynced);
@@ -455,18 +457,17 @@ impl Writer {
         true
     }
 
-    /// Appends the encoded records in `buf` and publishes them to the reader.
-    fn append(&mut self, buf: &mut Vec<u8>, records: &mut u64) -> Result<(), BufferError> {
+    /// Appends the `pending` records encoded in `buf` and publishes them to the reader.
+    fn append(&mut self, buf: &mut Vec<u8>, pending: &mut u64) -> Result<(), BufferError> {
         if buf.is_empty() {
             return Ok(());
         }
-        let n = count(buf);
+        let n = std::mem::take(pending);
         self.file
             .write_all(buf)
             .map_err(|e| BufferError { path: self.inner.dir.clone(), source: e })?;
         let len = buf.len() as u64;
         buf.clear();
-        *records += n;
         self.next += n;
         let rotate = {
             let mut s = self.inner.lock();
@@ -502,16 +503,6 @@ impl Writer {
         }
         Ok(())
     }
-}
-
-/// Records in an encoded buffer.
-fn count(buf: &[u8]) -> u64 {
-    let (mut at, mut n) = (0usize, 0u64);
-    while let Some(h) = buf.get(at..at + 4) {
-        at += HEADER + u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        n += 1;
-    }
-    n
 }
 
 enum Recv {
@@ -553,14 +544,9 @@ fn read(name: &str, inner: &Inner, from: u64, to_sink: mpsc::Sender<Delivery>) {
                     .iter()
                     .find(|seg| next < seg.end())
                     .map(|seg| (seg.first, seg.path.clone(), seg.end()));
+                // A segment past a gap (a truncated tail) is found too: `next` moves to its start.
                 if let Some(t) = found {
                     break t;
-                }
-                // Indices skipped by a truncated segment: move to the next segment's start.
-                if let Some(seg) = s.segments.iter().find(|seg| seg.first > next && seg.records > 0)
-                {
-                    next = seg.first;
-                    continue;
                 }
                 s = inner
                     .changed

@@ -319,6 +319,15 @@ fn context(c: &sources::Common) -> Context {
     }
 }
 
+/// How an engine outcome is counted in `herald_records_total`.
+fn counted(outcome: Outcome) -> RecordOutcome {
+    match outcome {
+        Outcome::Stale => RecordOutcome::Stale,
+        Outcome::Ignored => RecordOutcome::Ignored,
+        Outcome::Applied | Outcome::Suppressed => RecordOutcome::Ok,
+    }
+}
+
 /// The engine task's state between commits.
 struct Pipeline {
     engine: Engine,
@@ -387,13 +396,8 @@ impl Pipeline {
                 let Some(src) = sources.get(source) else { return };
                 let now = Timestamp::now();
                 for obs in observations {
-                    let outcome = match self.engine.observe(&obs, obs.at.min(now), &mut self.events)
-                    {
-                        Outcome::Stale => RecordOutcome::Stale,
-                        Outcome::Ignored => RecordOutcome::Ignored,
-                        Outcome::Applied | Outcome::Suppressed => RecordOutcome::Ok,
-                    };
-                    self.metrics.record(&src.name, outcome);
+                    let outcome = self.engine.observe(&obs, obs.at.min(now), &mut self.events);
+                    self.metrics.record(&src.name, counted(outcome));
                 }
                 self.dirty = true;
             }
@@ -440,11 +444,7 @@ impl Pipeline {
                 // A record from the future would drag engine time past the wall clock.
                 obs.at = obs.at.min(now);
                 let at = obs.at;
-                match self.engine.observe(&obs, at, &mut self.events) {
-                    Outcome::Stale => RecordOutcome::Stale,
-                    Outcome::Ignored => RecordOutcome::Ignored,
-                    Outcome::Applied | Outcome::Suppressed => RecordOutcome::Ok,
-                }
+                counted(self.engine.observe(&obs, at, &mut self.events))
             }
             Ok(Decoded::Ignored(_)) => RecordOutcome::Ignored,
             Err(e) => {

@@ -195,13 +195,7 @@ pub async fn run(
             return;
         }
     };
-    let checker = Checker {
-        cluster: config.cluster.clone().unwrap_or_else(|| "default".into()),
-        reporter: "herald-poll",
-        via: Via::Poll,
-        down_after: config.down_after,
-        up_after: 1,
-    };
+    let checker = Checker::new(config.cluster.as_deref(), Via::Poll, config.down_after, 1);
     tracing::info!(source = %name, endpoints = config.endpoints.len(), interval = ?config.interval, "polling etcd");
     let known = Arc::new(Mutex::new(Members::default()));
     let config = Arc::new(config);

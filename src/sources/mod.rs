@@ -323,6 +323,25 @@ pub(crate) struct Checker {
 }
 
 impl Checker {
+    /// Probes name themselves `herald-probe`, pollers `herald-poll`.
+    pub fn new(
+        cluster: Option<&str>,
+        via: crate::model::Via,
+        down_after: u32,
+        up_after: u32,
+    ) -> Self {
+        Checker {
+            cluster: cluster.unwrap_or("default").to_string(),
+            reporter: match via {
+                crate::model::Via::Probe => "herald-probe",
+                _ => "herald-poll",
+            },
+            via,
+            down_after,
+            up_after,
+        }
+    }
+
     pub fn check(
         &self,
         node: &str,

@@ -78,13 +78,8 @@ pub async fn run(
     tx: tokio::sync::mpsc::Sender<Input>,
     stop: Arc<AtomicBool>,
 ) {
-    let checker = Checker {
-        cluster: config.cluster.clone().unwrap_or_else(|| "default".into()),
-        reporter: "herald-probe",
-        via: Via::Probe,
-        down_after: config.down_after,
-        up_after: config.up_after,
-    };
+    let checker =
+        Checker::new(config.cluster.as_deref(), Via::Probe, config.down_after, config.up_after);
     tracing::info!(source = %name, nodes = config.nodes.len(), interval = ?config.interval, "probing");
     let config = Arc::new(config);
     polling(source, config.interval, tx, stop, || {

@@ -101,13 +101,7 @@ pub async fn run(
     tx: tokio::sync::mpsc::Sender<Input>,
     stop: Arc<AtomicBool>,
 ) {
-    let checker = Checker {
-        cluster: config.cluster.clone().unwrap_or_else(|| "default".into()),
-        reporter: "herald-poll",
-        via: Via::Poll,
-        down_after: config.down_after,
-        up_after: 1,
-    };
+    let checker = Checker::new(config.cluster.as_deref(), Via::Poll, config.down_after, 1);
     tracing::info!(source = %name, servers = config.servers.len(), interval = ?config.interval, "polling zookeeper");
     let last_leader: Arc<Mutex<Option<String>>> = Arc::default();
     let config = Arc::new(config);
@@ -198,13 +192,7 @@ mod tests {
 
     #[test]
     fn followers_see_the_server_that_says_leader() {
-        let checker = Checker {
-            cluster: "zk".into(),
-            reporter: "herald-poll",
-            via: Via::Poll,
-            down_after: 2,
-            up_after: 1,
-        };
+        let checker = Checker::new(Some("zk"), Via::Poll, 2, 1);
         let last = Mutex::new(None);
         let modes = vec![
             ("z1".to_string(), Some(Mode::Follower)),
