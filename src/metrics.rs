@@ -89,6 +89,28 @@ impl SinkMetrics {
     }
 }
 
+/// One source's handles.
+pub struct SourceMetrics {
+    /// By [`RecordOutcome`], in its order.
+    outcomes: [IntCounter; 4],
+    last_record: GaugeVec,
+    name: String,
+    /// The series appears with the first record: a 0 would claim a record at 1970.
+    last_record_gauge: std::sync::OnceLock<Gauge>,
+}
+
+impl SourceMetrics {
+    pub fn record(&self, outcome: RecordOutcome) {
+        self.outcomes[outcome as usize].inc();
+    }
+
+    pub fn record_time(&self, at: Timestamp) {
+        self.last_record_gauge
+            .get_or_init(|| self.last_record.with_label_values(&[&self.name]))
+            .set(at.0 as f64 / 1e9);
+    }
+}
+
 fn counter(
     r: &Registry,
     name: &str,
@@ -169,6 +191,22 @@ impl Metrics {
             (&self.suppressed, true),
             (&self.transitions, true),
         ])
+    }
+
+    /// One source's handles, resolved once: the engine task counts every record.
+    pub fn source(&self, name: &str) -> SourceMetrics {
+        let outcome = |o: RecordOutcome| self.records.with_label_values(&[name, o.label()]);
+        SourceMetrics {
+            outcomes: [
+                outcome(RecordOutcome::Ok),
+                outcome(RecordOutcome::Stale),
+                outcome(RecordOutcome::Ignored),
+                outcome(RecordOutcome::DecodeError),
+            ],
+            last_record: self.last_record.clone(),
+            name: name.to_string(),
+            last_record_gauge: std::sync::OnceLock::new(),
+        }
     }
 
     pub fn record(&self, source: &str, outcome: RecordOutcome) {

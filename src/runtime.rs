@@ -50,8 +50,12 @@ const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 /// prefetch, so every message a broker can redeliver after a crash is among them.
 const RECENT_MESSAGES: usize = 4096;
 
-/// Records applied per commit at most, so that a backlog still commits regularly.
+/// Records applied per commit at most (give or take one input), so that a backlog still
+/// commits regularly.
 const BATCH: usize = 4096;
+/// Inputs waiting for the engine task. A file source's input is one read's lines, so this
+/// bounds memory to some megabytes while keeping the reader a read ahead.
+const INPUTS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -87,6 +91,7 @@ struct Source {
     name: String,
     context: Context,
     caught_up: bool,
+    metrics: crate::metrics::SourceMetrics,
 }
 
 /// Runs until `shutdown` completes, then stops the sources, delivers what is in flight,
@@ -148,7 +153,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let fresh = pipeline.enqueue(redeliver);
     dispatch(&mut sinks, fresh).await?;
 
-    let (tx, mut rx) = mpsc::channel::<Input>(BATCH);
+    let (tx, mut rx) = mpsc::channel::<Input>(INPUTS);
     let stop = Arc::new(AtomicBool::new(false));
 
     // The HTTP server before the sources: /readyz says 503 until everything is up.
@@ -181,15 +186,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut source_tasks = Vec::new();
     for (i, (name, source)) in config.sources.iter().enumerate() {
         let start = pipeline.positions.get(name).cloned();
-        inputs.push(start_source(
-            i,
-            name,
+        let context =
+            start_source(i, name, source, start, tx.clone(), stop.clone(), &mut source_tasks)?;
+        // A push source has nothing waiting to be read: it is always caught up.
+        let caught_up = matches!(
             source,
-            start,
-            tx.clone(),
-            stop.clone(),
-            &mut source_tasks,
-        )?);
+            SourceKind::Http(_)
+                | SourceKind::Probe(_)
+                | SourceKind::Etcd(_)
+                | SourceKind::Zookeeper(_)
+        );
+        inputs.push(Source {
+            name: name.clone(),
+            context,
+            caught_up,
+            metrics: metrics.source(name),
+        });
     }
     drop(tx);
     ready.store(true, Ordering::Release);
@@ -206,14 +218,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             msg = rx.recv(), if open => msg,
             _ = tokio::time::sleep(wake) => None,
         };
+        let mut applied = 0;
         match first {
-            Some(input) => pipeline.apply(input, &mut inputs),
+            Some(input) => applied += pipeline.apply(input, &mut inputs),
             None if rx.is_closed() && rx.is_empty() => open = false,
             None => {}
         }
-        for _ in 0..BATCH {
+        while applied < BATCH {
             match rx.try_recv() {
-                Ok(input) => pipeline.apply(input, &mut inputs),
+                Ok(input) => applied += pipeline.apply(input, &mut inputs),
                 Err(_) => break,
             }
         }
@@ -356,12 +369,26 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn apply(&mut self, input: Input, sources: &mut [Source]) {
+    /// Applies one input; returns how many records it held (at least 1, to bound a batch).
+    fn apply(&mut self, input: Input, sources: &mut [Source]) -> usize {
+        let records = match &input {
+            Input::Lines { lines, .. } => lines.len(),
+            Input::Batch { lines, .. } => lines.len(),
+            Input::Observed { observations, .. } => observations.len(),
+            _ => 1,
+        };
+        self.apply_input(input, sources);
+        records.max(1)
+    }
+
+    fn apply_input(&mut self, input: Input, sources: &mut [Source]) {
         match input {
-            Input::Line { source, line, bytes, position, live } => {
+            Input::Lines { source, lines, position, live } => {
                 let Some(src) = sources.get(source) else { return };
-                self.observe_line(src, &bytes, line, live);
-                self.positions.insert(src.name.clone(), position);
+                for (line, bytes) in lines.iter() {
+                    self.observe_line(src, bytes, line, live);
+                }
+                self.set_position(src, position);
                 self.dirty = true;
             }
             Input::Batch { source, lines, live, on_commit, key, redelivery } => {
@@ -371,7 +398,7 @@ impl Pipeline {
                 if redelivery && seen {
                     // Applied before a crash, its ack lost: acknowledge, do not apply twice.
                     tracing::info!(source = %src.name, "redelivered message already applied; acknowledged");
-                    self.metrics.record(&src.name, RecordOutcome::Ignored);
+                    src.metrics.record(RecordOutcome::Ignored);
                 } else {
                     if let Some(k) = key {
                         position.applied.push(k);
@@ -388,8 +415,8 @@ impl Pipeline {
             Input::TooLong { source, line, len, position } => {
                 let Some(src) = sources.get(source) else { return };
                 tracing::warn!(source = %src.name, line, len, "decode error: line over the length limit");
-                self.metrics.record(&src.name, RecordOutcome::DecodeError);
-                self.positions.insert(src.name.clone(), position);
+                src.metrics.record(RecordOutcome::DecodeError);
+                self.set_position(src, position);
                 self.dirty = true;
             }
             Input::Observed { source, observations } => {
@@ -397,7 +424,7 @@ impl Pipeline {
                 let now = Timestamp::now();
                 for obs in observations {
                     let outcome = self.engine.observe(&obs, obs.at.min(now), &mut self.events);
-                    self.metrics.record(&src.name, counted(outcome));
+                    src.metrics.record(counted(outcome));
                 }
                 self.dirty = true;
             }
@@ -440,7 +467,7 @@ impl Pipeline {
                         tracing::warn!(cluster = %obs.cluster, reporter = %obs.reporter, offset_seconds = seconds, "reporter clock offset is larger than the stability window; windows are unreliable for it");
                     }
                 }
-                self.metrics.record_time(&src.name, obs.at);
+                src.metrics.record_time(obs.at);
                 // A record from the future would drag engine time past the wall clock.
                 obs.at = obs.at.min(now);
                 let at = obs.at;
@@ -452,7 +479,16 @@ impl Pipeline {
                 RecordOutcome::DecodeError
             }
         };
-        self.metrics.record(&src.name, outcome);
+        src.metrics.record(outcome);
+    }
+
+    fn set_position(&mut self, src: &Source, position: Position) {
+        match self.positions.get_mut(&src.name) {
+            Some(p) => *p = position,
+            None => {
+                self.positions.insert(src.name.clone(), position);
+            }
+        }
     }
 
     /// Keys the engine forgot after `key_ttl`: they leave the view (and so their series) with
@@ -519,9 +555,14 @@ impl Pipeline {
     fn commit(&mut self, sinks: &[Sink]) -> Result<Vec<Delivery>, RuntimeError> {
         if !self.events.is_empty() || !self.evicted.is_empty() {
             let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            // Counted per commit, not per event: a label lookup per event showed in profiles.
+            let mut transitions: BTreeMap<(&str, EventKind), u64> = BTreeMap::new();
             for e in &self.events {
                 view.apply(e);
-                self.metrics.transitions.with_label_values(&[&e.cluster, e.kind.as_str()]).inc();
+                *transitions.entry((e.cluster.as_str(), e.kind)).or_default() += 1;
+            }
+            for ((cluster, kind), n) in transitions {
+                self.metrics.transitions.with_label_values(&[cluster, kind.as_str()]).inc_by(n);
             }
             for e in self.evicted.drain(..) {
                 view.evict(&e);
@@ -572,26 +613,33 @@ async fn dispatch(sinks: &mut [Sink], deliveries: Vec<Delivery>) -> Result<(), R
             sink.metrics.queue.set(i64::try_from(depth + deliveries.len()).unwrap_or(i64::MAX));
         }
     }
-    for d in deliveries {
-        for sink in sinks.iter_mut() {
-            let Some(tx) = &sink.tx else { continue };
-            match sink.when_full {
-                WhenFull::Block => {
-                    if tx.send(d.clone()).await.is_err() {
-                        return Err(RuntimeError::SinkGone(sink.name.clone()));
-                    }
+    for sink in sinks.iter_mut() {
+        let Some(tx) = &sink.tx else { continue };
+        if sink.when_full == WhenFull::Block {
+            // Permits in runs rather than one at a time: a commit's events cross at once.
+            for run in deliveries.chunks(tx.max_capacity()) {
+                let Ok(permits) = tx.reserve_many(run.len()).await else {
+                    return Err(RuntimeError::SinkGone(sink.name.clone()));
+                };
+                for (permit, d) in permits.zip(run) {
+                    permit.send(d.clone());
                 }
-                WhenFull::DropNewest => match tx.try_send(d.clone()) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        sink.dropped += 1;
-                        sink.metrics.dropped.inc();
-                        tracing::warn!(sink = %sink.name, dropped = sink.dropped, "queue full: event dropped (when_full = drop_newest)");
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        return Err(RuntimeError::SinkGone(sink.name.clone()));
-                    }
-                },
+            }
+        }
+    }
+    for sink in sinks.iter_mut().filter(|s| s.when_full == WhenFull::DropNewest) {
+        let Some(tx) = &sink.tx else { continue };
+        for d in &deliveries {
+            match tx.try_send(d.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    sink.dropped += 1;
+                    sink.metrics.dropped.inc();
+                    tracing::warn!(sink = %sink.name, dropped = sink.dropped, "queue full: event dropped (when_full = drop_newest)");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Err(RuntimeError::SinkGone(sink.name.clone()));
+                }
             }
         }
     }
@@ -745,7 +793,7 @@ fn start_source(
     tx: mpsc::Sender<Input>,
     stop: Arc<AtomicBool>,
     tasks: &mut Vec<JoinHandle<()>>,
-) -> Result<Source, RuntimeError> {
+) -> Result<Context, RuntimeError> {
     let ctx = match source {
         SourceKind::File(c) => {
             let (c2, n) = (c.clone(), name.to_string());
@@ -796,10 +844,5 @@ fn start_source(
             poller_context(c.cluster.as_deref())
         }
     };
-    // A push source has nothing waiting to be read: it is always caught up.
-    let caught_up = matches!(
-        source,
-        SourceKind::Http(_) | SourceKind::Probe(_) | SourceKind::Etcd(_) | SourceKind::Zookeeper(_)
-    );
-    Ok(Source { name: name.to_string(), context: ctx, caught_up })
+    Ok(ctx)
 }

@@ -29,7 +29,7 @@ impl Config {
 
 // ---- running ------------------------------------------------------------------------------
 
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,7 +51,8 @@ use crate::sources::jitter;
 struct InOrder {
     /// The next sequence number the watermark waits for.
     next: u64,
-    done: BTreeSet<u64>,
+    /// Whether `next + i` is settled; as long as the deliveries in flight.
+    done: VecDeque<bool>,
 }
 
 /// What the delivery callback needs: reachability, counters, the watermark.
@@ -64,6 +65,8 @@ pub struct Context {
     /// Messages whose delivery failed for a reason a retry can cure (a reset connection that
     /// librdkafka gave up on, an idempotence sequence the broker refused): produced again.
     failed: Mutex<Vec<Opaque>>,
+    /// The idempotent producer has its producer id, so what it is given goes out at once.
+    has_producer_id: AtomicBool,
 }
 
 /// Rides along with each message to its delivery report.
@@ -77,18 +80,20 @@ impl Context {
     /// `seq` is settled (delivered or passed over): advance the watermark if it can.
     fn settle(&self, seq: u64) {
         let mut o = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        if seq < o.next {
+        let Some(at) = seq.checked_sub(o.next).and_then(|i| usize::try_from(i).ok()) else {
             return;
+        };
+        if o.done.len() <= at {
+            o.done.resize(at + 1, false);
         }
-        o.done.insert(seq);
-        let mut moved = None;
-        while o.done.first() == Some(&o.next) {
-            o.done.pop_first();
-            moved = Some(o.next);
+        o.done[at] = true;
+        let before = o.next;
+        while o.done.front() == Some(&true) {
+            o.done.pop_front();
             o.next += 1;
         }
-        if let Some(seq) = moved {
-            self.acked.store(seq, Ordering::Release);
+        if o.next > before {
+            self.acked.store(o.next - 1, Ordering::Release);
         }
     }
 
@@ -99,7 +104,30 @@ impl Context {
     }
 }
 
+/// The part of librdkafka's statistics readiness needs.
+#[derive(Deserialize)]
+struct Stats {
+    eos: Option<Eos>,
+}
+
+#[derive(Deserialize)]
+struct Eos {
+    idemp_state: String,
+}
+
 impl ClientContext for Context {
+    /// Statistics serve readiness only: once the producer id is there, they are passed over.
+    fn stats_raw(&self, statistics: &[u8]) {
+        if self.has_producer_id.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(Stats { eos: Some(eos) }) = serde_json::from_slice::<Stats>(statistics) {
+            if eos.idemp_state == "Assigned" {
+                self.has_producer_id.store(true, Ordering::Release);
+            }
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         self.metrics.errors.inc();
         if !self.down.swap(true, Ordering::Relaxed) {
@@ -134,14 +162,16 @@ impl ProducerContext for Context {
 }
 
 /// The producer's settings: idempotent, every replica acknowledges, librdkafka retries for
-/// ever (`message.timeout.ms = 0`); `client.*` options come last and win.
+/// ever (`message.timeout.ms = 0`); `client.*` options come last and win. Statistics tell
+/// readiness when the producer id arrives.
 pub fn client_config(config: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", config.brokers.as_deref().unwrap_or_default())
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", "0")
-        .set("linger.ms", "5");
+        .set("linger.ms", "5")
+        .set("statistics.interval.ms", "100");
     for (k, v) in &config.client {
         c.set(k, v);
     }
@@ -182,8 +212,9 @@ pub async fn connect(
         down: AtomicBool::new(false),
         metrics: metrics.clone(),
         acked,
-        order: Mutex::new(InOrder { next: start, done: BTreeSet::new() }),
+        order: Mutex::new(InOrder { next: start, done: VecDeque::new() }),
         failed: Mutex::new(Vec::new()),
+        has_producer_id: AtomicBool::new(false),
     };
     let producer: ThreadedProducer<Context> = client_config(config)
         .create_with_context(context)
@@ -191,6 +222,7 @@ pub async fn connect(
     let producer = Arc::new(producer);
     let topic = config.topic.clone().unwrap_or_default();
     let mut backoff = Duration::from_millis(100);
+    let mut waited_for_id = 0;
     loop {
         let (p, t) = (producer.clone(), topic.clone());
         let fetched = tokio::task::spawn_blocking(move || {
@@ -199,6 +231,11 @@ pub async fn connect(
         .await
         .map_err(|e| SinkError::Broker { name: name.to_string(), reason: e.to_string() })?;
         match fetched {
+            Ok(()) if !has_producer_id(&producer, config, &mut waited_for_id) => {
+                // librdkafka asks for a producer id after a metadata reply from a broker it is
+                // connected to, else only every 500 ms: ask again rather than wait.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             Ok(()) => {
                 tracing::info!(sink = %name, topic = %topic, "kafka ready");
                 let producer = Arc::try_unwrap(producer).map_err(|_| SinkError::Broker {
@@ -216,8 +253,32 @@ pub async fn connect(
     }
 }
 
+/// Attempts made waiting for the producer id before the sink counts as ready without it (the
+/// events then wait in librdkafka's queue instead).
+const PRODUCER_ID_ATTEMPTS: u32 = 250;
+
+/// Whether the producer can deliver at once: an idempotent producer needs its producer id
+/// first. Gives up waiting, with a warning, after [`PRODUCER_ID_ATTEMPTS`].
+fn has_producer_id(
+    producer: &ThreadedProducer<Context>,
+    config: &Config,
+    waited: &mut u32,
+) -> bool {
+    let idempotent = config.client.get("enable.idempotence").is_none_or(|v| v != "false");
+    let stats = config.client.get("statistics.interval.ms").is_none_or(|v| v != "0");
+    if !idempotent || !stats || producer.context().has_producer_id.load(Ordering::Acquire) {
+        return true;
+    }
+    *waited += 1;
+    if *waited >= PRODUCER_ID_ATTEMPTS {
+        tracing::warn!(sink = %producer.context().name, "kafka has not given a producer id yet; events wait in the producer's queue until it does");
+        return true;
+    }
+    false
+}
+
 fn headers(e: &ClusterEvent, source: &str) -> OwnedHeaders {
-    let time = e.stable_at.to_rfc3339();
+    let time = e.stable_at.rfc3339();
     OwnedHeaders::new_with_capacity(6)
         .insert(Header { key: "ce_specversion", value: Some("1.0") })
         .insert(Header { key: "ce_id", value: Some(e.id.as_str()) })
@@ -243,26 +304,30 @@ pub async fn run(
     let mut last: Option<u64> = None;
     let out =
         Out { producer: &producer, topic: &topic, source: &source, name: &name, metrics: &metrics };
+    let mut batch = Vec::with_capacity(RECEIVE);
     loop {
-        let d = tokio::select! {
-            d = rx.recv() => d,
+        let received = tokio::select! {
+            n = rx.recv_many(&mut batch, RECEIVE) => n,
             _ = tokio::time::sleep(Duration::from_millis(100)) => {
                 out.again().await;
                 continue;
             }
         };
-        let Some(d) = d else { break };
-        out.again().await;
-        // Sequence numbers this sink never saw were dropped upstream (when_full =
-        // "drop_newest"): settle them, or the watermark would wait on them for ever.
-        if let Some(last) = last {
-            for skipped in last + 1..d.seq {
-                producer.context().settle(skipped);
-            }
+        if received == 0 {
+            break;
         }
-        last = Some(d.seq);
-        out.send(Box::new(Opaque { seq: d.seq, event: d.event.clone(), line: d.line.clone() }))
-            .await;
+        out.again().await;
+        for d in batch.drain(..) {
+            // Sequence numbers this sink never saw were dropped upstream (when_full =
+            // "drop_newest"): settle them, or the watermark would wait on them for ever.
+            if let Some(last) = last {
+                for skipped in last + 1..d.seq {
+                    producer.context().settle(skipped);
+                }
+            }
+            last = Some(d.seq);
+            out.send(Box::new(Opaque { seq: d.seq, event: d.event, line: d.line })).await;
+        }
     }
     // Closing: everything handed over is delivered (or reported) before the state is saved;
     // what fails meanwhile is produced again, for a while.
@@ -279,6 +344,9 @@ pub async fn run(
     }
     Ok(())
 }
+
+/// Deliveries taken from the queue at a time.
+const RECEIVE: usize = 1024;
 
 /// What producing needs, borrowed from the run loop.
 struct Out<'a> {

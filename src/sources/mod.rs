@@ -20,9 +20,10 @@ use crate::state::Position;
 
 /// What a running source hands the engine task.
 pub enum Input {
-    /// One line, and the position just after it. `live`: it arrived in real time (read right
-    /// after the source had caught up), so its record time tells the reporter's clock offset.
-    Line { source: usize, line: u64, bytes: Vec<u8>, position: Position, live: bool },
+    /// Consecutive lines, and the position just after the last. `live`: they arrived in real
+    /// time (read right after the source had caught up), so their record times tell the
+    /// reporter's clock offset.
+    Lines { source: usize, lines: Lines, position: Position, live: bool },
     /// A line over the length limit was skipped.
     TooLong { source: usize, line: u64, len: usize, position: Position },
     /// Whether the source has nothing more to read right now (DESIGN §5.1: engine time
@@ -47,6 +48,42 @@ pub enum Input {
     Observed { source: usize, observations: Vec<crate::model::Observation<'static>> },
 }
 
+/// Lines read in one go, back to back in one buffer: one message and one wake-up of the engine
+/// task per read instead of per line.
+#[derive(Debug, Default)]
+pub struct Lines {
+    /// The number of the first line.
+    pub first: u64,
+    data: Vec<u8>,
+    /// Where each line ends in `data`.
+    ends: Vec<usize>,
+}
+
+impl Lines {
+    fn push(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        self.data.extend_from_slice(line);
+        self.ends.push(self.data.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Each line with its number.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .zip(self.first..)
+            .map(|((start, end), n)| (n, self.data.get(start..end).unwrap_or_default()))
+    }
+}
+
 /// Splits a byte stream into lines and hands them to the engine task with their positions.
 /// Only complete lines leave it: a line still being written stays until its newline comes.
 pub(crate) struct LineFeeder {
@@ -64,6 +101,9 @@ pub(crate) struct LineFeeder {
     caught_up: Option<bool>,
     /// The lines being fed arrived in real time.
     live: bool,
+    /// Complete lines not yet handed over, and the position after the last of them.
+    batch: Lines,
+    batch_end: Position,
 }
 
 impl LineFeeder {
@@ -84,6 +124,8 @@ impl LineFeeder {
             skipping: None,
             caught_up: None,
             live: false,
+            batch: Lines { first: line + 1, ..Lines::default() },
+            batch_end: Position::default(),
         }
     }
 
@@ -97,7 +139,18 @@ impl LineFeeder {
             return true;
         }
         self.caught_up = Some(caught_up);
-        self.send(Input::CaughtUp { source: self.source, caught_up })
+        self.flush() && self.send(Input::CaughtUp { source: self.source, caught_up })
+    }
+
+    /// Hands over the complete lines collected so far; false when the engine is gone.
+    fn flush(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let next = Lines { first: self.line + 1, ..Lines::default() };
+        let lines = std::mem::replace(&mut self.batch, next);
+        let position = std::mem::take(&mut self.batch_end);
+        self.send(Input::Lines { source: self.source, lines, position, live: self.live })
     }
 
     /// Where the last complete line ends.
@@ -122,15 +175,24 @@ impl LineFeeder {
     pub fn feed(&mut self, chunk: &[u8]) -> bool {
         let mut rest = chunk;
         while let Some(i) = memchr::memchr(b'\n', rest) {
-            self.take(&rest[..i]);
+            let (line, after) = (&rest[..i], &rest[i + 1..]);
+            rest = after;
+            if self.partial.is_empty() && self.skipping.is_none() && line.len() <= self.max_line {
+                // The common case: a whole line inside the chunk goes straight to the batch.
+                self.offset += line.len() as u64 + 1;
+                self.line += 1;
+                self.batch.push(line);
+                self.batch_end = self.position();
+                continue;
+            }
+            self.take(line);
             self.offset += 1;
             if !self.finish_line() {
                 return false;
             }
-            rest = &rest[i + 1..];
         }
         self.take(rest);
-        true
+        self.flush()
     }
 
     fn take(&mut self, bytes: &[u8]) {
@@ -149,9 +211,9 @@ impl LineFeeder {
     /// is gone.
     pub fn finish_partial(&mut self) -> bool {
         if self.partial.is_empty() && self.skipping.is_none() {
-            return true;
+            return self.flush();
         }
-        self.finish_line()
+        self.finish_line() && self.flush()
     }
 
     pub fn discard_partial(&mut self) {
@@ -160,20 +222,25 @@ impl LineFeeder {
     }
 
     fn finish_line(&mut self) -> bool {
-        self.line += 1;
-        let (source, line) = (self.source, self.line);
-        let skipped = self.skipping.take();
-        let bytes = std::mem::take(&mut self.partial);
-        let position = self.position();
-        match skipped {
-            Some(len) => self.send(Input::TooLong { source, line, len, position }),
-            None => {
-                let mut bytes = bytes;
-                if bytes.last() == Some(&b'\r') {
-                    bytes.pop();
+        match self.skipping.take() {
+            Some(len) => {
+                // In order: the lines before it first.
+                if !self.flush() {
+                    return false;
                 }
-                let live = self.live;
-                self.send(Input::Line { source, line, bytes, position, live })
+                self.line += 1;
+                let (source, line, position) = (self.source, self.line, self.position());
+                self.batch.first = self.line + 1;
+                self.send(Input::TooLong { source, line, len, position })
+            }
+            None => {
+                self.line += 1;
+                let bytes = std::mem::take(&mut self.partial);
+                self.batch.push(&bytes);
+                self.batch_end = self.position();
+                self.partial = bytes;
+                self.partial.clear();
+                true
             }
         }
     }
@@ -465,4 +532,87 @@ fn parse_kind(kind: &str, table: toml::Value, path: &str, p: &mut Problems) -> O
             return None;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the engine task would see, lines flattened: (line number, text or length, offset
+    /// after it as its input's position says).
+    fn received(rx: &mut tokio::sync::mpsc::Receiver<Input>) -> Vec<(u64, String, u64)> {
+        let mut out = Vec::new();
+        while let Ok(input) = rx.try_recv() {
+            match input {
+                Input::Lines { lines, position, .. } => {
+                    let n = lines.len();
+                    for (i, (number, bytes)) in lines.iter().enumerate() {
+                        // Only a batch's last line carries the batch's position.
+                        let at = if i + 1 == n { position.offset } else { 0 };
+                        out.push((number, String::from_utf8_lossy(bytes).into_owned(), at));
+                    }
+                }
+                Input::TooLong { line, len, position, .. } => {
+                    out.push((line, format!("<{len} bytes>"), position.offset))
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lines_split_across_reads_keep_their_numbers_and_positions() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let mut f = LineFeeder::new(0, 8, tx, 0);
+        assert!(f.feed(b"ab\ncd"));
+        assert!(f.feed(b"e\r\n0123456789\nf"));
+        assert!(f.feed(b"g\n"));
+        assert!(f.feed(b"tail"));
+        assert!(f.finish_partial());
+        let want = [
+            (1, "ab".to_string(), 3),
+            (2, "cde".to_string(), 8),
+            (3, "<10 bytes>".to_string(), 19),
+            (4, "fg".to_string(), 22),
+            (5, "tail".to_string(), 26),
+        ];
+        assert_eq!(received(&mut rx), want);
+    }
+
+    #[test]
+    fn a_read_of_many_lines_is_one_input_and_a_long_line_splits_it_in_order() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let mut f = LineFeeder::new(0, 4, tx, 10);
+        assert!(f.feed(b"a\nb\ntoolong\nc\nd\n"));
+        let mut kinds = Vec::new();
+        while let Ok(input) = rx.try_recv() {
+            kinds.push(match input {
+                Input::Lines { lines, .. } => {
+                    format!("lines from {} x{}", lines.first, lines.len())
+                }
+                Input::TooLong { line, .. } => format!("too long {line}"),
+                _ => "other".into(),
+            });
+        }
+        assert_eq!(kinds, ["lines from 11 x2", "too long 13", "lines from 14 x2"]);
+    }
+
+    #[test]
+    fn caught_up_follows_the_lines_read_before_it() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let mut f = LineFeeder::new(0, 64, tx, 0);
+        assert!(f.arrived(4, 64));
+        assert!(f.feed(b"x\ny"));
+        assert!(f.set_caught_up(true));
+        let order: Vec<&str> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|i| match i {
+                Input::CaughtUp { caught_up: false, .. } => "behind",
+                Input::CaughtUp { caught_up: true, .. } => "caught up",
+                Input::Lines { .. } => "lines",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(order, ["behind", "lines", "caught up"]);
+    }
 }
