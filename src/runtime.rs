@@ -578,10 +578,17 @@ impl Pipeline {
                 *seen = n;
             }
         }
+        // One buffer for every line: a fresh String per event grew, and copied, several times.
+        let mut buf = Vec::with_capacity(1024);
         let lines: Vec<(Arc<str>, Arc<ClusterEvent>)> = self
             .events
             .drain(..)
-            .filter_map(|e| serde_json::to_string(&e).ok().map(|l| (Arc::from(l), Arc::new(e))))
+            .filter_map(|e| {
+                buf.clear();
+                serde_json::to_writer(&mut buf, &e).ok()?;
+                let line = std::str::from_utf8(&buf).ok()?;
+                Some((Arc::from(line), Arc::new(e)))
+            })
             .collect();
         let fresh = self.enqueue(lines);
         let held = Self::held(sinks);
