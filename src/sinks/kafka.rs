@@ -97,6 +97,12 @@ impl Context {
         }
     }
 
+    /// Marks the broker as in trouble; true only on the change, so that an outage is logged
+    /// once, not once per message. The next delivery marks it back.
+    fn went_down(&self) -> bool {
+        !self.down.swap(true, Ordering::Relaxed)
+    }
+
     fn pass_over(&self, seq: u64, event: &ClusterEvent, error: &KafkaError) {
         self.metrics.errors.inc();
         tracing::error!(sink = %self.name, id = %event.id, kind = %event.kind, error = %error, "kafka can never take this event: it is passed over");
@@ -130,7 +136,7 @@ impl ClientContext for Context {
 
     fn error(&self, error: KafkaError, reason: &str) {
         self.metrics.errors.inc();
-        if !self.down.swap(true, Ordering::Relaxed) {
+        if self.went_down() {
             tracing::warn!(sink = %self.name, error = %error, reason, "kafka unreachable; retrying, events wait in the queue");
         }
     }
@@ -154,7 +160,9 @@ impl ProducerContext for Context {
             // it is produced again, same id. Only a local refusal is final.
             Err((e, _)) => {
                 self.metrics.errors.inc();
-                tracing::warn!(sink = %self.name, id = %opaque.event.id, error = %e, "kafka delivery failed; producing the event again");
+                if self.went_down() {
+                    tracing::warn!(sink = %self.name, id = %opaque.event.id, error = %e, "kafka delivery failed; failed events are produced again");
+                }
                 self.failed.lock().unwrap_or_else(|p| p.into_inner()).push(*opaque);
             }
         }
@@ -222,7 +230,7 @@ pub async fn connect(
     let producer = Arc::new(producer);
     let topic = config.topic.clone().unwrap_or_default();
     let mut backoff = Duration::from_millis(100);
-    let mut waited_for_id = 0;
+    let (mut waited_for_id, mut announced) = (0, false);
     loop {
         let (p, t) = (producer.clone(), topic.clone());
         let fetched = tokio::task::spawn_blocking(move || {
@@ -245,7 +253,10 @@ pub async fn connect(
                 return Ok(Connected { producer });
             }
             Err(e) => {
-                tracing::warn!(sink = %name, error = %e, "kafka not ready yet; retrying");
+                if !announced {
+                    tracing::warn!(sink = %name, error = %e, "kafka not ready yet; retrying until it is");
+                    announced = true;
+                }
                 tokio::time::sleep(jitter(backoff)).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
@@ -371,7 +382,6 @@ impl Out<'_> {
     /// Hands one event to librdkafka, waiting while its queue is full or the broker refuses.
     async fn send(&self, mut opaque: Box<Opaque>) {
         let mut backoff = Duration::from_millis(100);
-        let mut logged = false;
         loop {
             let (event, line) = (opaque.event.clone(), opaque.line.clone());
             let record = BaseRecord::with_opaque_to(self.topic, opaque)
@@ -392,9 +402,8 @@ impl Out<'_> {
                 Err((e, r)) => {
                     opaque = r.delivery_opaque;
                     self.metrics.errors.inc();
-                    if !logged {
+                    if self.producer.context().went_down() {
                         tracing::warn!(sink = %self.name, id = %event.id, error = %e, "kafka refused an event; retrying with backoff");
-                        logged = true;
                     }
                     tokio::time::sleep(jitter(backoff)).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));

@@ -30,6 +30,25 @@ pub struct Delivery {
     pub event: Arc<crate::model::ClusterEvent>,
 }
 
+/// Whether a sink's server is in trouble: trouble is logged when it starts and when it ends,
+/// not once per event or retry.
+#[derive(Debug, Default)]
+pub(crate) struct Outage {
+    on: bool,
+}
+
+impl Outage {
+    /// A failure; true when it starts an outage.
+    pub(crate) fn failed(&mut self) -> bool {
+        !std::mem::replace(&mut self.on, true)
+    }
+
+    /// A success; true when it ends an outage.
+    pub(crate) fn ended(&mut self) -> bool {
+        std::mem::replace(&mut self.on, false)
+    }
+}
+
 /// Why a sink stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

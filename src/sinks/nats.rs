@@ -53,7 +53,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use tokio::sync::mpsc::Receiver;
 
-use super::{Delivery, SinkError};
+use super::{Delivery, Outage, SinkError};
 use crate::metrics::SinkMetrics;
 use crate::sources::jitter;
 
@@ -163,9 +163,9 @@ async fn publish(
     subject: &str,
     d: &Delivery,
     metrics: &SinkMetrics,
+    outage: &mut Outage,
 ) -> AckFuture {
     let mut backoff = Duration::from_millis(100);
-    let mut logged = false;
     loop {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", d.event.id.as_str());
@@ -174,9 +174,8 @@ async fn publish(
             Ok(f) => return f.into_future(),
             Err(e) => {
                 metrics.errors.inc();
-                if !logged {
+                if outage.failed() {
                     tracing::warn!(sink = %name, error = %e, "nats publish failed; retrying with backoff");
-                    logged = true;
                 }
                 tokio::time::sleep(jitter(backoff)).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -200,6 +199,7 @@ pub async fn run(
     let Some(js) = jetstream else {
         let mut pending: Vec<Delivery> = Vec::new();
         let mut backoff = Duration::from_millis(100);
+        let mut outage = Outage::default();
         loop {
             let d = rx.recv().await;
             let closing = d.is_none();
@@ -210,7 +210,9 @@ pub async fn run(
                     client.publish(subject, bytes::Bytes::copy_from_slice(d.line.as_bytes())).await
                 {
                     metrics.errors.inc();
-                    tracing::warn!(sink = %name, error = %e, "nats publish failed");
+                    if outage.failed() {
+                        tracing::warn!(sink = %name, error = %e, "nats publish failed");
+                    }
                 }
                 pending.push(d);
             }
@@ -218,6 +220,9 @@ pub async fn run(
                 match client.flush().await {
                     Ok(()) => {
                         backoff = Duration::from_millis(100);
+                        if outage.ended() {
+                            tracing::info!(sink = %name, "nats reachable again");
+                        }
                         for d in pending.drain(..) {
                             metrics.acked(d.event.stable_at);
                             acked.store(d.seq, Ordering::Release);
@@ -225,7 +230,9 @@ pub async fn run(
                     }
                     Err(e) => {
                         metrics.errors.inc();
-                        tracing::warn!(sink = %name, error = %e, "nats flush failed; retrying");
+                        if outage.failed() {
+                            tracing::warn!(sink = %name, error = %e, "nats flush failed; retrying");
+                        }
                         tokio::time::sleep(jitter(backoff)).await;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                         continue;
@@ -239,12 +246,13 @@ pub async fn run(
     };
     let mut in_flight: VecDeque<(Delivery, AckFuture)> = VecDeque::new();
     let mut open = true;
+    let mut outage = Outage::default();
     while open || !in_flight.is_empty() {
         tokio::select! {
             d = rx.recv(), if open && in_flight.len() < IN_FLIGHT => match d {
                 Some(d) => {
                     let subject = subject(&prefix, &d.event.cluster, d.event.kind.as_str());
-                    let f = publish(&js, &name, &subject, &d, &metrics).await;
+                    let f = publish(&js, &name, &subject, &d, &metrics, &mut outage).await;
                     in_flight.push_back((d, f));
                 }
                 None => open = false,
@@ -258,6 +266,9 @@ pub async fn run(
                 let Some((d, _)) = in_flight.pop_front() else { continue };
                 match ack {
                     Ok(_) => {
+                        if outage.ended() {
+                            tracing::info!(sink = %name, "JetStream acknowledges again");
+                        }
                         metrics.acked(d.event.stable_at);
                         acked.store(d.seq, Ordering::Release);
                     }
@@ -265,9 +276,11 @@ pub async fn run(
                         // No ack (timeout, the server restarted): publish again; the Msg-Id
                         // keeps the stream from storing it twice.
                         metrics.errors.inc();
-                        tracing::warn!(sink = %name, id = %d.event.id, error = %e, "no PubAck; publishing again");
+                        if outage.failed() {
+                            tracing::warn!(sink = %name, id = %d.event.id, error = %e, "no PubAck; publishing again until JetStream acknowledges");
+                        }
                         let subject = subject(&prefix, &d.event.cluster, d.event.kind.as_str());
-                        let f = publish(&js, &name, &subject, &d, &metrics).await;
+                        let f = publish(&js, &name, &subject, &d, &metrics, &mut outage).await;
                         in_flight.push_front((d, f));
                     }
                 }

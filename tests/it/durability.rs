@@ -279,6 +279,9 @@ fn stopped_for_60s(
     );
     assert!(before < want.len(), "the broker stopped mid-stream: {before} of {}", want.len());
     check(what, &got, want);
+    // An outage is logged when it starts and when it ends, not once per event or retry.
+    let warnings = log_text.lines().filter(|l| l.contains(" WARN ")).count();
+    assert!(warnings <= 6, "{what}: {warnings} warnings for one outage:\n{log_text}");
 }
 
 fn killed_during_outage_with_disk_buffer(
