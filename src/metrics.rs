@@ -213,10 +213,6 @@ impl Metrics {
         self.records.with_label_values(&[source, outcome.label()]).inc();
     }
 
-    pub fn record_time(&self, source: &str, at: Timestamp) {
-        self.last_record.with_label_values(&[source]).set(at.0 as f64 / 1e9);
-    }
-
     pub fn clock_offset(&self, cluster: &str, reporter: &str) -> Gauge {
         self.clock_offset.with_label_values(&[cluster, reporter])
     }

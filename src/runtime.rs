@@ -218,17 +218,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             msg = rx.recv(), if open => msg,
             _ = tokio::time::sleep(wake) => None,
         };
+        // Every input counts at least 1 towards the batch, so that a commit always comes.
         let mut applied = 0;
         match first {
-            Some(input) => applied += pipeline.apply(input, &mut inputs),
+            Some(input) => {
+                applied += input.records().max(1);
+                pipeline.apply(input, &mut inputs);
+            }
             None if rx.is_closed() && rx.is_empty() => open = false,
             None => {}
         }
         while applied < BATCH {
-            match rx.try_recv() {
-                Ok(input) => applied += pipeline.apply(input, &mut inputs),
-                Err(_) => break,
-            }
+            let Ok(input) = rx.try_recv() else { break };
+            applied += input.records().max(1);
+            pipeline.apply(input, &mut inputs);
         }
         if inputs.iter().all(|s| s.caught_up) && rx.is_empty() {
             pipeline.engine.tick(Timestamp::now(), &mut pipeline.events);
@@ -369,19 +372,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    /// Applies one input; returns how many records it held (at least 1, to bound a batch).
-    fn apply(&mut self, input: Input, sources: &mut [Source]) -> usize {
-        let records = match &input {
-            Input::Lines { lines, .. } => lines.len(),
-            Input::Batch { lines, .. } => lines.len(),
-            Input::Observed { observations, .. } => observations.len(),
-            _ => 1,
-        };
-        self.apply_input(input, sources);
-        records.max(1)
-    }
-
-    fn apply_input(&mut self, input: Input, sources: &mut [Source]) {
+    fn apply(&mut self, input: Input, sources: &mut [Source]) {
         match input {
             Input::Lines { source, lines, position, live } => {
                 let Some(src) = sources.get(source) else { return };

@@ -142,14 +142,20 @@ fn a_restart_delivers_what_the_sink_had_not_acknowledged() {
     r.stop();
 }
 
-#[test]
-fn a_damaged_tail_is_truncated_with_a_warning_and_the_rest_delivered() {
+/// A buffer that held ten events and stopped: its directory and its last segment.
+fn ten_held_then_stopped() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tmp");
     let r = open(dir.path(), &config(MIN_BYTES, WhenFull::Block));
     r.send(1, 10);
     wait("held", || r.held.load(Ordering::Acquire) == 10);
     r.stop();
     let seg = segments(dir.path()).into_iter().last().expect("a segment");
+    (dir, seg)
+}
+
+#[test]
+fn a_damaged_tail_is_truncated_with_a_warning_and_the_rest_delivered() {
+    let (dir, seg) = ten_held_then_stopped();
     // A write cut short: a header promising more than follows.
     let mut f = OpenOptions::new().append(true).open(&seg).expect("open");
     f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'{']).expect("garbage");
@@ -161,12 +167,7 @@ fn a_damaged_tail_is_truncated_with_a_warning_and_the_rest_delivered() {
 
 #[test]
 fn a_record_failing_its_checksum_ends_its_segment_without_a_panic() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let r = open(dir.path(), &config(MIN_BYTES, WhenFull::Block));
-    r.send(1, 10);
-    wait("held", || r.held.load(Ordering::Acquire) == 10);
-    r.stop();
-    let seg = segments(dir.path()).into_iter().last().expect("a segment");
+    let (dir, seg) = ten_held_then_stopped();
     let mut bytes = fs::read(&seg).expect("read");
     let one = bytes.len() / 10;
     // Flip a byte inside the sixth record's payload.

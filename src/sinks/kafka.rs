@@ -41,7 +41,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::mpsc::Receiver;
 
-use super::{Delivery, SinkError};
+use super::{Delivery, Outage, SinkError};
 use crate::metrics::SinkMetrics;
 use crate::model::ClusterEvent;
 use crate::sources::jitter;
@@ -58,7 +58,7 @@ struct InOrder {
 /// What the delivery callback needs: reachability, counters, the watermark.
 pub struct Context {
     name: String,
-    down: AtomicBool,
+    down: Outage,
     metrics: SinkMetrics,
     acked: Arc<AtomicU64>,
     order: Mutex<InOrder>,
@@ -97,12 +97,6 @@ impl Context {
         }
     }
 
-    /// Marks the broker as in trouble; true only on the change, so that an outage is logged
-    /// once, not once per message. The next delivery marks it back.
-    fn went_down(&self) -> bool {
-        !self.down.swap(true, Ordering::Relaxed)
-    }
-
     fn pass_over(&self, seq: u64, event: &ClusterEvent, error: &KafkaError) {
         self.metrics.errors.inc();
         tracing::error!(sink = %self.name, id = %event.id, kind = %event.kind, error = %error, "kafka can never take this event: it is passed over");
@@ -136,7 +130,7 @@ impl ClientContext for Context {
 
     fn error(&self, error: KafkaError, reason: &str) {
         self.metrics.errors.inc();
-        if self.went_down() {
+        if self.down.failed() {
             tracing::warn!(sink = %self.name, error = %error, reason, "kafka unreachable; retrying, events wait in the queue");
         }
     }
@@ -148,7 +142,7 @@ impl ProducerContext for Context {
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Box<Opaque>) {
         match result {
             Ok(_) => {
-                if self.down.swap(false, Ordering::Relaxed) {
+                if self.down.ended() {
                     tracing::info!(sink = %self.name, "kafka reachable again");
                 }
                 self.metrics.acked(opaque.event.stable_at);
@@ -160,7 +154,7 @@ impl ProducerContext for Context {
             // it is produced again, same id. Only a local refusal is final.
             Err((e, _)) => {
                 self.metrics.errors.inc();
-                if self.went_down() {
+                if self.down.failed() {
                     tracing::warn!(sink = %self.name, id = %opaque.event.id, error = %e, "kafka delivery failed; failed events are produced again");
                 }
                 self.failed.lock().unwrap_or_else(|p| p.into_inner()).push(*opaque);
@@ -217,7 +211,7 @@ pub async fn connect(
     let start = acked.load(Ordering::Acquire) + 1;
     let context = Context {
         name: name.to_string(),
-        down: AtomicBool::new(false),
+        down: Outage::default(),
         metrics: metrics.clone(),
         acked,
         order: Mutex::new(InOrder { next: start, done: VecDeque::new() }),
@@ -402,7 +396,7 @@ impl Out<'_> {
                 Err((e, r)) => {
                     opaque = r.delivery_opaque;
                     self.metrics.errors.inc();
-                    if self.producer.context().went_down() {
+                    if self.producer.context().down.failed() {
                         tracing::warn!(sink = %self.name, id = %event.id, error = %e, "kafka refused an event; retrying with backoff");
                     }
                     tokio::time::sleep(jitter(backoff)).await;

@@ -31,21 +31,21 @@ pub struct Delivery {
 }
 
 /// Whether a sink's server is in trouble: trouble is logged when it starts and when it ends,
-/// not once per event or retry.
+/// not once per event or retry. Shared with client callbacks on other threads, so atomic.
 #[derive(Debug, Default)]
 pub(crate) struct Outage {
-    on: bool,
+    on: std::sync::atomic::AtomicBool,
 }
 
 impl Outage {
     /// A failure; true when it starts an outage.
-    pub(crate) fn failed(&mut self) -> bool {
-        !std::mem::replace(&mut self.on, true)
+    pub(crate) fn failed(&self) -> bool {
+        !self.on.swap(true, Ordering::Relaxed)
     }
 
     /// A success; true when it ends an outage.
-    pub(crate) fn ended(&mut self) -> bool {
-        std::mem::replace(&mut self.on, false)
+    pub(crate) fn ended(&self) -> bool {
+        self.on.swap(false, Ordering::Relaxed)
     }
 }
 

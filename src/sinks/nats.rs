@@ -163,7 +163,7 @@ async fn publish(
     subject: &str,
     d: &Delivery,
     metrics: &SinkMetrics,
-    outage: &mut Outage,
+    outage: &Outage,
 ) -> AckFuture {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -199,7 +199,7 @@ pub async fn run(
     let Some(js) = jetstream else {
         let mut pending: Vec<Delivery> = Vec::new();
         let mut backoff = Duration::from_millis(100);
-        let mut outage = Outage::default();
+        let outage = Outage::default();
         loop {
             let d = rx.recv().await;
             let closing = d.is_none();
@@ -246,13 +246,13 @@ pub async fn run(
     };
     let mut in_flight: VecDeque<(Delivery, AckFuture)> = VecDeque::new();
     let mut open = true;
-    let mut outage = Outage::default();
+    let outage = Outage::default();
     while open || !in_flight.is_empty() {
         tokio::select! {
             d = rx.recv(), if open && in_flight.len() < IN_FLIGHT => match d {
                 Some(d) => {
                     let subject = subject(&prefix, &d.event.cluster, d.event.kind.as_str());
-                    let f = publish(&js, &name, &subject, &d, &metrics, &mut outage).await;
+                    let f = publish(&js, &name, &subject, &d, &metrics, &outage).await;
                     in_flight.push_back((d, f));
                 }
                 None => open = false,
@@ -280,7 +280,7 @@ pub async fn run(
                             tracing::warn!(sink = %name, id = %d.event.id, error = %e, "no PubAck; publishing again until JetStream acknowledges");
                         }
                         let subject = subject(&prefix, &d.event.cluster, d.event.kind.as_str());
-                        let f = publish(&js, &name, &subject, &d, &metrics, &mut outage).await;
+                        let f = publish(&js, &name, &subject, &d, &metrics, &outage).await;
                         in_flight.push_front((d, f));
                     }
                 }

@@ -363,7 +363,7 @@ struct CountingExporter {
     sink: String,
     errors: prometheus::IntCounter,
     /// Failing now: warn when an outage starts and when it ends, not at every interval.
-    failing: std::sync::atomic::AtomicBool,
+    failing: super::Outage,
 }
 
 impl opentelemetry_sdk::metrics::exporter::PushMetricExporter for CountingExporter {
@@ -375,12 +375,12 @@ impl opentelemetry_sdk::metrics::exporter::PushMetricExporter for CountingExport
         match &r {
             Err(e) => {
                 self.errors.inc();
-                if !self.failing.swap(true, Ordering::Relaxed) {
+                if self.failing.failed() {
                     tracing::warn!(sink = %self.sink, error = %e, "otlp metrics export failed; the next export carries the same totals");
                 }
             }
             Ok(()) => {
-                if self.failing.swap(false, Ordering::Relaxed) {
+                if self.failing.ended() {
                     tracing::info!(sink = %self.sink, "otlp metrics export succeeded again");
                 }
             }

@@ -48,6 +48,19 @@ pub enum Input {
     Observed { source: usize, observations: Vec<crate::model::Observation<'static>> },
 }
 
+impl Input {
+    /// How many records it carries.
+    pub fn records(&self) -> usize {
+        match self {
+            Input::Lines { lines, .. } => lines.len(),
+            Input::Batch { lines, .. } => lines.len(),
+            Input::Observed { observations, .. } => observations.len(),
+            Input::TooLong { .. } => 1,
+            Input::CaughtUp { .. } | Input::Ended { .. } => 0,
+        }
+    }
+}
+
 /// Lines read in one go, back to back in one buffer: one message and one wake-up of the engine
 /// task per read instead of per line.
 #[derive(Debug, Default)]
@@ -235,11 +248,9 @@ impl LineFeeder {
             }
             None => {
                 self.line += 1;
-                let bytes = std::mem::take(&mut self.partial);
-                self.batch.push(&bytes);
-                self.batch_end = self.position();
-                self.partial = bytes;
+                self.batch.push(&self.partial);
                 self.partial.clear();
+                self.batch_end = self.position();
                 true
             }
         }

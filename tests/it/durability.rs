@@ -32,16 +32,7 @@ fn workload(dir: &Path) -> (PathBuf, Vec<ClusterEvent>) {
 }
 
 fn herald_run(dir: &Path, log: &Path, sink: &str) -> Child {
-    let cfg = write_temp(
-        dir,
-        "herald.toml",
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = {:?}\n[sources.log]\ntype = \"file\"\npath = {:?}\ncluster = \"prod\"\n[engine]\nkey_ttl = \"87600h\"\n{sink}",
-            dir.join("state").to_str().unwrap(),
-            log.to_str().unwrap()
-        )
-        .as_bytes(),
-    );
+    let cfg = tail_config(dir, log, sink);
     herald()
         .args(["run", "--config", cfg.to_str().unwrap()])
         .stdout(Stdio::null())

@@ -216,16 +216,7 @@ fn json(v: Option<&AnyValue>) -> serde_json::Value {
 }
 
 fn start(dir: &Path, sink: &str) -> Child {
-    let cfg = write_temp(
-        dir,
-        "herald.toml",
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = {:?}\n[sources.log]\ntype = \"file\"\npath = {:?}\ncluster = \"prod\"\n[engine]\nkey_ttl = \"87600h\"\n{sink}",
-            dir.join("state").to_str().unwrap(),
-            repo("samples/openziti-ha.jsonl").to_str().unwrap()
-        )
-        .as_bytes(),
-    );
+    let cfg = tail_config(dir, &repo("samples/openziti-ha.jsonl"), sink);
     herald()
         .args(["run", "--config", cfg.to_str().unwrap()])
         .stdout(Stdio::null())

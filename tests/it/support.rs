@@ -177,3 +177,18 @@ impl Daemon {
         status
     }
 }
+
+/// A `herald run` config in `dir`: a state dir there, `log` tailed as cluster `prod`, keys
+/// kept for good, and the given sink tables.
+pub fn tail_config(dir: &Path, log: &Path, sink: &str) -> PathBuf {
+    write_temp(
+        dir,
+        "herald.toml",
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = {:?}\n[sources.log]\ntype = \"file\"\npath = {:?}\ncluster = \"prod\"\n[engine]\nkey_ttl = \"87600h\"\n{sink}",
+            dir.join("state").to_str().unwrap(),
+            log.to_str().unwrap()
+        )
+        .as_bytes(),
+    )
+}
