@@ -3,13 +3,25 @@
 //! stream of cluster events.
 //!
 //! # Layout
-//! - [`model`]: [`model::Observation`] (decoded input) and [`model::ClusterEvent`] (output).
-//! - [`decode`]: bytes to observations — OpenZiti events of every version, the generic format.
+//! Dependencies run one way: `daemon` → {`config`, `server`, `sources`, `sinks`} →
+//! `pipeline` → {`engine`, `state`, `telemetry`} → `decode` → `model`, with `support` a leaf
+//! under all.
+//! - [`daemon`]: `herald run`'s wiring — sources and sinks from the config, the start order.
+//! - [`config`]: the TOML configuration, validated with the key path of every problem.
+//! - [`server`]: the HTTP server — `/healthz`, `/readyz`, `/metrics`, `/state`, sources' routes.
+//! - [`sources`]: the `Source` trait, its registry, one file per source.
+//! - [`sinks`]: the `Sink` trait, its registry, the buffers, one file per sink.
+//! - [`pipeline`]: the protocol sources and sinks speak, the driver shared with replay, the
+//!   outbox, commit, fan-out and shutdown; knows no concrete source or sink.
 //! - [`engine`]: sans-IO state machines — stability windows, derived cluster state, spin and
 //!   liveness detection. Time is passed in; nothing here does IO.
-//! - [`config`]: the TOML configuration, validated with the key path of every problem.
-//! - [`sources`], [`sinks`]: one file per source and per sink.
-//! - [`replay`]: a recorded log through the engine on record time.
+//! - [`state`]: what survives a restart — engine snapshot, positions, outbox.
+//! - [`telemetry`]: metrics, the stable view, the state gauges, internal events.
+//! - [`decode`]: bytes to observations — OpenZiti events of every version, the generic format.
+//! - [`model`]: [`model::Observation`] (decoded input) and [`model::ClusterEvent`] (output).
+//! - [`support`]: leaves — config problems, retry (backoff, outage), the line splitter, the
+//!   clock.
+//! - [`replay`]: a recorded log through the driver on record time.
 //! - [`generate`]: synthetic OpenZiti logs for tests and benchmarks.
 //!
 //! # The engine in five lines
@@ -45,17 +57,16 @@
 #![deny(rust_2018_idioms)]
 
 pub mod config;
+pub mod daemon;
 pub mod decode;
-pub mod disk_buffer;
 pub mod engine;
 pub mod generate;
-pub mod lines;
-pub mod metrics;
 pub mod model;
+pub mod pipeline;
 pub mod replay;
-pub mod runtime;
 pub mod server;
 pub mod sinks;
 pub mod sources;
 pub mod state;
-pub mod view;
+pub mod support;
+pub mod telemetry;

@@ -156,7 +156,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(herald::runtime::run(cfg, shutdown_signal()))?;
+            runtime.block_on(herald::daemon::run(cfg, shutdown_signal()))?;
             // Blocking source threads (a terminal's stdin) must not keep the process alive.
             runtime.shutdown_timeout(Duration::from_millis(100));
             Ok(())

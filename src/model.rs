@@ -58,13 +58,6 @@ impl Timestamp {
         self.0
     }
 
-    /// The current wall-clock time. Only the runtime calls this; the engine never does.
-    pub fn now() -> Timestamp {
-        let since =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        Timestamp(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
-    }
-
     /// `self + d`, saturating instead of overflowing near the end of representable time.
     pub fn saturating_add(self, d: Nanos) -> Timestamp {
         Timestamp(self.0.saturating_add(d.0))

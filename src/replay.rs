@@ -7,10 +7,12 @@
 
 use std::io::{self, BufRead, Write};
 
-use crate::decode::{self, Context, DecodeError, Decoded, Reason};
-use crate::engine::{Engine, EngineConfig, Outcome};
-use crate::lines::{is_blank, Line, LineReader};
+use crate::decode::{Context, DecodeError};
+use crate::engine::{Engine, EngineConfig};
 use crate::model::ClusterEvent;
+use crate::pipeline::driver::{Driver, Watch};
+use crate::support::lines::read_lines;
+use crate::telemetry::metrics::RecordOutcome;
 
 /// Replay's counters; `Display` is the summary line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,51 +51,46 @@ impl Replay {
         Replay {
             engine: Engine::new(engine),
             context,
-            max_line_bytes: crate::sources::file::default_max_line_bytes(),
+            max_line_bytes: crate::support::lines::MAX_LINE_BYTES,
         }
     }
 
     /// Runs `input` through; events go to `out`, each decode error to `on_error`.
     pub fn run<R: BufRead, W: Write>(
-        mut self,
+        self,
         input: R,
         out: &mut W,
-        mut on_error: impl FnMut(&DecodeError),
+        on_error: impl FnMut(&DecodeError),
     ) -> io::Result<Summary> {
+        struct Errors<F>(F);
+        impl<F: FnMut(&DecodeError)> Watch for Errors<F> {
+            fn decode_error(&mut self, e: &DecodeError) {
+                (self.0)(e)
+            }
+        }
+        let mut watch = Errors(on_error);
         let mut summary = Summary::default();
-        let mut reader = LineReader::new(input, self.max_line_bytes);
-        let mut events: Vec<ClusterEvent> = Vec::new();
+        let mut driver = Driver::new(self.engine);
         let mut line_buf = Vec::with_capacity(512);
-        while let Some((number, line)) = reader.next_line()? {
-            let bytes = match line {
-                Line::Text(b) if is_blank(b) => continue,
-                Line::Text(b) => b,
-                Line::TooLong(len) => {
-                    summary.records += 1;
-                    summary.decode_errors += 1;
-                    on_error(&DecodeError { line: number, reason: Reason::TooLong(len) });
-                    continue;
-                }
+        let mut written = Ok(());
+        read_lines(input, self.max_line_bytes, |cut| {
+            let Some(outcome) = driver.line(&self.context, cut.number, cut.line, None, &mut watch)
+            else {
+                return true;
             };
             summary.records += 1;
-            match decode::decode_line(bytes, number, &self.context) {
-                Ok(Decoded::Observation(obs)) => {
-                    let at = obs.at;
-                    if self.engine.observe(&obs, at, &mut events) == Outcome::Ignored {
-                        summary.ignored += 1;
-                    }
-                }
-                Ok(Decoded::Ignored(_)) => summary.ignored += 1,
-                Err(e) => {
-                    summary.decode_errors += 1;
-                    on_error(&e);
-                }
+            match outcome {
+                RecordOutcome::DecodeError => summary.decode_errors += 1,
+                RecordOutcome::Ignored => summary.ignored += 1,
+                RecordOutcome::Ok | RecordOutcome::Stale => {}
             }
-            write_events(&mut events, out, &mut line_buf, &mut summary)?;
-        }
-        self.engine.finish(&mut events);
-        write_events(&mut events, out, &mut line_buf, &mut summary)?;
-        let stats = self.engine.stats();
+            written = write_events(&mut driver.events, out, &mut line_buf, &mut summary);
+            written.is_ok()
+        })?;
+        written?;
+        driver.engine.finish(&mut driver.events);
+        write_events(&mut driver.events, out, &mut line_buf, &mut summary)?;
+        let stats = driver.engine.stats();
         summary.suppressed = stats.suppressed;
         summary.stale = stats.stale;
         out.flush()?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::Problems;
+use crate::support::problems::Problems;
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct Config {
@@ -23,7 +23,15 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::Receiver;
 
-use super::{write_lines, Delivery, SinkError};
+use super::{write_lines, Sink, SinkContext, SinkError, SinkTask};
+use crate::pipeline::Delivery;
+
+impl Sink for Config {
+    async fn start(&self, ctx: SinkContext, rx: Receiver<Delivery>) -> Result<SinkTask, SinkError> {
+        let config = self.clone();
+        Ok(tokio::task::spawn_blocking(move || run(&ctx.name, &config, rx, ctx.acked, ctx.metrics)))
+    }
+}
 
 /// Appends events to the configured file until the pipeline closes the queue.
 pub fn run(
@@ -31,7 +39,7 @@ pub fn run(
     config: &Config,
     rx: Receiver<Delivery>,
     acked: Arc<AtomicU64>,
-    metrics: crate::metrics::SinkMetrics,
+    metrics: crate::telemetry::metrics::SinkMetrics,
 ) -> Result<(), SinkError> {
     let path = config.path.clone().unwrap_or_default();
     let file = std::fs::OpenOptions::new()

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::config::Problems;
+use crate::support::problems::Problems;
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct Config {
@@ -41,10 +41,12 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::mpsc::Receiver;
 
-use super::{Delivery, Outage, SinkError};
-use crate::metrics::SinkMetrics;
+use super::SinkError;
 use crate::model::ClusterEvent;
-use crate::sources::jitter;
+use crate::pipeline::Delivery;
+use crate::support::retry::Backoff;
+use crate::support::retry::Outage;
+use crate::telemetry::metrics::SinkMetrics;
 
 /// Acknowledges in outbox order although deliveries complete per partition: the watermark
 /// moves over a contiguous run of completed sequence numbers only.
@@ -195,6 +197,18 @@ fn undeliverable(e: &KafkaError) -> bool {
     )
 }
 
+impl super::Sink for Config {
+    async fn start(
+        &self,
+        ctx: super::SinkContext,
+        rx: Receiver<Delivery>,
+    ) -> Result<super::SinkTask, SinkError> {
+        // Ready means a successful metadata fetch: wait for it before anything is read.
+        let connected = connect(&ctx.name, self, &ctx.metrics, ctx.acked).await?;
+        Ok(tokio::spawn(run(ctx.name, self.clone(), connected, rx, ctx.metrics)))
+    }
+}
+
 /// A connected producer.
 pub struct Connected {
     producer: ThreadedProducer<Context>,
@@ -223,7 +237,7 @@ pub async fn connect(
         .map_err(|e| SinkError::Broker { name: name.to_string(), reason: e.to_string() })?;
     let producer = Arc::new(producer);
     let topic = config.topic.clone().unwrap_or_default();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100));
     let (mut waited_for_id, mut announced) = (0, false);
     loop {
         let (p, t) = (producer.clone(), topic.clone());
@@ -251,8 +265,7 @@ pub async fn connect(
                     tracing::warn!(sink = %name, error = %e, "kafka not ready yet; retrying until it is");
                     announced = true;
                 }
-                tokio::time::sleep(jitter(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff.wait().await;
             }
         }
     }
@@ -375,7 +388,7 @@ impl Out<'_> {
 
     /// Hands one event to librdkafka, waiting while its queue is full or the broker refuses.
     async fn send(&self, mut opaque: Box<Opaque>) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100));
         loop {
             let (event, line) = (opaque.event.clone(), opaque.line.clone());
             let record = BaseRecord::with_opaque_to(self.topic, opaque)
@@ -399,8 +412,7 @@ impl Out<'_> {
                     if self.producer.context().down.failed() {
                         tracing::warn!(sink = %self.name, id = %event.id, error = %e, "kafka refused an event; retrying with backoff");
                     }
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff.wait().await;
                 }
             }
         }

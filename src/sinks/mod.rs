@@ -1,10 +1,12 @@
 //! Sinks: where events go. One file per sink; each defines its config table
 //! (`[sinks.NAME]` with `type = "..."`) and, once the daemon runs it, its writer.
 //!
-//! Every sink has a `[sinks.NAME.buffer]` table: a bounded queue that blocks the pipeline
-//! when full (default), or spills to disk, or — only when configured — drops the newest
-//! events, counted.
+//! Every sink has a `[sinks.NAME.buffer]` table ([`buffer`]).
+//!
+//! Adding a sink touches its own file, its line in [`SinkKind`], in [`parse`] and in
+//! [`SinkKind::start`] (the registry).
 
+pub mod buffer;
 pub mod file;
 pub mod kafka;
 pub mod nats;
@@ -12,40 +14,68 @@ pub mod otlp;
 pub mod prometheus;
 pub mod stdout;
 
+use std::future::Future;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use serde::Deserialize;
 use tokio::sync::mpsc::Receiver;
+use tokio::task::JoinHandle;
 
-use crate::config::{section, Problems};
+use crate::pipeline::{Acked, Clock, Delivery};
+use crate::support::problems::{section, Problems};
+use crate::telemetry::metrics::{Metrics, SinkMetrics};
+use crate::telemetry::view::SharedView;
+pub use buffer::{BufferConfig, BufferKind, Fsync, WhenFull};
 
-/// One event on its way to a sink: its place in the outbox and its JSON line.
-#[derive(Clone, Debug)]
-pub struct Delivery {
-    pub seq: u64,
-    pub line: Arc<str>,
-    /// The event itself, for sinks that need its fields (keys, headers, the ack histogram).
-    pub event: Arc<crate::model::ClusterEvent>,
+/// What every sink is started with.
+#[derive(Clone)]
+pub struct SinkContext {
+    pub name: String,
+    pub metrics: SinkMetrics,
+    /// The watermark this sink raises as it holds events.
+    pub acked: Acked,
+    /// herald's own metrics and the stable view (the OTLP sink exports both).
+    pub telemetry: Arc<Metrics>,
+    pub view: SharedView,
+    pub clock: Clock,
 }
 
-/// Whether a sink's server is in trouble: trouble is logged when it starts and when it ends,
-/// not once per event or retry. Shared with client callbacks on other threads, so atomic.
-#[derive(Debug, Default)]
-pub(crate) struct Outage {
-    on: std::sync::atomic::AtomicBool,
+/// A sink's running task.
+pub type SinkTask = JoinHandle<Result<(), SinkError>>;
+
+/// A configured sink.
+pub trait Sink {
+    /// Connects, and returns once the sink can take events (its readiness), with the task
+    /// that delivers what arrives on `rx`.
+    fn start(
+        &self,
+        ctx: SinkContext,
+        rx: Receiver<Delivery>,
+    ) -> impl Future<Output = Result<SinkTask, SinkError>> + Send;
 }
 
-impl Outage {
-    /// A failure; true when it starts an outage.
-    pub(crate) fn failed(&self) -> bool {
-        !self.on.swap(true, Ordering::Relaxed)
+impl SinkKind {
+    /// The Prometheus sink is a feature of the HTTP server, not a queue-fed sink: `/metrics`
+    /// renders the stable view at each scrape. It holds no events and takes no part in
+    /// acknowledgements.
+    pub fn scraped(&self) -> bool {
+        matches!(self, SinkKind::Prometheus(_))
     }
 
-    /// A success; true when it ends an outage.
-    pub(crate) fn ended(&self) -> bool {
-        self.on.swap(false, Ordering::Relaxed)
+    /// The registry: starts the configured type. `None` for a scraped sink.
+    pub async fn start(
+        &self,
+        ctx: SinkContext,
+        rx: Receiver<Delivery>,
+    ) -> Result<Option<SinkTask>, SinkError> {
+        Ok(Some(match self {
+            SinkKind::Stdout(c) => c.start(ctx, rx).await?,
+            SinkKind::File(c) => c.start(ctx, rx).await?,
+            SinkKind::Kafka(c) => c.start(ctx, rx).await?,
+            SinkKind::Nats(c) => c.start(ctx, rx).await?,
+            SinkKind::Otlp(c) => c.start(ctx, rx).await?,
+            SinkKind::Prometheus(_) => return Ok(None),
+        }))
     }
 }
 
@@ -65,8 +95,8 @@ pub(crate) fn write_lines(
     name: &str,
     mut out: impl Write,
     mut rx: Receiver<Delivery>,
-    acked: Arc<AtomicU64>,
-    metrics: crate::metrics::SinkMetrics,
+    acked: Acked,
+    metrics: crate::telemetry::metrics::SinkMetrics,
 ) -> Result<(), SinkError> {
     let err = |source: std::io::Error| {
         metrics.errors.inc();
@@ -78,7 +108,7 @@ pub(crate) fn write_lines(
             metrics.acked(*stable_at);
         }
         if let Some((seq, _)) = written.last() {
-            acked.store(*seq, Ordering::Release);
+            acked.store(*seq, std::sync::atomic::Ordering::Release);
         }
         written.clear();
     };
@@ -116,87 +146,6 @@ pub enum SinkKind {
 
 pub const TYPES: &str = "stdout, file, kafka, nats, prometheus, otlp";
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct BufferConfig {
-    /// `memory` (default) or `disk`.
-    #[serde(default, rename = "type")]
-    pub kind: BufferKind,
-    /// Events the queue holds before `when_full` applies.
-    #[serde(default = "default_max_events")]
-    pub max_events: usize,
-    /// `block` (default) or `drop_newest` (counted).
-    #[serde(default)]
-    pub when_full: WhenFull,
-    /// Disk only: the buffer's directory; default `<state.dir>/buffers/<sink>`.
-    pub dir: Option<std::path::PathBuf>,
-    /// Disk only: bytes on disk before `when_full` applies.
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: u64,
-    /// Disk only: when appended events reach the disk (see [`Fsync`]).
-    #[serde(default)]
-    pub fsync: Fsync,
-    /// Disk only, with `fsync = "interval"`: how often.
-    #[serde(default = "default_fsync_interval", with = "humantime_serde")]
-    pub fsync_interval: std::time::Duration,
-}
-
-/// When a disk buffer syncs what it appended. An event counts as held by the sink — so the
-/// pipeline may forget it and a broker source may acknowledge its message — only once synced
-/// (`never`: once written, which survives a crash of herald but not of the machine).
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Fsync {
-    /// One fsync per appended batch (each commit's events).
-    #[default]
-    Batch,
-    /// One fsync every `fsync_interval`.
-    Interval,
-    /// Leave it to the operating system.
-    Never,
-}
-
-fn default_max_bytes() -> u64 {
-    256 << 20
-}
-
-fn default_fsync_interval() -> std::time::Duration {
-    std::time::Duration::from_secs(1)
-}
-
-impl Default for BufferConfig {
-    fn default() -> Self {
-        BufferConfig {
-            kind: BufferKind::Memory,
-            max_events: default_max_events(),
-            when_full: WhenFull::Block,
-            dir: None,
-            max_bytes: default_max_bytes(),
-            fsync: Fsync::Batch,
-            fsync_interval: default_fsync_interval(),
-        }
-    }
-}
-
-fn default_max_events() -> usize {
-    10_000
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum BufferKind {
-    #[default]
-    Memory,
-    Disk,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum WhenFull {
-    #[default]
-    Block,
-    DropNewest,
-}
-
 /// Reads `[sinks.NAME]` by its `type`; `buffer` has been taken out of `table` already.
 pub(crate) fn parse(
     kind: &str,
@@ -216,32 +165,4 @@ pub(crate) fn parse(
             return None;
         }
     })
-}
-
-pub(crate) fn parse_buffer(
-    table: Option<toml::Value>,
-    path: &str,
-    p: &mut Problems,
-) -> Option<BufferConfig> {
-    let Some(table) = table else {
-        return Some(BufferConfig::default());
-    };
-    let path = format!("{path}.buffer");
-    let b: BufferConfig = section(table, &path, p)?;
-    if b.max_events == 0 {
-        p.push(format!("{path}.max_events"), "must be at least 1");
-        return None;
-    }
-    if b.kind == BufferKind::Disk && b.max_bytes < crate::disk_buffer::MIN_BYTES {
-        p.push(
-            format!("{path}.max_bytes"),
-            format!("must be at least {} (1 MiB)", crate::disk_buffer::MIN_BYTES),
-        );
-        return None;
-    }
-    if b.fsync == Fsync::Interval && b.fsync_interval.is_zero() {
-        p.push(format!("{path}.fsync_interval"), "must be more than 0");
-        return None;
-    }
-    Some(b)
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::Problems;
+use crate::support::problems::Problems;
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct Config {
@@ -53,9 +53,11 @@ use std::time::Duration;
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use tokio::sync::mpsc::Receiver;
 
-use super::{Delivery, Outage, SinkError};
-use crate::metrics::SinkMetrics;
-use crate::sources::jitter;
+use super::SinkError;
+use crate::pipeline::Delivery;
+use crate::support::retry::Backoff;
+use crate::support::retry::Outage;
+use crate::telemetry::metrics::SinkMetrics;
 
 /// A PubAck on its way.
 type AckFuture = <PublishAckFuture as IntoFuture>::IntoFuture;
@@ -110,6 +112,17 @@ async fn options(config: &Config) -> Result<async_nats::ConnectOptions, std::io:
     Ok(o.name("herald").retry_on_initial_connect())
 }
 
+impl super::Sink for Config {
+    async fn start(
+        &self,
+        ctx: super::SinkContext,
+        rx: Receiver<Delivery>,
+    ) -> Result<super::SinkTask, SinkError> {
+        let connected = connect(&ctx.name, self).await?;
+        Ok(tokio::spawn(run(ctx.name, self.clone(), connected, rx, ctx.acked, ctx.metrics)))
+    }
+}
+
 /// Connects (and, in JetStream mode, makes sure the stream exists): the sink's readiness.
 pub async fn connect(name: &str, config: &Config) -> Result<Connected, SinkError> {
     let url = config.url.clone().unwrap_or_default();
@@ -136,15 +149,14 @@ pub async fn connect(name: &str, config: &Config) -> Result<Connected, SinkError
         } else {
             // Ready means a stream captures what herald publishes: wait for one.
             let probe = format!("{}.probe.readiness", config.subject_prefix);
-            let mut backoff = Duration::from_millis(200);
+            let mut backoff = Backoff::new(Duration::from_millis(200));
             let mut logged = false;
             while js.stream_by_subject(probe.clone()).await.is_err() {
                 if !logged {
                     tracing::warn!(sink = %name, subjects = %format!("{}.>", config.subject_prefix), "no JetStream stream captures herald's subjects yet; waiting");
                     logged = true;
                 }
-                tokio::time::sleep(jitter(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff.wait().await;
             }
         }
         Some(js)
@@ -165,7 +177,7 @@ async fn publish(
     metrics: &SinkMetrics,
     outage: &Outage,
 ) -> AckFuture {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100));
     loop {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", d.event.id.as_str());
@@ -177,8 +189,7 @@ async fn publish(
                 if outage.failed() {
                     tracing::warn!(sink = %name, error = %e, "nats publish failed; retrying with backoff");
                 }
-                tokio::time::sleep(jitter(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff.wait().await;
             }
         }
     }
@@ -198,7 +209,7 @@ pub async fn run(
     let Connected { client, jetstream } = connected;
     let Some(js) = jetstream else {
         let mut pending: Vec<Delivery> = Vec::new();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100));
         let outage = Outage::default();
         loop {
             let d = rx.recv().await;
@@ -219,7 +230,7 @@ pub async fn run(
             if (closing || rx.is_empty()) && !pending.is_empty() {
                 match client.flush().await {
                     Ok(()) => {
-                        backoff = Duration::from_millis(100);
+                        backoff.reset();
                         if outage.ended() {
                             tracing::info!(sink = %name, "nats reachable again");
                         }
@@ -233,8 +244,7 @@ pub async fn run(
                         if outage.failed() {
                             tracing::warn!(sink = %name, error = %e, "nats flush failed; retrying");
                         }
-                        tokio::time::sleep(jitter(backoff)).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        backoff.wait().await;
                         continue;
                     }
                 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Problems;
+use crate::support::problems::Problems;
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct Config {
@@ -67,11 +67,12 @@ use opentelemetry_sdk::Resource;
 use prometheus::proto::MetricFamily;
 use tokio::sync::mpsc::Receiver;
 
-use super::{Delivery, SinkError};
-use crate::metrics::{Family, SinkMetrics};
+use super::SinkError;
 use crate::model::{ClusterEvent, EventKind};
-use crate::sources::jitter;
-use crate::view::View;
+use crate::pipeline::Delivery;
+use crate::support::retry::Backoff;
+use crate::telemetry::metrics::{Family, SinkMetrics};
+use crate::telemetry::view::View;
 
 /// Log records per export request.
 const BATCH: usize = 512;
@@ -172,12 +173,24 @@ fn http_client(
     b.build().map_err(|e| broker(name, e))
 }
 
+impl super::Sink for Config {
+    async fn start(
+        &self,
+        ctx: super::SinkContext,
+        rx: Receiver<Delivery>,
+    ) -> Result<super::SinkTask, SinkError> {
+        let connected =
+            connect(&ctx.name, self, &ctx.telemetry, ctx.metrics.clone(), ctx.view).await?;
+        Ok(tokio::spawn(run(ctx.name, connected, rx, ctx.acked, ctx.metrics)))
+    }
+}
+
 /// Builds the exporters. Nothing is sent yet: a collector that is not up is retried later,
 /// so herald starts, and buffers, without it.
 pub async fn connect(
     name: &str,
     config: &Config,
-    metrics: &crate::metrics::Metrics,
+    metrics: &crate::telemetry::metrics::Metrics,
     sink: SinkMetrics,
     view: Arc<Mutex<View>>,
 ) -> Result<Connected, SinkError> {
@@ -267,17 +280,20 @@ pub async fn connect(
 struct Gathered {
     pipeline: prometheus::Registry,
     state: prometheus::Registry,
-    gauges: super::prometheus::StateGauges,
+    gauges: crate::telemetry::gauges::StateGauges,
     view: Arc<Mutex<View>>,
     families: Vec<Family>,
     cache: Mutex<Option<(Instant, Arc<Vec<MetricFamily>>)>>,
 }
 
 impl Gathered {
-    fn new(metrics: &crate::metrics::Metrics, view: Arc<Mutex<View>>) -> Result<Self, SinkError> {
+    fn new(
+        metrics: &crate::telemetry::metrics::Metrics,
+        view: Arc<Mutex<View>>,
+    ) -> Result<Self, SinkError> {
         let state = prometheus::Registry::new();
-        let gauges =
-            super::prometheus::StateGauges::register(&state).map_err(|e| broker("otlp", e))?;
+        let gauges = crate::telemetry::gauges::StateGauges::register(&state)
+            .map_err(|e| broker("otlp", e))?;
         let mut families = gauges.families();
         families.extend(metrics.families());
         Ok(Gathered {
@@ -363,7 +379,7 @@ struct CountingExporter {
     sink: String,
     errors: prometheus::IntCounter,
     /// Failing now: warn when an outage starts and when it ends, not at every interval.
-    failing: super::Outage,
+    failing: crate::support::retry::Outage,
 }
 
 impl opentelemetry_sdk::metrics::exporter::PushMetricExporter for CountingExporter {
@@ -540,7 +556,7 @@ pub async fn run(
         let records: Vec<SdkLogRecord> = batch.iter().map(|d| record(&logger, d)).collect();
         let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
             records.iter().map(|r| (r, &scope)).collect();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100));
         let mut failures = 0u32;
         let exported = loop {
             match logs.export(LogBatch::new(&refs)).await {
@@ -554,7 +570,7 @@ pub async fn run(
                     } else {
                         tracing::debug!(sink = %name, error = %e, "otlp export failed again");
                     }
-                    let mut pause = jitter(backoff);
+                    let mut pause = crate::support::retry::jitter(backoff.step());
                     if rx.is_closed() {
                         let since = *closed_at.get_or_insert_with(tokio::time::Instant::now);
                         let left = CLOSING_GRACE.saturating_sub(since.elapsed());
@@ -564,7 +580,6 @@ pub async fn run(
                         pause = pause.min(left);
                     }
                     tokio::time::sleep(pause).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
         };

@@ -11,14 +11,21 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::Receiver;
 
-use super::{write_lines, Delivery, SinkError};
+use super::{write_lines, Sink, SinkContext, SinkError, SinkTask};
+use crate::pipeline::Delivery;
+
+impl Sink for Config {
+    async fn start(&self, ctx: SinkContext, rx: Receiver<Delivery>) -> Result<SinkTask, SinkError> {
+        Ok(tokio::task::spawn_blocking(move || run(&ctx.name, rx, ctx.acked, ctx.metrics)))
+    }
+}
 
 /// Writes events to standard output until the pipeline closes the queue.
 pub fn run(
     name: &str,
     rx: Receiver<Delivery>,
     acked: Arc<AtomicU64>,
-    metrics: crate::metrics::SinkMetrics,
+    metrics: crate::telemetry::metrics::SinkMetrics,
 ) -> Result<(), SinkError> {
     let out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     write_lines(name, out, rx, acked, metrics)

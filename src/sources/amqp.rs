@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::Common;
-use crate::config::Problems;
+use crate::support::problems::Problems;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Config {
@@ -40,7 +40,7 @@ impl Config {
 
 // ---- running ------------------------------------------------------------------------------
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use std::sync::Arc;
 
@@ -50,22 +50,31 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::mpsc::Sender;
 
-use super::{
-    drain, message_key, message_lines, reconnecting, Freshness, Input, Outstanding, QUIET,
+use super::broker::{
+    drain, message_key, message_lines, reconnecting, Freshness, Link, Outstanding, QUIET,
 };
+use super::{Source, SourceContext, SourceError};
+use crate::decode::Context;
+use crate::pipeline::{Input, Shutdown, Stop};
+use crate::telemetry::events::{Reachability, Side};
 
-/// Consumes the queue until `stop` is set or the engine goes away, reconnecting with backoff.
-/// Each delivery is acknowledged only after its records' effect is committed and every event
-/// they produced is held by every sink (the runtime's after-commit action); a delivery still
-/// unacknowledged when herald dies is redelivered by the broker.
-pub async fn consume(
-    config: Config,
-    name: String,
-    source: usize,
-    tx: Sender<Input>,
-    stop: Arc<AtomicBool>,
-) {
-    reconnecting(&name, source, &tx, &stop, || session(&config, &name, source, &tx, &stop)).await;
+impl Source for Config {
+    fn context(&self) -> Context {
+        super::context(&self.common)
+    }
+
+    fn start(&self, ctx: SourceContext, tasks: &mut Shutdown) {
+        let config = self.clone();
+        let what = format!("AMQP {}", super::broker::redacted(self.url.as_deref().unwrap_or("")));
+        let reach = Reachability::new(Side::Source, &ctx.name, what, ctx.metrics.clone());
+        tasks.spawn(ctx.name.clone(), async move {
+            let (name, source, tx, stop) = (&ctx.name, ctx.index, &ctx.tx, &ctx.stop);
+            reconnecting(source, tx, stop, reach, |link| {
+                session(&config, name, source, tx, stop, link)
+            })
+            .await;
+        });
+    }
 }
 
 async fn session(
@@ -73,10 +82,11 @@ async fn session(
     name: &str,
     source: usize,
     tx: &Sender<Input>,
-    stop: &AtomicBool,
-) -> Result<(), String> {
-    let e = |e: lapin::Error| e.to_string();
+    stop: &Stop,
+    link: std::sync::Arc<Link>,
+) -> Result<(), SourceError> {
     let url = config.url.clone().unwrap_or_default();
+    let e = |e: lapin::Error| SourceError::broker(&url, e);
     let queue = config.queue.clone().unwrap_or_default();
     let conn = Connection::connect(&url, ConnectionProperties::default()).await.map_err(e)?;
     let channel = conn.create_channel().await.map_err(e)?;
@@ -101,17 +111,20 @@ async fn session(
         .await
         .map_err(e)?;
     tracing::info!(source = %name, queue = %queue, waiting = declared.message_count(), "consuming");
+    link.up();
     let outstanding = Arc::new(AtomicUsize::new(0));
     let mut fresh = Freshness { source, caught_up: false };
     if !fresh.set(tx, declared.message_count() == 0).await {
         return Ok(());
     }
     loop {
-        if stop.load(Ordering::Relaxed) {
-            drain(&outstanding).await;
-            return Ok(());
-        }
-        let next = tokio::time::timeout(QUIET, consumer.next()).await;
+        let next = tokio::select! {
+            _ = stop.stopped() => {
+                drain(&outstanding).await;
+                return Ok(());
+            }
+            next = tokio::time::timeout(QUIET, consumer.next()) => next,
+        };
         let delivery = match next {
             Err(_) => {
                 if !fresh.quiet(tx).await {
@@ -119,7 +132,7 @@ async fn session(
                 }
                 continue;
             }
-            Ok(None) => return Err("the broker closed the consumer".into()),
+            Ok(None) => return Err(SourceError::broker(&url, "the broker closed the consumer")),
             Ok(Some(d)) => d.map_err(e)?,
         };
         let Some(live) = fresh.arrived(tx).await else { return Ok(()) };

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Problems;
+use crate::support::problems::Problems;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Config {
@@ -52,11 +52,13 @@ impl Config {
 }
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use crate::model::{Observation, Signal, Timestamp, Via};
-use crate::sources::{polling, Checker, Input};
+use super::poll::{polling, Checker};
+use super::{Source, SourceContext};
+use crate::decode::Context;
+use crate::model::{Observation, Signal, Via};
+use crate::pipeline::{Input, Shutdown};
 
 /// What herald knows of the members: ids and client URLs to names.
 #[derive(Default)]
@@ -178,15 +180,24 @@ fn normalize(url: &str) -> String {
     url.trim_end_matches('/').to_string()
 }
 
+impl Source for Config {
+    fn context(&self) -> Context {
+        super::poller_context(self.cluster.as_deref())
+    }
+
+    fn pushes(&self) -> bool {
+        true
+    }
+
+    fn start(&self, ctx: SourceContext, tasks: &mut Shutdown) {
+        tasks.spawn(ctx.name.clone(), run(self.clone(), ctx));
+    }
+}
+
 /// Polls every endpoint each interval until `stop`: each member's view of the leader, and
 /// whether it answered within the timeout.
-pub async fn run(
-    config: Config,
-    name: String,
-    source: usize,
-    tx: tokio::sync::mpsc::Sender<Input>,
-    stop: Arc<AtomicBool>,
-) {
+async fn run(config: Config, ctx: SourceContext) {
+    let (name, source, tx) = (ctx.name.clone(), ctx.index, ctx.tx.clone());
     let client = match client(&config) {
         Ok(c) => c,
         Err(e) => {
@@ -195,11 +206,12 @@ pub async fn run(
             return;
         }
     };
-    let checker = Checker::new(config.cluster.as_deref(), Via::Poll, config.down_after, 1);
+    let checker =
+        Checker::new(config.cluster.as_deref(), Via::Poll, config.down_after, 1, ctx.clock);
     tracing::info!(source = %name, endpoints = config.endpoints.len(), interval = ?config.interval, "polling etcd");
     let known = Arc::new(Mutex::new(Members::default()));
     let config = Arc::new(config);
-    polling(source, config.interval, tx, stop, || {
+    polling(&ctx, config.interval, || {
         let (client, config, known, checker) =
             (client.clone(), config.clone(), known.clone(), checker.clone());
         async move { round(&client, &config, &known, &checker).await }
@@ -213,7 +225,7 @@ async fn round(
     known: &Mutex<Members>,
     checker: &Checker,
 ) -> Vec<Observation<'static>> {
-    let at = Timestamp::now();
+    let at = checker.now();
     let lock = || known.lock().unwrap_or_else(|p| p.into_inner());
     let token = lock().token.clone();
     let answers = futures_util::future::join_all(

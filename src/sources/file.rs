@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::Common;
-use crate::config::Problems;
+use crate::support::problems::Problems;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Config {
@@ -31,7 +31,7 @@ pub enum StartAt {
 }
 
 pub fn default_max_line_bytes() -> usize {
-    1 << 20
+    crate::support::lines::MAX_LINE_BYTES
 }
 
 impl Config {
@@ -54,14 +54,33 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::Sender;
 
-use super::{Input, LineFeeder, SourceError};
+use super::{Source, SourceContext, SourceError};
+use crate::decode::Context;
+use crate::pipeline::feed::LineFeeder;
+use crate::pipeline::{Input, Shutdown, Stop};
 use crate::state::Position;
+
+impl Source for Config {
+    fn context(&self) -> Context {
+        super::context(&self.common)
+    }
+
+    fn start(&self, ctx: SourceContext, tasks: &mut Shutdown) {
+        let config = self.clone();
+        tasks.spawn_blocking(ctx.name.clone(), move || {
+            let (index, tx) = (ctx.index, ctx.tx.clone());
+            if let Err(e) = tail(&config, index, ctx.start, tx.clone(), ctx.stop) {
+                tracing::error!(source = %ctx.name, error = %e, "source failed");
+                let _ =
+                    tx.blocking_send(Input::Ended { source: index, error: Some(e.to_string()) });
+            }
+        });
+    }
+}
 
 /// How often a caught-up tailer looks for new data and for a rotation.
 const POLL: Duration = Duration::from_millis(50);
@@ -116,7 +135,7 @@ pub fn tail(
     source: usize,
     start: Option<Position>,
     tx: Sender<Input>,
-    stop: Arc<AtomicBool>,
+    stop: Stop,
 ) -> Result<(), SourceError> {
     let path = config.path.clone().unwrap_or_default();
     let shown = path.display().to_string();
@@ -129,7 +148,7 @@ pub fn tail(
     // Wait for the file to exist: herald may start before the controller.
     let mut announced = false;
     while !path.exists() {
-        if stop.load(Ordering::Relaxed) {
+        if stop.is_stopped() {
             return Ok(());
         }
         if !announced {
@@ -166,9 +185,9 @@ pub fn tail(
         offset = 0;
     }
     file.seek(SeekFrom::Start(offset)).map_err(io)?;
-    let mut t = Tail { lines: LineFeeder::new(source, config.max_line_bytes, tx, line), file };
+    let mut t =
+        Tail { lines: LineFeeder::new(source, config.max_line_bytes, tx, offset, line), file };
     t.lines.file_id = Some(id);
-    t.lines.offset = offset;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let (_, alive) = t.drain(&mut buf);
@@ -184,31 +203,31 @@ pub fn tail(
             if !t.drain(&mut buf).1 {
                 return Ok(());
             }
-            if !t.lines.finish_partial() {
+            if !t.lines.finish() {
                 return Ok(());
             }
             match open(&path) {
                 Ok((f, nid)) => {
                     tracing::info!(path = %shown, "the log was rotated; following the new file");
                     t.file = f;
-                    (t.lines.file_id, t.lines.offset) = (Some(nid), 0);
+                    t.lines.restart_at(Some(nid), 0);
                     rotated_away = false;
                     continue;
                 }
                 Err(_) => rotated_away = false,
             }
-        } else if current.as_ref().is_some_and(|m| m.len() < t.lines.offset) {
+        } else if current.as_ref().is_some_and(|m| m.len() < t.lines.offset()) {
             tracing::warn!(path = %shown, "the log was truncated; reading it from its start");
             t.file.seek(SeekFrom::Start(0)).map_err(io)?;
-            t.lines.offset = 0;
-            t.lines.discard_partial();
+            let id = t.lines.file_id;
+            t.lines.restart_at(id, 0);
             continue;
         }
-        if !t.lines.set_caught_up(true) || stop.load(Ordering::Relaxed) {
+        if !t.lines.set_caught_up(true) || stop.is_stopped() {
             return Ok(());
         }
         std::thread::sleep(POLL);
-        if stop.load(Ordering::Relaxed) {
+        if stop.is_stopped() {
             return Ok(());
         }
     }

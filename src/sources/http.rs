@@ -1,4 +1,9 @@
 //! The HTTP source: JSON lines POSTed to the server's `/ingest` (bearer token, 1 MiB limit).
+//!
+//! Every line is decoded before any is accepted: a body with a bad line is refused whole
+//! (400, each bad line with its number), so a client never has to work out which half of
+//! its request went in. An accepted body is answered only once its records are applied and
+//! committed — the HTTP source's end-to-end acknowledgement.
 
 use serde::Deserialize;
 
@@ -9,4 +14,127 @@ pub struct Config {
     /// `cluster`, `reporter`, `format`: read apart, see [`Common`].
     #[serde(skip)]
     pub common: Common,
+}
+
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Source, SourceContext};
+use crate::decode::{self, Context};
+use crate::pipeline::{Input, Shutdown};
+use crate::support::lines::{is_blank, split_message, Line};
+use crate::telemetry::metrics::{Metrics, RecordOutcome};
+
+/// The body limit of `/ingest`.
+pub const INGEST_LIMIT: usize = 1 << 20;
+
+impl Source for Config {
+    fn context(&self) -> Context {
+        super::context(&self.common)
+    }
+
+    fn pushes(&self) -> bool {
+        true
+    }
+
+    /// Its records come through the HTTP server's `/ingest` ([`routes`]).
+    fn start(&self, _ctx: SourceContext, _tasks: &mut Shutdown) {}
+}
+
+/// What `/ingest` needs of the pipeline.
+#[derive(Clone)]
+pub struct Ingest {
+    pub source: usize,
+    pub name: String,
+    pub context: Context,
+    pub token: Option<String>,
+    pub tx: mpsc::Sender<Input>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The routes the HTTP server serves for this source.
+pub fn routes(ingest: Ingest) -> Router {
+    Router::new().route("/ingest", post(ingest_body)).with_state(ingest)
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+async fn ingest_body(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
+    if let Some(token) = &ingest.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Same cost whatever the token's prefix: do not leak it byte by byte.
+        let ok = given.is_some_and(|g| {
+            g.len() == token.len()
+                && g.bytes().zip(token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
+        });
+        if !ok {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer …)",
+            );
+        }
+    }
+    let bytes = match to_bytes(body, INGEST_LIMIT).await {
+        Ok(b) => b,
+        Err(_) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body over the 1 MiB limit: send fewer lines per request",
+            )
+        }
+    };
+    let mut lines = Vec::new();
+    let mut errors = Vec::new();
+    for (number, line) in split_message(&bytes, INGEST_LIMIT) {
+        let Line::Text(line) = line else { continue };
+        // Blank lines are not records, but keep their numbers (the driver passes over them).
+        if !is_blank(line) {
+            if let Err(e) = decode::decode_line(line, number, &ingest.context) {
+                errors.push(json!({ "line": e.line, "error": e.reason.to_string() }));
+                ingest.metrics.record(&ingest.name, RecordOutcome::DecodeError);
+                continue;
+            }
+        }
+        lines.push(line.to_vec());
+    }
+    if !errors.is_empty() {
+        let body = json!({ "error": "bad lines; nothing was accepted", "lines": errors });
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
+    let accepted = lines.len();
+    let (done, committed) = oneshot::channel();
+    let on_commit = Box::new(move || {
+        let _ = done.send(());
+    });
+    let batch = Input::Batch {
+        source: ingest.source,
+        lines,
+        live: true,
+        on_commit,
+        key: None,
+        redelivery: false,
+    };
+    if ingest.tx.send(batch).await.is_err() {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "herald is shutting down");
+    }
+    match committed.await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "accepted": accepted }))).into_response(),
+        Err(_) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "herald stopped before the records were committed",
+        ),
+    }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::Common;
-use crate::config::Problems;
+use crate::support::problems::Problems;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Config {
@@ -36,22 +36,47 @@ impl Config {
 
 // ---- running ------------------------------------------------------------------------------
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use futures_util::StreamExt;
 use tokio::sync::mpsc::Sender;
 
-use super::{
-    drain, message_key, message_lines, reconnecting, Freshness, Input, Outstanding, QUIET,
+use super::broker::{
+    drain, message_key, message_lines, reconnecting, Freshness, Link, Outstanding, QUIET,
 };
+use super::{Source, SourceContext, SourceError};
+use crate::decode::Context;
+use crate::pipeline::{Input, Shutdown, Stop};
+use crate::telemetry::events::{Reachability, Side};
 
-async fn client(config: &Config) -> Result<async_nats::Client, String> {
+impl Source for Config {
+    fn context(&self) -> Context {
+        super::context(&self.common)
+    }
+
+    fn start(&self, ctx: SourceContext, tasks: &mut Shutdown) {
+        let config = self.clone();
+        let what = format!("NATS {}", super::broker::redacted(self.url.as_deref().unwrap_or("")));
+        let reach = Reachability::new(Side::Source, &ctx.name, what, ctx.metrics.clone());
+        tasks.spawn(ctx.name.clone(), async move {
+            let (name, source, tx, stop) = (&ctx.name, ctx.index, &ctx.tx, &ctx.stop);
+            reconnecting(source, tx, stop, reach, |link| {
+                session(&config, name, source, tx, stop, link)
+            })
+            .await;
+        });
+    }
+}
+
+async fn client(config: &Config) -> Result<async_nats::Client, SourceError> {
+    let url = config.url.clone().unwrap_or_default();
+    let e = |e: std::io::Error| SourceError::broker(&url, e);
     let mut o = match &config.creds {
-        Some(path) => async_nats::ConnectOptions::with_credentials_file(path.clone())
-            .await
-            .map_err(|e| e.to_string())?,
+        Some(path) => {
+            async_nats::ConnectOptions::with_credentials_file(path.clone()).await.map_err(e)?
+        }
         None => async_nats::ConnectOptions::new(),
     };
     if let Some(t) = &config.token {
@@ -60,23 +85,7 @@ async fn client(config: &Config) -> Result<async_nats::Client, String> {
     if let (Some(u), Some(p)) = (&config.user, &config.password) {
         o = o.user_and_password(u.clone(), p.clone());
     }
-    let url = config.url.clone().unwrap_or_default();
-    o.name("herald").connect(url.as_str()).await.map_err(|e| e.to_string())
-}
-
-/// Reads the subject until `stop` is set, reconnecting with backoff. With a `stream`, a
-/// JetStream durable consumer whose messages are acknowledged only after their effect is
-/// committed and every event they produced is held by every sink; a message unacknowledged
-/// when herald dies is redelivered, and one already applied is acknowledged, not applied twice.
-/// Without one, a core subscription (at most once: core NATS keeps nothing).
-pub async fn consume(
-    config: Config,
-    name: String,
-    source: usize,
-    tx: Sender<Input>,
-    stop: Arc<AtomicBool>,
-) {
-    reconnecting(&name, source, &tx, &stop, || session(&config, &name, source, &tx, &stop)).await;
+    o.name("herald").connect(url.as_str()).await.map_err(|e| SourceError::broker(&url, e))
 }
 
 async fn session(
@@ -84,57 +93,65 @@ async fn session(
     name: &str,
     source: usize,
     tx: &Sender<Input>,
-    stop: &AtomicBool,
-) -> Result<(), String> {
+    stop: &Stop,
+    link: std::sync::Arc<Link>,
+) -> Result<(), SourceError> {
     let client = client(config).await?;
+    let url = config.url.clone().unwrap_or_default();
+    let e = |e: String| SourceError::broker(&url, e);
     let subject = config.subject.clone().unwrap_or_default();
     let outstanding = Arc::new(AtomicUsize::new(0));
     let mut fresh = Freshness { source, caught_up: false };
     let mut messages: std::pin::Pin<
-        Box<dyn futures_util::Stream<Item = Result<Received, String>> + Send>,
-    > =
-        match &config.stream {
-            Some(stream) => {
-                let js = async_nats::jetstream::new(client.clone());
-                let stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
-                let durable = config.durable.clone().unwrap_or_else(|| "herald".to_string());
-                let consumer = stream
-                    .get_or_create_consumer(
-                        &durable,
-                        pull::Config {
-                            durable_name: Some(durable.clone()),
-                            filter_subject: subject.clone(),
-                            ack_policy: AckPolicy::Explicit,
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let msgs = consumer.messages().await.map_err(|e| e.to_string())?;
-                Box::pin(msgs.map(|m| {
-                    m.map(|m| Received::JetStream(Box::new(m))).map_err(|e| e.to_string())
-                }))
-            }
-            None => {
-                let sub = client.subscribe(subject.clone()).await.map_err(|e| e.to_string())?;
-                Box::pin(sub.map(|m| Ok(Received::Core(m))))
-            }
-        };
-    tracing::info!(source = %name, subject = %subject, jetstream = config.stream.is_some(), "consuming");
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            drain(&outstanding).await;
-            let _ = client.flush().await;
-            return Ok(());
+        Box<dyn futures_util::Stream<Item = Result<Received, SourceError>> + Send>,
+    > = match &config.stream {
+        Some(stream) => {
+            let js = async_nats::jetstream::new(client.clone());
+            let stream = js.get_stream(stream).await.map_err(|x| e(x.to_string()))?;
+            let durable = config.durable.clone().unwrap_or_else(|| "herald".to_string());
+            let consumer = stream
+                .get_or_create_consumer(
+                    &durable,
+                    pull::Config {
+                        durable_name: Some(durable.clone()),
+                        filter_subject: subject.clone(),
+                        ack_policy: AckPolicy::Explicit,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|x| e(x.to_string()))?;
+            let msgs = consumer.messages().await.map_err(|x| e(x.to_string()))?;
+            let url = url.clone();
+            Box::pin(msgs.map(move |m| {
+                m.map(|m| Received::JetStream(Box::new(m)))
+                    .map_err(|x| SourceError::broker(&url, x))
+            }))
         }
-        let received = match tokio::time::timeout(QUIET, messages.next()).await {
+        None => {
+            let sub = client.subscribe(subject.clone()).await.map_err(|x| e(x.to_string()))?;
+            Box::pin(sub.map(|m| Ok(Received::Core(m))))
+        }
+    };
+    tracing::info!(source = %name, subject = %subject, jetstream = config.stream.is_some(), "consuming");
+    link.up();
+    loop {
+        let next = tokio::select! {
+            _ = stop.stopped() => {
+                drain(&outstanding).await;
+                let _ = client.flush().await;
+                return Ok(());
+            }
+            next = tokio::time::timeout(QUIET, messages.next()) => next,
+        };
+        let received = match next {
             Err(_) => {
                 if !fresh.quiet(tx).await {
                     return Ok(());
                 }
                 continue;
             }
-            Ok(None) => return Err("the subscription ended".into()),
+            Ok(None) => return Err(e("the subscription ended".into())),
             Ok(Some(m)) => m?,
         };
         let Some(live) = fresh.arrived(tx).await else { return Ok(()) };
@@ -148,7 +165,7 @@ async fn session(
         };
         outstanding.fetch_add(1, Ordering::AcqRel);
         let settled = Outstanding(outstanding.clone());
-        let on_commit: super::OnCommit = Box::new(move || {
+        let on_commit: crate::pipeline::OnCommit = Box::new(move || {
             tokio::spawn(async move {
                 if let Received::JetStream(m) = received {
                     if let Err(e) = m.ack().await {

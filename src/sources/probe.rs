@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Problems;
+use crate::support::problems::Problems;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Config {
@@ -59,34 +59,50 @@ impl Config {
     }
 }
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::model::{Timestamp, Via};
-use crate::sources::{polling, Checker, Input};
+use super::poll::{polling, Checker};
+use super::{Source, SourceContext};
+use crate::decode::Context;
+use crate::model::Via;
+use crate::pipeline::Shutdown;
 
 /// One connect attempt: whether `addr` accepted a TCP connection within `timeout`.
 pub async fn attempt(addr: &str, timeout: Duration) -> bool {
     matches!(tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await, Ok(Ok(_)))
 }
 
+impl Source for Config {
+    fn context(&self) -> Context {
+        super::poller_context(self.cluster.as_deref())
+    }
+
+    fn pushes(&self) -> bool {
+        true
+    }
+
+    fn start(&self, ctx: SourceContext, tasks: &mut Shutdown) {
+        tasks.spawn(ctx.name.clone(), run(self.clone(), ctx));
+    }
+}
+
 /// Probes every node each interval, all at once, until `stop`.
-pub async fn run(
-    config: Config,
-    name: String,
-    source: usize,
-    tx: tokio::sync::mpsc::Sender<Input>,
-    stop: Arc<AtomicBool>,
-) {
-    let checker =
-        Checker::new(config.cluster.as_deref(), Via::Probe, config.down_after, config.up_after);
+async fn run(config: Config, ctx: SourceContext) {
+    let name = ctx.name.clone();
+    let checker = Checker::new(
+        config.cluster.as_deref(),
+        Via::Probe,
+        config.down_after,
+        config.up_after,
+        ctx.clock,
+    );
     tracing::info!(source = %name, nodes = config.nodes.len(), interval = ?config.interval, "probing");
     let config = Arc::new(config);
-    polling(source, config.interval, tx, stop, || {
+    polling(&ctx, config.interval, || {
         let config = config.clone();
         let checker = checker.clone();
         async move {
-            let at = Timestamp::now();
+            let at = checker.now();
             let attempts = config.nodes.iter().map(|(node, addr)| {
                 let timeout = config.timeout;
                 async move { (node, attempt(addr, timeout).await) }

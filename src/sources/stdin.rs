@@ -15,14 +15,29 @@ use std::io::Read;
 
 use tokio::sync::mpsc::Sender;
 
-use super::{Input, LineFeeder};
+use super::{Source, SourceContext};
+use crate::decode::Context;
+use crate::pipeline::feed::LineFeeder;
+use crate::pipeline::{Input, Shutdown};
+
+impl Source for Config {
+    fn context(&self) -> Context {
+        super::context(&self.common)
+    }
+
+    fn start(&self, ctx: SourceContext, _tasks: &mut Shutdown) {
+        // The one task shutdown does not wait for: a read from a terminal cannot be
+        // interrupted.
+        Shutdown::detach(&ctx.name, move || read(ctx.index, ctx.tx));
+    }
+}
 
 /// Reads standard input until its end. Runs on a blocking thread. A read that returns less
 /// than a full buffer drained what the pipe held, so the source counts as caught up until
 /// more arrives (DESIGN §5.1: then engine time may follow the wall clock).
 pub fn read(source: usize, tx: Sender<Input>) {
     let mut lines =
-        LineFeeder::new(source, crate::sources::file::default_max_line_bytes(), tx.clone(), 0);
+        LineFeeder::new(source, crate::support::lines::MAX_LINE_BYTES, tx.clone(), 0, 0);
     let mut stdin = std::io::stdin().lock();
     let mut buf = vec![0u8; 64 * 1024];
     let error = loop {
@@ -40,7 +55,7 @@ pub fn read(source: usize, tx: Sender<Input>) {
             Err(e) => break Some(e.to_string()),
         }
     };
-    if lines.finish_partial() {
+    if lines.finish() {
         let _ = tx.blocking_send(Input::Ended { source, error });
     }
 }

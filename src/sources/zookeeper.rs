@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Problems;
+use crate::support::problems::Problems;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Config {
@@ -49,8 +49,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::poll::{polling, Checker};
+use super::{Source, SourceContext};
+use crate::decode::Context;
 use crate::model::{Observation, Signal, Timestamp, Via};
-use crate::sources::{polling, Checker, Input};
+use crate::pipeline::Shutdown;
 
 /// A server's role as `srvr` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,27 +93,37 @@ async fn srvr(addr: &str, timeout: std::time::Duration) -> Result<String, String
     tokio::time::timeout(timeout, exchange).await.map_err(|_| "timed out".to_string())?
 }
 
+impl Source for Config {
+    fn context(&self) -> Context {
+        super::poller_context(self.cluster.as_deref())
+    }
+
+    fn pushes(&self) -> bool {
+        true
+    }
+
+    fn start(&self, ctx: SourceContext, tasks: &mut Shutdown) {
+        tasks.spawn(ctx.name.clone(), run(self.clone(), ctx));
+    }
+}
+
 /// Polls every server each interval until `stop`. The leader is the server that says so;
 /// a follower's view is that leader (or, when no server said leader this round, the last one
 /// seen: a follower has not yet noticed a leader's death); a server that answers but does not
 /// serve sees no leader.
-pub async fn run(
-    config: Config,
-    name: String,
-    source: usize,
-    tx: tokio::sync::mpsc::Sender<Input>,
-    stop: Arc<AtomicBool>,
-) {
-    let checker = Checker::new(config.cluster.as_deref(), Via::Poll, config.down_after, 1);
+async fn run(config: Config, ctx: SourceContext) {
+    let name = ctx.name.clone();
+    let checker =
+        Checker::new(config.cluster.as_deref(), Via::Poll, config.down_after, 1, ctx.clock);
     tracing::info!(source = %name, servers = config.servers.len(), interval = ?config.interval, "polling zookeeper");
     let last_leader: Arc<Mutex<Option<String>>> = Arc::default();
     let config = Arc::new(config);
     let warned = Arc::new(AtomicBool::new(false));
-    polling(source, config.interval, tx, stop, || {
+    polling(&ctx, config.interval, || {
         let (config, checker, last_leader, warned, name) =
             (config.clone(), checker.clone(), last_leader.clone(), warned.clone(), name.clone());
         async move {
-            let at = Timestamp::now();
+            let at = checker.now();
             let answers = futures_util::future::join_all(
                 config.servers.iter().map(|(server, addr)| {
                     let timeout = config.timeout;
@@ -192,7 +205,7 @@ mod tests {
 
     #[test]
     fn followers_see_the_server_that_says_leader() {
-        let checker = Checker::new(Some("zk"), Via::Poll, 2, 1);
+        let checker = Checker::new(Some("zk"), Via::Poll, 2, 1, crate::pipeline::Clock::system());
         let last = Mutex::new(None);
         let modes = vec![
             ("z1".to_string(), Some(Mode::Follower)),

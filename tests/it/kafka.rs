@@ -13,10 +13,10 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use herald::metrics::Metrics;
 use herald::model::{ClusterEvent, EventKind, Timestamp};
+use herald::pipeline::Delivery;
 use herald::sinks::kafka::{self, Config};
-use herald::sinks::Delivery;
+use herald::telemetry::metrics::Metrics;
 
 const TOPIC: &str = "herald-events";
 const PARTITIONS: i32 = 3;

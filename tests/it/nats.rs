@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use herald::metrics::Metrics;
 use herald::model::{ClusterEvent, EventKind, Timestamp};
+use herald::pipeline::Delivery;
 use herald::sinks::nats::{self, Config};
-use herald::sinks::Delivery;
+use herald::telemetry::metrics::Metrics;
 
 const SHARED: &str = "127.0.0.1:4222";
 

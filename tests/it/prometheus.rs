@@ -87,7 +87,8 @@ fn alert_expressions() -> Vec<(String, String)> {
 }
 
 fn now_ts(offset_ms: i64) -> String {
-    herald::model::Timestamp(herald::model::Timestamp::now().0 + offset_ms * 1_000_000).to_rfc3339()
+    herald::model::Timestamp(herald::pipeline::Clock::system().now().0 + offset_ms * 1_000_000)
+        .to_rfc3339()
 }
 
 fn cluster_line(src: &str, ty: &str, extra: &str) -> String {

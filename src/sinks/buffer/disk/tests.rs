@@ -1,3 +1,4 @@
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,7 +7,9 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::model::{EventKind, Timestamp};
-use crate::sinks::{BufferConfig, BufferKind, Delivery, Fsync, WhenFull};
+use crate::pipeline::Delivery;
+use crate::sinks::buffer::segments::read_acked;
+use crate::sinks::{BufferConfig, BufferKind, Fsync, WhenFull};
 
 fn delivery(seq: u64) -> Delivery {
     let mut e = ClusterEvent::new(
@@ -38,7 +41,7 @@ struct Running {
     from_buffer: mpsc::Receiver<Delivery>,
     sink_acked: Arc<AtomicU64>,
     handle: Handle,
-    metrics: crate::metrics::Metrics,
+    metrics: crate::telemetry::metrics::Metrics,
 }
 
 fn open(dir: &Path, cfg: &BufferConfig) -> Running {
@@ -46,7 +49,7 @@ fn open(dir: &Path, cfg: &BufferConfig) -> Running {
     let (to_sink, from_buffer) = mpsc::channel(16);
     let held = Arc::new(AtomicU64::new(0));
     let sink_acked = Arc::new(AtomicU64::new(0));
-    let metrics = crate::metrics::Metrics::new().expect("metrics");
+    let metrics = crate::telemetry::metrics::Metrics::new().expect("metrics");
     let handle = start(
         "t",
         dir.to_path_buf(),

@@ -12,6 +12,9 @@ use serde::Serialize;
 use crate::engine::Evicted;
 use crate::model::{ClusterEvent, EventKind, Via};
 
+/// The view as the engine task, the server and the sinks share it.
+pub type SharedView = std::sync::Arc<std::sync::Mutex<View>>;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct View {
     pub clusters: BTreeMap<String, ClusterView>,

@@ -9,6 +9,7 @@ use prometheus::{
 };
 
 use crate::model::Timestamp;
+use crate::support::clock::Clock;
 
 /// The outcome of one record, as counted in `herald_records_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +44,9 @@ pub struct Metrics {
     ack_delay: HistogramVec,
     pub suppressed: IntCounterVec,
     pub transitions: IntCounterVec,
+    outages: IntCounterVec,
     build: IntGaugeVec,
+    clock: Clock,
 }
 
 /// A metric family as another exporter (OTLP) announces it before it has any series.
@@ -78,13 +81,14 @@ pub struct SinkMetrics {
     /// Bytes in the sink's disk buffer (0 without one).
     pub buffer_bytes: IntGauge,
     ack_delay: prometheus::Histogram,
+    clock: Clock,
 }
 
 impl SinkMetrics {
     /// An event was acknowledged: how long after it became stable.
     pub fn acked(&self, stable_at: Timestamp) {
         self.events.inc();
-        let delay = Timestamp::now().saturating_sub(stable_at).0 as f64 / 1e9;
+        let delay = self.clock.now().saturating_sub(stable_at).0 as f64 / 1e9;
         self.ack_delay.observe(delay.max(0.0));
     }
 }
@@ -129,7 +133,13 @@ fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::R
 }
 
 impl Metrics {
+    /// Metrics on the system clock.
     pub fn new() -> prometheus::Result<Metrics> {
+        Metrics::with_clock(Clock::system())
+    }
+
+    /// Metrics whose ack delays are measured on `clock`.
+    pub fn with_clock(clock: Clock) -> prometheus::Result<Metrics> {
         let r = Registry::new();
         let build = IntGaugeVec::new(
             Opts::new("herald_build_info", "herald's version; always 1"),
@@ -160,6 +170,7 @@ impl Metrics {
             sink_dropped: counter(&r, "herald_sink_dropped_total", "Events dropped because a sink's queue was full (when_full = drop_newest)", &["sink"])?,
             suppressed: counter(&r, "herald_suppressed_total", "Reverts inside a window and other suppressed flaps, by the kind they would have produced", &["cluster", "kind"])?,
             transitions: counter(&r, "herald_transitions_total", "Events emitted, by kind", &["cluster", "kind"])?,
+            outages: counter(&r, "herald_outages_total", "Outages of a source's or sink's server, as they began and ended", &["component", "transition"])?,
             sink_queue,
             sink_buffer_bytes: {
                 let g = IntGaugeVec::new(
@@ -171,6 +182,7 @@ impl Metrics {
             },
             ack_delay,
             build,
+            clock,
             registry: r,
         })
     }
@@ -190,6 +202,7 @@ impl Metrics {
             (&self.sink_buffer_bytes, false),
             (&self.suppressed, true),
             (&self.transitions, true),
+            (&self.outages, true),
         ])
     }
 
@@ -213,6 +226,17 @@ impl Metrics {
         self.records.with_label_values(&[source, outcome.label()]).inc();
     }
 
+    /// The clock ack delays are measured on.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// An outage of `component`'s server began (or ended).
+    pub fn outage(&self, component: &str, began: bool) {
+        let transition = if began { "began" } else { "ended" };
+        self.outages.with_label_values(&[component, transition]).inc();
+    }
+
     pub fn clock_offset(&self, cluster: &str, reporter: &str) -> Gauge {
         self.clock_offset.with_label_values(&[cluster, reporter])
     }
@@ -225,6 +249,7 @@ impl Metrics {
             queue: self.sink_queue.with_label_values(&[name]),
             buffer_bytes: self.sink_buffer_bytes.with_label_values(&[name]),
             ack_delay: self.ack_delay.with_label_values(&[name]),
+            clock: self.clock,
         }
     }
 }

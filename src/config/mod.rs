@@ -8,18 +8,17 @@
 //! hand so that a missing one reads `sinks.kafka_main.topic: missing`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::engine::{EngineConfig, Params};
 use crate::model::Nanos;
 use crate::sinks::{self, SinkConfig};
 use crate::sources::{self, SourceKind};
+pub use crate::support::problems::{section, Problem, Problems};
 
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -129,53 +128,6 @@ impl EngineSection {
         if self.key_ttl == Some(Duration::ZERO) {
             p.push(format!("{path}.key_ttl"), "must be more than 0");
         }
-    }
-}
-
-/// One problem, at its key path.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-/// Problems collected while reading a config.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Problems(pub Vec<Problem>);
-
-impl Problems {
-    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { path: path.into(), message: message.into() });
-    }
-
-    /// Records `table.key: missing` unless `present`; returns `present`.
-    pub fn require(&mut self, table: &str, key: &str, present: bool) -> bool {
-        let path = format!("{table}.{key}");
-        // A key that failed to read is absent now; its first problem already says why.
-        if !present && !self.0.iter().any(|p| p.path == path) {
-            self.push(path, "missing");
-        }
-        present
-    }
-
-    pub fn positive(&mut self, table: &str, key: &str, d: Duration) -> bool {
-        if d.is_zero() {
-            self.push(format!("{table}.{key}"), "must be more than 0");
-        }
-        !d.is_zero()
-    }
-
-    pub fn at_least_one(&mut self, table: &str, key: &str, n: u32) -> bool {
-        if n == 0 {
-            self.push(format!("{table}.{key}"), "must be at least 1");
-        }
-        n > 0
     }
 }
 
@@ -303,7 +255,7 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, Problems> {
         let toml::Value::Table(mut t) = table else {
             continue;
         };
-        let buffer = sinks::parse_buffer(t.remove("buffer"), &path, &mut p);
+        let buffer = sinks::buffer::parse_buffer(t.remove("buffer"), &path, &mut p);
         let kind = sinks::parse(&kind, toml::Value::Table(t), &path, &mut p);
         if let (Some(kind), Some(buffer)) = (kind, buffer) {
             sink_map.insert(name, SinkConfig { kind, buffer });
@@ -334,92 +286,6 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, Problems> {
         Ok(Config { engine, server, state, sources: source_map, sinks: sink_map })
     } else {
         Err(p)
-    }
-}
-
-/// Deserializes one section, recording every unknown key and every type error in it.
-///
-/// serde stops at the first error; to report them all, the offending key is taken out and
-/// the section read again, until it reads or nothing more can be taken out.
-pub(crate) fn section<T: DeserializeOwned>(
-    mut value: toml::Value,
-    path: &str,
-    p: &mut Problems,
-) -> Option<T> {
-    let mut unknown = std::collections::BTreeSet::new();
-    let mut failed = false;
-    for _ in 0..64 {
-        let result: Result<T, _> = {
-            let mut on_unknown = |key: serde_ignored::Path<'_>| {
-                unknown.insert(key.to_string());
-            };
-            let de = serde_ignored::Deserializer::new(value.clone(), &mut on_unknown);
-            serde_path_to_error::deserialize(de)
-        };
-        match result {
-            Ok(v) => {
-                for key in &unknown {
-                    p.push(join(path, key), "unknown key");
-                }
-                return (!failed).then_some(v);
-            }
-            Err(e) => {
-                failed = true;
-                let segments: Vec<String> = e.path().iter().map(|s| s.to_string()).collect();
-                let at = segments.join(".");
-                let msg = e.into_inner().to_string();
-                // toml appends "in `key`" lines; the key path already says where.
-                let msg = msg.lines().next().unwrap_or("").to_string();
-                p.push(join(path, &at), msg);
-                if segments.is_empty() || !remove_path(&mut value, &segments) {
-                    break;
-                }
-            }
-        }
-    }
-    for key in &unknown {
-        p.push(join(path, key), "unknown key");
-    }
-    None
-}
-
-/// Removes the value at `segments` (table keys or array indexes); false if there is none.
-fn remove_path(value: &mut toml::Value, segments: &[String]) -> bool {
-    let Some((last, parents)) = segments.split_last() else {
-        return false;
-    };
-    let mut v = value;
-    for seg in parents {
-        v = match v {
-            toml::Value::Table(t) => match t.get_mut(seg) {
-                Some(next) => next,
-                None => return false,
-            },
-            toml::Value::Array(a) => match seg.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
-                Some(next) => next,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
-    match v {
-        toml::Value::Table(t) => t.remove(last).is_some(),
-        toml::Value::Array(a) => match last.parse::<usize>() {
-            Ok(i) if i < a.len() => {
-                a.remove(i);
-                true
-            }
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
-fn join(path: &str, key: &str) -> String {
-    if key.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}.{key}")
     }
 }
 

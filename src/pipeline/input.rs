@@ -1,0 +1,90 @@
+//! The input protocol: what a running source hands the engine task.
+
+use crate::state::Position;
+
+/// What a push source does once its records are safe (answer the client, ack the broker).
+pub type OnCommit = Box<dyn FnOnce() + Send>;
+
+/// What a running source hands the engine task. `source` is the source's index in the
+/// order the daemon started them.
+pub enum Input {
+    /// Consecutive lines, and the position just after the last. `live`: they arrived in real
+    /// time (read right after the source had caught up), so their record times tell the
+    /// reporter's clock offset.
+    Lines { source: usize, lines: Lines, position: Position, live: bool },
+    /// A line over the length limit was skipped.
+    TooLong { source: usize, line: u64, len: usize, position: Position },
+    /// Whether the source has nothing more to read right now (DESIGN §5.1: engine time
+    /// follows the wall clock only while every source is caught up).
+    CaughtUp { source: usize, caught_up: bool },
+    /// Lines from a push source (an `/ingest` body, a broker delivery), numbered from 1.
+    /// `on_commit` runs once their effect is persisted and every event produced by then is
+    /// acknowledged by every sink: the source acknowledges upstream only then.
+    /// `redelivery`: the broker marked the message redelivered; `key`: a hash of its bytes, to
+    /// recognise one whose effect is already applied.
+    Batch {
+        source: usize,
+        lines: Vec<Vec<u8>>,
+        live: bool,
+        on_commit: OnCommit,
+        key: Option<u64>,
+        redelivery: bool,
+    },
+    /// The source stopped for good (end of stdin) or failed.
+    Ended { source: usize, error: Option<String> },
+    /// What a probe or poller found in one round: observations made now, by herald itself.
+    Observed { source: usize, observations: Vec<crate::model::Observation<'static>> },
+}
+
+impl Input {
+    /// How many records it carries.
+    pub fn records(&self) -> usize {
+        match self {
+            Input::Lines { lines, .. } => lines.len(),
+            Input::Batch { lines, .. } => lines.len(),
+            Input::Observed { observations, .. } => observations.len(),
+            Input::TooLong { .. } => 1,
+            Input::CaughtUp { .. } | Input::Ended { .. } => 0,
+        }
+    }
+}
+
+/// Lines read in one go, back to back in one buffer: one message and one wake-up of the engine
+/// task per read instead of per line.
+#[derive(Debug, Default)]
+pub struct Lines {
+    /// The number of the first line.
+    pub first: u64,
+    data: Vec<u8>,
+    /// Where each line ends in `data`.
+    ends: Vec<usize>,
+}
+
+impl Lines {
+    pub fn starting_at(first: u64) -> Lines {
+        Lines { first, ..Lines::default() }
+    }
+
+    /// Appends the next line (numbered `first + len()`), without its line ending.
+    pub fn push(&mut self, line: &[u8]) {
+        self.data.extend_from_slice(line);
+        self.ends.push(self.data.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Each line with its number.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .zip(self.first..)
+            .map(|((start, end), n)| (n, self.data.get(start..end).unwrap_or_default()))
+    }
+}

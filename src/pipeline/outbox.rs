@@ -1,0 +1,152 @@
+//! The outbox: events emitted but not yet held by every sink, and the push-source
+//! acknowledgements that wait for them.
+//!
+//! Every event gets the next sequence number. Sinks acknowledge through watermarks (see
+//! [`super::delivery`]); the lowest one, `held`, says up to where every sink holds every
+//! event. A commit drops what is held from the outbox (and so from the state on disk), and a
+//! push source's message is acknowledged upstream only once every event produced up to its
+//! commit is held.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::delivery::Delivery;
+use super::input::OnCommit;
+use crate::model::ClusterEvent;
+
+#[derive(Default)]
+pub struct Outbox {
+    /// Events not yet held by every sink, oldest first: (sequence number, JSON line).
+    events: VecDeque<(u64, Arc<str>)>,
+    next_seq: u64,
+    /// After-commit actions of batches applied since the last commit.
+    uncommitted: Vec<OnCommit>,
+    /// Committed batches waiting for every sink to hold the events produced by then: (the
+    /// sequence number to wait for, what to do then).
+    waiting: VecDeque<(u64, OnCommit)>,
+}
+
+impl Outbox {
+    /// Gives events sequence numbers; returns them as deliveries.
+    pub fn enqueue(&mut self, events: Vec<(Arc<str>, Arc<ClusterEvent>)>) -> Vec<Delivery> {
+        events
+            .into_iter()
+            .map(|(line, event)| {
+                self.next_seq += 1;
+                self.events.push_back((self.next_seq, line.clone()));
+                Delivery { seq: self.next_seq, line, event }
+            })
+            .collect()
+    }
+
+    /// A batch was applied; `f` runs once it is committed and its events are held.
+    pub fn after_commit(&mut self, f: OnCommit) {
+        self.uncommitted.push(f);
+    }
+
+    /// The batches applied so far are committed: they wait for the events emitted until now.
+    pub fn committed(&mut self) {
+        let mark = self.next_seq;
+        for f in self.uncommitted.drain(..) {
+            self.waiting.push_back((mark, f));
+        }
+    }
+
+    /// Runs the after-commit actions whose events every sink now holds.
+    pub fn release(&mut self, held: u64) {
+        while self.waiting.front().is_some_and(|(mark, _)| *mark <= held) {
+            if let Some((_, f)) = self.waiting.pop_front() {
+                f();
+            }
+        }
+    }
+
+    /// Forgets the events every sink holds.
+    pub fn trim(&mut self, held: u64) {
+        while self.events.front().is_some_and(|(seq, _)| *seq <= held) {
+            self.events.pop_front();
+        }
+    }
+
+    /// Whether a commit would drop held events from the outbox on disk.
+    pub fn trimmable(&self, held: u64) -> bool {
+        self.events.front().is_some_and(|(seq, _)| *seq <= held)
+    }
+
+    /// Anything still out: events not held, or acknowledgements waiting.
+    pub fn is_busy(&self) -> bool {
+        !self.events.is_empty() || !self.waiting.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The JSON lines not yet held, oldest first, as the state stores them.
+    pub fn lines(&self) -> impl Iterator<Item = &str> {
+        self.events.iter().map(|(_, l)| &**l)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EventKind, Timestamp};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn events(n: usize) -> Vec<(Arc<str>, Arc<ClusterEvent>)> {
+        (0..n)
+            .map(|i| {
+                let e = ClusterEvent::new(
+                    EventKind::RouterOnline,
+                    "c",
+                    Timestamp(i as i64),
+                    Timestamp(i as i64),
+                )
+                .seal(&[]);
+                (Arc::from(format!("line {i}")), Arc::new(e))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sequence_numbers_count_on_and_held_events_are_trimmed() {
+        let mut o = Outbox::default();
+        let first: Vec<u64> = o.enqueue(events(3)).iter().map(|d| d.seq).collect();
+        let second: Vec<u64> = o.enqueue(events(2)).iter().map(|d| d.seq).collect();
+        assert_eq!(first, [1, 2, 3]);
+        assert_eq!(second, [4, 5]);
+        assert!(!o.trimmable(0));
+        assert!(o.trimmable(2));
+        o.trim(2);
+        assert_eq!(o.lines().collect::<Vec<_>>(), ["line 2", "line 0", "line 1"]);
+        assert_eq!(o.len(), 3);
+        o.trim(u64::MAX);
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn a_batch_is_acknowledged_only_once_committed_and_its_events_are_held() {
+        let mut o = Outbox::default();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        o.after_commit(Box::new(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        }));
+        o.enqueue(events(2));
+        o.release(u64::MAX);
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "not committed yet");
+        o.committed();
+        o.release(1);
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "event 2 is not held yet");
+        assert!(o.is_busy());
+        o.release(2);
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        o.trim(2);
+        assert!(!o.is_busy());
+    }
+}

@@ -1,0 +1,428 @@
+//! The engine task: applies what the sources hand it, keeps live engine time, commits, and
+//! hands each commit's events to the sinks.
+//!
+//! **Group commit.** The task applies whatever records are ready, then persists one
+//! consistent cut — the engine snapshot, the source positions of the records applied, and the
+//! outbox of events not yet held by every sink — and only then hands the new events to the
+//! sinks. An event therefore never reaches a sink before the state that produced it is on
+//! disk, and a position never advances past a record whose events could still be lost. A
+//! crash can cause a redelivery (same id), never a loss.
+//!
+//! **Live time** (DESIGN §5.1). Engine time is the latest record time, clamped to the wall
+//! clock; while every source is caught up (nothing waiting to be read), it also follows the
+//! wall clock, and the task sleeps exactly until the engine's next deadline. A backlog is
+//! thus processed on its own record time, exactly as `herald replay` would.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::commit::Store;
+use super::delivery::Delivery;
+use super::driver::{Driver, Watch};
+use super::fanout::Fanout;
+use super::input::Input;
+use super::outbox::Outbox;
+use super::PipelineError;
+use crate::decode::{Context, DecodeError};
+use crate::engine::{Engine, EngineConfig, Evicted};
+use crate::model::{ClusterEvent, EventKind, Observation, Timestamp};
+use crate::state::{Position, State};
+use crate::support::clock::Clock;
+use crate::support::lines::Line;
+use crate::telemetry::events::{DecodeFailed, RecordRead, RedeliveryRecognised};
+use crate::telemetry::metrics::{Metrics, RecordOutcome, SourceMetrics};
+use crate::telemetry::view::SharedView;
+
+/// How long a record's effect may wait before its commit when no event hurries it.
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+/// How many recent broker messages each push source remembers as applied: well above any
+/// prefetch, so every message a broker can redeliver after a crash is among them.
+const RECENT_MESSAGES: usize = 4096;
+/// Records applied per commit at most (give or take one input), so that a backlog still
+/// commits regularly.
+const BATCH: usize = 4096;
+
+/// A source as the engine task knows it.
+struct Source {
+    name: String,
+    context: Context,
+    caught_up: bool,
+    metrics: SourceMetrics,
+}
+
+/// The engine task's state between commits.
+pub struct EngineTask {
+    driver: Driver,
+    positions: BTreeMap<String, Position>,
+    outbox: Outbox,
+    /// Records applied since the last commit.
+    dirty: bool,
+    store: Store,
+    metrics: Arc<Metrics>,
+    view: SharedView,
+    clock: Clock,
+    sources: Vec<Source>,
+    sinks: Fanout,
+    /// The engine's suppressed counts already passed to the metrics.
+    suppressed_seen: BTreeMap<(String, EventKind), u64>,
+    /// Evicted keys not yet removed from the view.
+    evicted: Vec<Evicted>,
+    /// Reporters whose clock offset was already reported (once each).
+    skew_warned: BTreeSet<(String, String)>,
+    /// Events of the previous run not seen held by every sink, to deliver again.
+    redeliver: Vec<Delivery>,
+}
+
+impl EngineTask {
+    /// The engine and positions the previous run persisted in `store` (or fresh ones), and
+    /// the events it had not seen held everywhere, ready to be delivered again.
+    pub fn restore(
+        config: EngineConfig,
+        store: Store,
+        metrics: Arc<Metrics>,
+        view: SharedView,
+        clock: Clock,
+    ) -> Result<EngineTask, PipelineError> {
+        let state = store.load()?;
+        let engine = match state.engine.is_empty() {
+            true => Engine::new(config),
+            false => Engine::restore(config, &state.engine)?,
+        };
+        let mut outbox = Outbox::default();
+        // The outbox holds lines herald wrote itself: one that does not parse back is a
+        // corrupt state file, reported, not delivered half-known.
+        let mut again = Vec::new();
+        for line in state.outbox {
+            match serde_json::from_str::<ClusterEvent>(&line) {
+                Ok(e) => again.push((Arc::from(line), Arc::new(e))),
+                Err(e) => {
+                    tracing::error!(error = %e, "an undelivered event in the state file is corrupt; skipped")
+                }
+            }
+        }
+        if !again.is_empty() {
+            tracing::info!(
+                events = again.len(),
+                "redelivering events not acknowledged before the restart"
+            );
+        }
+        let redeliver = outbox.enqueue(again);
+        Ok(EngineTask {
+            driver: Driver::new(engine),
+            positions: state.positions,
+            outbox,
+            dirty: false,
+            store,
+            metrics,
+            view,
+            clock,
+            sources: Vec::new(),
+            sinks: Fanout::default(),
+            suppressed_seen: BTreeMap::new(),
+            evicted: Vec::new(),
+            skew_warned: BTreeSet::new(),
+            redeliver,
+        })
+    }
+
+    /// Where the previous run left source `name`.
+    pub fn position(&self, name: &str) -> Option<Position> {
+        self.positions.get(name).cloned()
+    }
+
+    /// Registers the next source (its index is the order of registration). A push source
+    /// has nothing waiting to be read: it is `caught_up` from the start.
+    pub fn add_source(&mut self, name: &str, context: Context, caught_up: bool) -> usize {
+        self.sources.push(Source {
+            name: name.to_string(),
+            context,
+            caught_up,
+            metrics: self.metrics.source(name),
+        });
+        self.sources.len() - 1
+    }
+
+    /// Connects the sinks, and hands them the events of the previous run again.
+    pub async fn connect(&mut self, sinks: Fanout) -> Result<(), PipelineError> {
+        self.sinks = sinks;
+        let again = std::mem::take(&mut self.redeliver);
+        self.sinks.dispatch(again).await
+    }
+
+    pub fn sinks(&self) -> usize {
+        self.sinks.len()
+    }
+
+    /// Runs until `shutdown` completes. Inputs closing (every source ended) does not end it:
+    /// live time still closes pending windows.
+    pub async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Input>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), PipelineError> {
+        tokio::pin!(shutdown);
+        let mut last_commit = self.clock.instant();
+        let mut open = true;
+        loop {
+            let wake = self.wake_in(last_commit);
+            let first = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                msg = rx.recv(), if open => msg,
+                _ = tokio::time::sleep(wake) => None,
+            };
+            // Every input counts at least 1 towards the batch, so that a commit always comes.
+            let mut applied = 0;
+            match first {
+                Some(input) => {
+                    applied += input.records().max(1);
+                    self.apply(input);
+                }
+                None if rx.is_closed() && rx.is_empty() => open = false,
+                None => {}
+            }
+            while applied < BATCH {
+                let Ok(input) = rx.try_recv() else { break };
+                applied += input.records().max(1);
+                self.apply(input);
+            }
+            if self.sources.iter().all(|s| s.caught_up) && rx.is_empty() {
+                self.driver.engine.tick(self.clock.now(), &mut self.driver.events);
+                self.evictions();
+            }
+            self.outbox.release(self.sinks.held());
+            let due = (self.dirty || self.outbox.trimmable(self.sinks.held()))
+                && last_commit.elapsed() >= COMMIT_INTERVAL;
+            if !self.driver.events.is_empty() || due {
+                self.commit().await?;
+                last_commit = self.clock.instant();
+            }
+        }
+        Ok(())
+    }
+
+    /// After the run: commits what is applied, delivers it, and closes the sinks' queues so
+    /// that each sink drains and ends.
+    pub async fn drain(&mut self) -> Result<(), PipelineError> {
+        self.commit().await?;
+        self.sinks.close();
+        Ok(())
+    }
+
+    /// Once the sinks have ended: the last commit, so that what they acknowledged while
+    /// draining is not delivered again.
+    pub async fn finish(&mut self, held: u64) -> Result<usize, PipelineError> {
+        self.outbox.trim(held);
+        self.dirty = true;
+        self.commit().await?;
+        Ok(self.outbox.len())
+    }
+
+    /// Up to where every sink holds every event.
+    pub fn held(&self) -> u64 {
+        self.sinks.held()
+    }
+
+    fn apply(&mut self, input: Input) {
+        match input {
+            Input::Lines { source, lines, position, live } => {
+                let Some(name) = self.sources.get(source).map(|s| s.name.clone()) else { return };
+                for (number, bytes) in lines.iter() {
+                    self.line(source, number, Line::Text(bytes), live);
+                }
+                self.positions.insert(name, position);
+                self.dirty = true;
+            }
+            Input::Batch { source, lines, live, on_commit, key, redelivery } => {
+                let Some(src) = self.sources.get(source) else { return };
+                let position = self.positions.entry(src.name.clone()).or_default();
+                let seen = key.is_some_and(|k| position.applied.contains(&k));
+                if redelivery && seen {
+                    // Applied before a crash, its ack lost: acknowledge, do not apply twice.
+                    RedeliveryRecognised { source: &src.name }.emit(&src.metrics);
+                } else {
+                    if let Some(k) = key {
+                        position.applied.push(k);
+                        let excess = position.applied.len().saturating_sub(RECENT_MESSAGES);
+                        position.applied.drain(..excess);
+                    }
+                    for (i, bytes) in lines.iter().enumerate() {
+                        self.line(source, i as u64 + 1, Line::Text(bytes), live);
+                    }
+                }
+                self.outbox.after_commit(on_commit);
+                self.dirty = true;
+            }
+            Input::TooLong { source, line, len, position } => {
+                let Some(src) = self.sources.get(source) else { return };
+                let name = src.name.clone();
+                self.line(source, line, Line::TooLong(len), false);
+                self.positions.insert(name, position);
+                self.dirty = true;
+            }
+            Input::Observed { source, observations } => {
+                let Some(src) = self.sources.get(source) else { return };
+                let now = self.clock.now();
+                for obs in observations {
+                    let outcome = self.driver.observe(obs, Some(now));
+                    RecordRead { outcome }.emit(&src.metrics);
+                }
+                self.dirty = true;
+            }
+            Input::CaughtUp { source, caught_up } => {
+                if let Some(src) = self.sources.get_mut(source) {
+                    src.caught_up = caught_up;
+                }
+            }
+            Input::Ended { source, error } => {
+                if let Some(src) = self.sources.get_mut(source) {
+                    src.caught_up = true;
+                    match error {
+                        Some(e) => {
+                            tracing::error!(source = %src.name, error = %e, "source stopped")
+                        }
+                        None => tracing::info!(source = %src.name, "source reached its end"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes and observes one line, counting its outcome. `live`: the record arrived in
+    /// real time, so it tells the reporter's clock offset.
+    fn line(&mut self, source: usize, number: u64, line: Line<'_>, live: bool) {
+        let Some(src) = self.sources.get(source) else { return };
+        let now = self.clock.now();
+        let mut watch =
+            Live { src, now, live, metrics: &self.metrics, skew_warned: &mut self.skew_warned };
+        match self.driver.line(&src.context, number, line, Some(now), &mut watch) {
+            // Counted with its log line, by the watch.
+            None | Some(RecordOutcome::DecodeError) => {}
+            Some(outcome) => RecordRead { outcome }.emit(&src.metrics),
+        }
+    }
+
+    /// Keys the engine forgot after `key_ttl`: they leave the view (and so their series) with
+    /// the next commit, after the events emitted before them.
+    fn evictions(&mut self) {
+        let evicted = self.driver.engine.take_evictions();
+        if !evicted.is_empty() {
+            self.evicted.extend(evicted);
+            self.dirty = true;
+        }
+    }
+
+    /// How long the task may sleep: until the engine's next deadline while every source is
+    /// caught up, and no longer than a pending commit may wait.
+    fn wake_in(&self, last_commit: Instant) -> Duration {
+        let mut wake = Duration::from_secs(3600);
+        // Delivered events leave the outbox on disk only with a commit: without one, a crash
+        // would redeliver them. While some are out, look again within the interval.
+        if self.dirty || self.outbox.is_busy() {
+            wake = wake.min(COMMIT_INTERVAL.saturating_sub(last_commit.elapsed()));
+        }
+        if self.sources.iter().all(|s| s.caught_up) {
+            if let Some(deadline) = self.driver.engine.next_deadline() {
+                wake = wake.min(deadline.saturating_sub(self.clock.now()).to_std());
+            }
+        }
+        wake
+    }
+
+    /// Persists a consistent cut, then hands the new events to the sinks.
+    async fn commit(&mut self) -> Result<(), PipelineError> {
+        self.publish_view();
+        // One buffer for every line: a fresh String per event grew, and copied, several times.
+        let mut buf = Vec::with_capacity(1024);
+        let mut lines = Vec::with_capacity(self.driver.events.len());
+        for e in self.driver.events.drain(..) {
+            buf.clear();
+            match serde_json::to_writer(&mut buf, &e).map(|()| std::str::from_utf8(&buf)) {
+                Ok(Ok(line)) => lines.push((Arc::from(line), Arc::new(e))),
+                _ => {
+                    tracing::error!(id = %e.id, kind = e.kind.as_str(), "an event could not be serialized; not delivered")
+                }
+            }
+        }
+        let fresh = self.outbox.enqueue(lines);
+        self.outbox.trim(self.sinks.held());
+        let (engine, positions, outbox) = (&self.driver.engine, &self.positions, &self.outbox);
+        self.store
+            .save(|| State {
+                engine: engine.snapshot(),
+                positions: positions.clone(),
+                outbox: outbox.lines().map(str::to_string).collect(),
+            })
+            .await?;
+        self.dirty = false;
+        self.outbox.committed();
+        self.outbox.release(self.sinks.held());
+        self.sinks.dispatch(fresh).await
+    }
+
+    /// The stable view and the transition and suppressed counters follow the events.
+    fn publish_view(&mut self) {
+        if !self.driver.events.is_empty() || !self.evicted.is_empty() {
+            let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            // Counted per commit, not per event: a label lookup per event showed in profiles.
+            let mut transitions: BTreeMap<(&str, EventKind), u64> = BTreeMap::new();
+            for e in &self.driver.events {
+                view.apply(e);
+                *transitions.entry((e.cluster.as_str(), e.kind)).or_default() += 1;
+            }
+            for ((cluster, kind), n) in transitions {
+                self.metrics.transitions.with_label_values(&[cluster, kind.as_str()]).inc_by(n);
+            }
+            for e in self.evicted.drain(..) {
+                view.evict(&e);
+            }
+        }
+        for (cluster, kind, n) in self.driver.engine.suppressed_by_kind() {
+            let seen = self.suppressed_seen.entry((cluster.to_string(), kind)).or_insert(0);
+            if n > *seen {
+                self.metrics
+                    .suppressed
+                    .with_label_values(&[cluster, kind.as_str()])
+                    .inc_by(n - *seen);
+                *seen = n;
+            }
+        }
+    }
+}
+
+/// What the engine task learns of each live record: the reporter's clock offset, the newest
+/// record time, decode errors.
+struct Live<'a> {
+    src: &'a Source,
+    now: Timestamp,
+    live: bool,
+    metrics: &'a Metrics,
+    skew_warned: &'a mut BTreeSet<(String, String)>,
+}
+
+impl Watch for Live<'_> {
+    fn observed(&mut self, obs: &Observation<'_>, engine: &Engine) {
+        self.src.metrics.record_time(obs.at);
+        if !self.live {
+            return;
+        }
+        let offset = self.now.saturating_sub(obs.at);
+        let seconds = offset.0 as f64 / 1e9;
+        self.metrics.clock_offset(&obs.cluster, &obs.reporter).set(seconds);
+        // Windows run on record time: a clock off by more than W misplaces them.
+        if offset.0.abs() > engine.params(&obs.cluster).windows.leader.0
+            && self.skew_warned.insert((obs.cluster.to_string(), obs.reporter.to_string()))
+        {
+            tracing::warn!(cluster = %obs.cluster, reporter = %obs.reporter, offset_seconds = seconds, "reporter clock offset is larger than the stability window; windows are unreliable for it");
+        }
+    }
+
+    fn decode_error(&mut self, error: &DecodeError) {
+        DecodeFailed { source: &self.src.name, error }.emit(&self.src.metrics);
+    }
+}

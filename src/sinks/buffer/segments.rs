@@ -1,0 +1,142 @@
+//! The disk buffer's files: segments of length-prefixed, CRC32C-checked records, the ack
+//! file, and recovery of a damaged tail (see [`super::disk`] for the format).
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub(super) const ACK_FILE: &str = "acked";
+pub(super) const HEADER: usize = 8;
+/// A record longer than this is corruption, not an event.
+pub(super) const MAX_RECORD: u32 = 64 << 20;
+#[derive(Debug, thiserror::Error)]
+#[error("disk buffer {path}: {source}")]
+pub struct BufferError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+pub(super) fn err(path: &Path) -> impl Fn(std::io::Error) -> BufferError + '_ {
+    move |source| BufferError { path: path.to_path_buf(), source }
+}
+
+pub(super) struct Segment {
+    pub first: u64,
+    pub path: PathBuf,
+    /// Records in it that the writer has published (written, and synced under the policy).
+    pub records: u64,
+    pub bytes: u64,
+}
+
+impl Segment {
+    pub fn end(&self) -> u64 {
+        self.first + self.records
+    }
+}
+
+pub(super) fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.seg"))
+}
+
+pub(super) fn read_acked(dir: &Path) -> u64 {
+    let path = dir.join(ACK_FILE);
+    match fs::read(&path) {
+        Ok(b) if b.len() == 12 => {
+            let (v, c) = b.split_at(8);
+            let ok = c == crc32c::crc32c(v).to_le_bytes();
+            match (ok, <[u8; 8]>::try_from(v)) {
+                (true, Ok(v)) => u64::from_le_bytes(v),
+                _ => {
+                    tracing::warn!(path = %path.display(), "disk buffer ack file is corrupt; delivering the whole buffer again");
+                    0
+                }
+            }
+        }
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "disk buffer ack file is corrupt; delivering the whole buffer again");
+            0
+        }
+        Err(_) => 0,
+    }
+}
+
+pub(super) fn write_acked(dir: &Path, acked: u64) -> Result<(), BufferError> {
+    let path = dir.join(ACK_FILE);
+    let tmp = dir.join(format!("{ACK_FILE}.tmp"));
+    let mut bytes = acked.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&crc32c::crc32c(&acked.to_le_bytes()).to_le_bytes());
+    let mut f = File::create(&tmp).map_err(err(&tmp))?;
+    f.write_all(&bytes).map_err(err(&tmp))?;
+    f.sync_data().map_err(err(&tmp))?;
+    fs::rename(&tmp, &path).map_err(err(&path))?;
+    Ok(())
+}
+
+/// Scans one segment: its valid records, truncating a damaged tail.
+pub(super) fn scan(path: &Path) -> Result<(u64, u64), BufferError> {
+    let bytes = fs::read(path).map_err(err(path))?;
+    let (mut at, mut records) = (0usize, 0u64);
+    let damaged = loop {
+        let Some(header) = bytes.get(at..at + HEADER) else {
+            break at < bytes.len();
+        };
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len > MAX_RECORD {
+            break true;
+        }
+        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len as usize) else {
+            break true;
+        };
+        if crc32c::crc32c(payload) != crc {
+            break true;
+        }
+        at += HEADER + len as usize;
+        records += 1;
+    };
+    if damaged {
+        tracing::warn!(
+            path = %path.display(),
+            offset = at,
+            dropped_bytes = bytes.len() - at,
+            "disk buffer segment has a damaged tail (a write cut short by a crash, or corruption); truncated there"
+        );
+        let f = OpenOptions::new().write(true).open(path).map_err(err(path))?;
+        f.set_len(at as u64).map_err(err(path))?;
+        f.sync_all().map_err(err(path))?;
+    }
+    Ok((records, at as u64))
+}
+
+/// Opens (or creates) the buffer in `dir`: its segments, and the acknowledged index.
+pub(super) fn recover(dir: &Path) -> Result<(VecDeque<Segment>, u64), BufferError> {
+    fs::create_dir_all(dir).map_err(err(dir))?;
+    let acked = read_acked(dir);
+    let mut firsts: Vec<u64> = fs::read_dir(dir)
+        .map_err(err(dir))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name();
+            name.to_str()?.strip_suffix(".seg")?.parse().ok()
+        })
+        .collect();
+    firsts.sort_unstable();
+    let mut segments = VecDeque::new();
+    for first in firsts {
+        let path = segment_path(dir, first);
+        let (records, bytes) = scan(&path)?;
+        let seg = Segment { first, path, records, bytes };
+        if seg.end() <= acked + 1 && seg.records > 0 {
+            // Every record acknowledged; the removal did not happen before the restart.
+            fs::remove_file(&seg.path).map_err(err(&seg.path))?;
+            continue;
+        }
+        if seg.records == 0 {
+            fs::remove_file(&seg.path).map_err(err(&seg.path))?;
+            continue;
+        }
+        segments.push_back(seg);
+    }
+    Ok((segments, acked))
+}

@@ -1,0 +1,7 @@
+//! Leaves every other module may use, importing nothing of herald's own above `model`:
+//! config problems with key paths, retrying, splitting lines, the clock.
+
+pub mod clock;
+pub mod lines;
+pub mod problems;
+pub mod retry;
