@@ -27,7 +27,7 @@ pub mod spin;
 pub mod window;
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,6 +146,9 @@ pub struct Engine {
     clusters: Vec<Cluster>,
     cluster_ids: FxHashMap<Arc<str>, u32>,
     schedule: Schedule,
+    /// Clusters with halves of two-phase changes waiting, so that a tick looks at those only.
+    /// Derived from the clusters: rebuilt on restore, not persisted.
+    staging: BTreeSet<u32>,
     evicted: Vec<Evicted>,
 }
 
@@ -156,6 +159,7 @@ impl Engine {
             clusters: Vec::new(),
             cluster_ids: FxHashMap::default(),
             schedule: Schedule::new(),
+            staging: BTreeSet::new(),
             evicted: Vec::new(),
         }
     }
@@ -187,7 +191,13 @@ impl Engine {
         self.schedule.stats.observed += 1;
         let index = self.cluster_index(&obs.cluster);
         let outcome = match self.clusters.get_mut(index as usize) {
-            Some(cluster) => cluster.apply(obs, &mut self.schedule),
+            Some(cluster) => {
+                let outcome = cluster.apply(obs, &mut self.schedule);
+                if cluster.staged_expiry().is_some() {
+                    self.staging.insert(index);
+                }
+                outcome
+            }
             None => Outcome::Ignored,
         };
         match outcome {
@@ -206,12 +216,15 @@ impl Engine {
         }
         self.fire_due(out);
         self.evict_due();
+        self.expire_staged();
     }
 
     /// The earliest deadline: when the caller should tick next. It may name a deadline that
     /// turns out superseded; ticking then is harmless.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.schedule.next_due()
+        let staged =
+            self.staging.iter().filter_map(|&i| self.clusters.get(i as usize)?.staged_expiry());
+        self.schedule.next_due().into_iter().chain(staged).min()
     }
 
     /// End of a replay: runs past every pending deadline, in order.
@@ -221,6 +234,12 @@ impl Engine {
                 self.schedule.now = d.due;
             }
             self.fire_due(out);
+        }
+        // No waiting half will meet its other half now (DESIGN §5.4a).
+        for i in std::mem::take(&mut self.staging) {
+            if let Some(cluster) = self.clusters.get_mut(i as usize) {
+                cluster.drop_staged(&mut self.schedule);
+            }
         }
     }
 
@@ -262,6 +281,12 @@ impl Engine {
                 out.push(event);
             }
         }
+    }
+
+    fn expire_staged(&mut self) {
+        let (clusters, schedule) = (&mut self.clusters, &mut self.schedule);
+        self.staging
+            .retain(|&i| clusters.get_mut(i as usize).is_some_and(|c| c.expire_staged(schedule)));
     }
 
     fn evict_due(&mut self) {

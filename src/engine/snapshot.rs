@@ -68,6 +68,9 @@ impl Engine {
             cluster.index = i as u32;
             cluster.params = engine.config.params(&cluster.name);
             engine.cluster_ids.insert(cluster.name.clone(), i as u32);
+            if cluster.staged_expiry().is_some() {
+                engine.staging.insert(i as u32);
+            }
             engine.clusters.push(cluster);
         }
         debug_assert_eq!(state.version, SNAPSHOT_VERSION);

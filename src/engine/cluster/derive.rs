@@ -1,9 +1,14 @@
 //! State derived from many reporters' facts (DESIGN §5.4): node liveness from peers, the
 //! cluster leader, read-only and routers.
 //!
-//! Each is re-derived only when one of its inputs changed, and then goes through its key's
-//! window like any observed value. "The live reporters" underlies leader, read-only, routers
-//! and split brain, so a change of any reporter's liveness re-derives all of them.
+//! Records are atomic (DESIGN §5.4a): applying one only notes which inputs it changed
+//! ([`Touched`]); the derived state is then evaluated once, from the state the whole record
+//! produced. Registering a new reporter and applying its first record are thus one step, and
+//! no intermediate state that no record produced starts, restarts or cancels a window.
+//!
+//! Each value is re-derived only when one of its inputs changed, and then goes through its
+//! key's window like any observed value. "The live reporters" underlies leader, read-only,
+//! routers and split brain, so a change of any reporter's liveness re-derives all of them.
 
 use std::sync::Arc;
 
@@ -14,6 +19,23 @@ use super::Cluster;
 use crate::engine::liveness::NodeLiveness;
 use crate::engine::schedule::Schedule;
 use crate::model::Timestamp;
+
+/// What a record changed among the inputs of derived state. Empty between records.
+#[derive(Debug, Default)]
+pub(super) struct Touched {
+    /// A reporter seen for the first time: every node's "half of the other reporters" moved.
+    pub reporters: bool,
+    /// Nodes whose tally of disconnected reports changed.
+    pub nodes: Vec<NodeId>,
+    /// A probe or poll verdict changed, and with it a node's liveness.
+    pub verdict: bool,
+    /// A reporter's view changed (also its claim of leadership).
+    pub views: bool,
+    /// A reporter's read-only state changed.
+    pub read_only: bool,
+    /// The router a router record reported.
+    pub router: Option<Arc<str>>,
+}
 
 impl Cluster {
     pub(super) fn liveness_entry(
@@ -64,16 +86,40 @@ impl Cluster {
         }
     }
 
-    /// A reporter's liveness changed: everything derived from "the live reporters" follows.
-    pub(super) fn liveness_changed(&mut self, at: Timestamp, sched: &mut Schedule) {
-        self.derive_leader(at, sched);
-        self.derive_read_only(at, sched);
-        self.derive_split(at, sched);
-        // Sorted: the order of re-evaluation decides sequence numbers, hence output order.
-        let mut routers: Vec<Arc<str>> = self.routers.keys().cloned().collect();
-        routers.sort_unstable();
-        for r in routers {
+    /// Derives everything the record just applied touched, once and in the pending order of
+    /// DESIGN §5.4a: node liveness (by node name), leader, read-only, routers (by id), split
+    /// brain. The record's own key came first, as it was applied. The order decides sequence
+    /// numbers, hence the output order of events with equal `stable_at` and `at`.
+    pub(super) fn settle(&mut self, at: Timestamp, sched: &mut Schedule) {
+        let touched = std::mem::take(&mut self.touched);
+        let mut nodes = touched.nodes;
+        if touched.reporters {
+            nodes.extend(self.disconnected_by.keys().copied());
+        }
+        nodes.sort_by(|a, b| self.names.name(*a).cmp(self.names.name(*b)));
+        nodes.dedup();
+        let mut liveness = touched.verdict;
+        for n in nodes {
+            liveness |= self.update_peer_evidence(n, at, sched);
+        }
+        // "The live reporters" underlies all that follows.
+        if liveness || touched.views {
+            self.derive_leader(at, sched);
+        }
+        if liveness || touched.read_only {
+            self.derive_read_only(at, sched);
+        }
+        if liveness {
+            let mut routers: Vec<Arc<str>> = self.routers.keys().cloned().collect();
+            routers.sort_unstable();
+            for r in routers {
+                self.derive_router(&r, at, sched);
+            }
+        } else if let Some(r) = touched.router {
             self.derive_router(&r, at, sched);
+        }
+        if liveness || touched.views {
+            self.derive_split(at, sched);
         }
     }
 

@@ -5,8 +5,9 @@
 //! at once, last-writer-wins per `(reporter, key)` on record time ([`records`]). Every key —
 //! fed directly by records (views, peers) or derived from many reporters (the cluster leader,
 //! read-only, routers, liveness from peers, [`derive`]) — then goes through the same
-//! [`StabilityWindow`]. Derived values are recomputed only when one of their inputs changed,
-//! so a record costs work in proportion to what it touches, not to the size of the cluster.
+//! [`StabilityWindow`]. A record is atomic: derived values are evaluated once, after the whole
+//! record is applied, and only those whose inputs it changed, so a record costs work in
+//! proportion to what it touches, not to the size of the cluster.
 //!
 //! - [`key`]: the keys, and what each kind of key is to events and metrics
 //! - [`names`]: the node-name interner
@@ -38,8 +39,9 @@ use super::schedule::Schedule;
 use super::spin::SpinSlot;
 use super::window::{Observed, StabilityWindow};
 use super::{Outcome, Params};
-use crate::model::{EventKind, Observation, Signal};
+use crate::model::{EventKind, Observation, Signal, Timestamp};
 
+use derive::Touched;
 pub(crate) use key::StateKey;
 use names::Names;
 pub use names::NodeId;
@@ -76,6 +78,8 @@ pub(crate) struct Cluster {
     staging: Staging,
     /// Reverts and suppressed records, by the kind they would have produced.
     pub suppressed_by_kind: [u64; EventKind::ALL.len()],
+    #[serde(skip)]
+    touched: Touched,
 }
 
 impl Cluster {
@@ -101,29 +105,28 @@ impl Cluster {
             slots: HashMap::default(),
             staging: Staging::default(),
             suppressed_by_kind: [0; EventKind::ALL.len()],
+            touched: Touched::default(),
         }
     }
 
-    /// Applies one record of this cluster.
+    /// Applies one record of this cluster, then derives what it changed, once (DESIGN
+    /// §5.4a, atomic records).
     pub fn apply(&mut self, obs: &Observation<'_>, sched: &mut Schedule) -> Outcome {
+        let outcome = self.apply_record(obs, sched);
+        self.settle(obs.at, sched);
+        outcome
+    }
+
+    fn apply_record(&mut self, obs: &Observation<'_>, sched: &mut Schedule) -> Outcome {
         let at = obs.at;
         let reporter = self.names.id(&obs.reporter);
-        match &obs.signal {
-            // A probe is not a member of the cluster: it must not change "half of the others".
-            Signal::NodeCheck { node, ok, via, down_after, up_after } => {
-                let node = self.names.id(node);
-                return self.apply_check(node, *ok, *via, *down_after, *up_after, at, sched);
-            }
-            Signal::Commit { event_id } => {
-                sched.stats.ignored += self.staging.prune(sched.now);
-                return match self.staging.commit(event_id, sched.now) {
-                    Some(c) => self.apply_entity(c.reporter, c.op, &c.slot, c.at, sched),
-                    None => Outcome::Applied,
-                };
-            }
-            _ => {}
+        // A probe is not a member of the cluster: it must not change "half of the others".
+        // Every other record's reporter is one, whatever the record's namespace.
+        if let Signal::NodeCheck { node, ok, via, down_after, up_after } = &obs.signal {
+            let node = self.names.id(node);
+            return self.apply_check(node, *ok, *via, *down_after, *up_after, at, sched);
         }
-        self.register(reporter, at, sched);
+        self.register(reporter);
         match &obs.signal {
             Signal::View { leader } => {
                 let leader = leader.as_deref().map(|l| self.names.id(l));
@@ -140,7 +143,7 @@ impl Cluster {
                 self.apply_peer(reporter, peer, *connected, at, sched)
             }
             Signal::Members { index, members } => self.apply_members(*index, members, at, sched),
-            Signal::ReadOnly { read_only } => self.apply_read_only(reporter, *read_only, at, sched),
+            Signal::ReadOnly { read_only } => self.apply_read_only(reporter, *read_only, at),
             Signal::Router { router, online } => {
                 self.apply_router(reporter, router, *online, at, sched)
             }
@@ -154,8 +157,32 @@ impl Cluster {
                     None => Outcome::Applied,
                 }
             }
-            Signal::NodeCheck { .. } | Signal::Commit { .. } => Outcome::Ignored,
+            Signal::Commit { event_id } => {
+                sched.stats.ignored += self.staging.prune(sched.now);
+                match self.staging.commit(event_id, sched.now) {
+                    Some(c) => self.apply_entity(c.reporter, c.op, &c.slot, c.at, sched),
+                    None => Outcome::Applied,
+                }
+            }
+            Signal::NodeCheck { .. } => Outcome::Ignored,
         }
+    }
+
+    /// Halves of two-phase changes that waited too long go, counted as ignored; returns
+    /// whether any still wait.
+    pub fn expire_staged(&mut self, sched: &mut Schedule) -> bool {
+        sched.stats.ignored += self.staging.prune(sched.now);
+        !self.staging.is_empty()
+    }
+
+    /// End of input: no waiting half will meet its other half any more.
+    pub fn drop_staged(&mut self, sched: &mut Schedule) {
+        sched.stats.ignored += self.staging.drop_all();
+    }
+
+    /// When the oldest waiting half of a two-phase change has waited too long.
+    pub fn staged_expiry(&self) -> Option<Timestamp> {
+        self.staging.expiry()
     }
 
     /// Puts what a window did on the schedule or the counters.

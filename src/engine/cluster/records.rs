@@ -1,8 +1,9 @@
 //! Applying each kind of record to the cluster's raw facts and the keys they feed directly.
 //!
 //! A record is last-writer-wins per `(reporter, key)` on its own time (DESIGN §5.3): an older
-//! record than the newest applied for the pair is stale and changes nothing. What a record
-//! changes among the inputs of derived state is then re-derived ([`super::derive`]).
+//! record than the newest applied for the pair is stale and changes nothing. The keys a record
+//! feeds directly are observed here; what it changes among the inputs of derived state is
+//! noted in [`Touched`](super::derive::Touched) and derived once the whole record is applied.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -21,23 +22,15 @@ use crate::model::{EntityOp, EventKind, Slot, Timestamp, Via};
 
 impl Cluster {
     /// Makes `r` a reporter of this cluster. A new reporter changes "more than half of the
-    /// other reporters" for every node, so liveness from peers is re-evaluated.
-    pub(super) fn register(&mut self, r: NodeId, at: Timestamp, sched: &mut Schedule) {
+    /// other reporters" for every node, which [`Cluster::settle`] re-evaluates with the rest
+    /// of the record.
+    pub(super) fn register(&mut self, r: NodeId) {
         if self.reporter_state.contains_key(&r) {
             return;
         }
         self.reporter_state.insert(r, Reporter::default());
         self.reporters.push(r);
-        // Sorted: the order of re-evaluation decides sequence numbers, hence output order.
-        let mut nodes: Vec<NodeId> = self.disconnected_by.keys().copied().collect();
-        nodes.sort_unstable();
-        let mut changed = false;
-        for n in nodes {
-            changed |= self.update_peer_evidence(n, at, sched);
-        }
-        if changed {
-            self.liveness_changed(at, sched);
-        }
+        self.touched.reporters = true;
     }
 
     pub(super) fn apply_view(
@@ -67,10 +60,7 @@ impl Cluster {
             let observed = key.window.observe(LeaderView(leader), at, w, grace, &mut sched.seq);
             self.handle(observed, StateKey::LeaderView(r), sched);
         }
-        if before != view {
-            self.derive_leader(at, sched);
-            self.derive_split(at, sched);
-        }
+        self.touched.views |= before != view;
         Outcome::Applied
     }
 
@@ -108,9 +98,7 @@ impl Cluster {
             } else {
                 *count += 1;
             }
-            if self.update_peer_evidence(peer, at, sched) {
-                self.liveness_changed(at, sched);
-            }
+            self.touched.nodes.push(peer);
         }
         Outcome::Applied
     }
@@ -137,13 +125,7 @@ impl Cluster {
         Outcome::Applied
     }
 
-    pub(super) fn apply_read_only(
-        &mut self,
-        r: NodeId,
-        read_only: bool,
-        at: Timestamp,
-        sched: &mut Schedule,
-    ) -> Outcome {
+    pub(super) fn apply_read_only(&mut self, r: NodeId, read_only: bool, at: Timestamp) -> Outcome {
         let Some(rep) = self.reporter_state.get_mut(&r) else {
             return Outcome::Ignored;
         };
@@ -151,11 +133,8 @@ impl Cluster {
             return Outcome::Stale;
         }
         rep.ro_ts = at;
-        let changed = rep.read_only != Some(read_only);
+        self.touched.read_only |= rep.read_only != Some(read_only);
         rep.read_only = Some(read_only);
-        if changed {
-            self.derive_read_only(at, sched);
-        }
         Outcome::Applied
     }
 
@@ -194,7 +173,7 @@ impl Cluster {
             }
         }
         state.last_record = state.last_record.max(at);
-        self.derive_router(&key, at, sched);
+        self.touched.router = Some(key);
         Outcome::Applied
     }
 
@@ -218,9 +197,7 @@ impl Cluster {
         let (observed, verdict_changed) =
             n.check(ok, via, down_after, up_after, at, &mut sched.seq);
         self.handle(observed, StateKey::Alive(node), sched);
-        if verdict_changed {
-            self.liveness_changed(at, sched);
-        }
+        self.touched.verdict |= verdict_changed;
         Outcome::Applied
     }
 

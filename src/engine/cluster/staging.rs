@@ -2,8 +2,9 @@
 //!
 //! Either half may come first: OpenZiti dispatches each event on its own goroutine. A half
 //! that waits longer than [`STAGING_TTL`] of engine time, or beyond [`MAX_STAGED`], is
-//! dropped: rolled-back transactions and commits of entity types herald does not track would
-//! otherwise be held forever.
+//! dropped, and so is every half still waiting at the end of a replay (DESIGN §5.4a), each
+//! counted as ignored: rolled-back transactions and commits of entity types herald does not
+//! track would otherwise be held forever.
 
 use std::collections::VecDeque;
 
@@ -11,7 +12,7 @@ use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::names::NodeId;
-use crate::model::{EntityOp, Slot, Timestamp};
+use crate::model::{EntityOp, Nanos, Slot, Timestamp};
 
 /// How many halves of two-phase changes wait for their other half before the oldest go.
 const MAX_STAGED: usize = 65_536;
@@ -58,6 +59,24 @@ impl Staging {
         self.order.push_back((now, id.clone()));
         self.commits.insert(id, now);
         None
+    }
+
+    /// Whether any half waits, resolved or not (resolved ones leave with the next prune).
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// When the oldest entry will have waited more than [`STAGING_TTL`]. It may have been
+    /// resolved meanwhile: looking then is harmless.
+    pub fn expiry(&self) -> Option<Timestamp> {
+        self.order.front().map(|(arrived, _)| arrived.saturating_add(Nanos(STAGING_TTL + 1)))
+    }
+
+    /// Drops every waiting half; returns how many were unresolved.
+    pub fn drop_all(&mut self) -> u64 {
+        let dropped = (self.changes.len() + self.commits.len()) as u64;
+        *self = Staging::default();
+        dropped
     }
 
     /// Drops halves that waited too long, and forgets resolved ones; returns how many

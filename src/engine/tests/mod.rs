@@ -1,8 +1,10 @@
 //! Engine tests on a virtual clock, driving the engine through its public calls.
 //!
 //! - `rules`: one test per rule of DESIGN §5, named after the rule
+//! - `readings`: one test per precise reading of DESIGN §5.4a, named after the reading
 //! - `snapshot`: snapshots written by earlier releases still restore
 
+mod readings;
 mod rules;
 mod snapshot;
 
