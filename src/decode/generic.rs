@@ -198,4 +198,17 @@ mod tests {
             Reason::Missing("cluster")
         );
     }
+
+    #[test]
+    fn raft_index_is_a_non_negative_integer_anything_else_is_a_decode_error() {
+        let members =
+            |index: &str| line(&format!(r#""signal":"members","members":["a"],"index":{index}"#));
+        assert!(matches!(ok(&members("3")).signal, Signal::Members { index: 3, .. }));
+        for bad in ["-1", "1.5", "1e3", "\"3\"", "null"] {
+            assert!(
+                matches!(reason(&members(bad)), Reason::Mistyped { field: "index", .. }),
+                "index {bad} was accepted"
+            );
+        }
+    }
 }

@@ -351,4 +351,37 @@ mod tests {
         );
         assert_eq!(o.at, Timestamp::parse("2025-01-10T18:54:44.757971684Z").unwrap());
     }
+
+    #[test]
+    fn raft_index_is_a_non_negative_integer_anything_else_is_a_decode_error() {
+        let members = |index: &str| {
+            format!(
+                r#"{{"namespace":"cluster","eventType":"members.changed","timestamp":"2024-01-01T00:00:00Z","index":{index},"peers":[{{"id":"a"}}]}}"#
+            )
+        };
+        for good in ["0", "7", "18446744073709551615"] {
+            let o = ok(&members(good));
+            assert!(matches!(o.signal, Signal::Members { .. }), "{good}");
+        }
+        for bad in ["-1", "1.5", "1.0", "1e3", "\"7\"", "null", "true", "18446744073709551616"] {
+            assert!(
+                matches!(reason(&members(bad)), Reason::Mistyped { field: "index", .. }),
+                "index {bad} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn peers_a_peer_event_concerns_peers_0_only_and_not_member_is_disconnected() {
+        let peer = |event_type: &str| {
+            ok(&format!(
+                r#"{{"namespace":"cluster","eventType":"{event_type}","timestamp":"2024-01-01T00:00:00Z","peers":[{{"id":"p0"}},{{"id":"p1"}}]}}"#
+            ))
+            .signal
+        };
+        let signal = |connected| Signal::Peer { peer: "p0".into(), connected };
+        assert_eq!(peer("peer.connected"), signal(true));
+        assert_eq!(peer("peer.disconnected"), signal(false));
+        assert_eq!(peer("peer.not_member"), signal(false));
+    }
 }

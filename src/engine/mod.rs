@@ -1,9 +1,9 @@
 //! The engine: sans-IO state machines that turn observations into cluster events.
 //!
 //! ```text
-//! observe(obs, now) ─┐                       ┌─► ClusterEvent, in order of
-//! tick(now) ─────────┼─► clusters ─► timers ─┤   (stable_at, at, creation)
-//! finish() ──────────┘   (window,            └─► evictions (for metrics)
+//! observe(obs, now) ─┐                         ┌─► ClusterEvent, in order of
+//! tick(now) ─────────┼─► clusters ─► schedule ─┤   (stable_at, at, creation)
+//! finish() ──────────┘   (window,              └─► evictions (for metrics)
 //!                         cluster, spin,
 //!                         liveness)
 //! ```
@@ -13,29 +13,33 @@
 //! clock once every source has caught up. Everything here is therefore deterministic and
 //! tested on a virtual clock.
 //!
-//! Deadlines of every key live in one binary heap ordered by `(due, at, seq)`. A key that
-//! changes its candidate gets a new sequence number; the old heap entry stays and is skipped
-//! when it surfaces (lazy invalidation). The cost of a record is thus `O(log n)` in the number
-//! of pending deadlines, never a scan of the keys.
+//! - [`window`]: the per-key stability window every key goes through
+//! - `cluster`: one cluster's keys, the facts they come from, and the events they emit
+//! - [`liveness`], [`spin`]: the node-liveness and terminator-spin state machines
+//! - `schedule`: engine time, the one deadline heap, eviction checks, counters
+//! - `snapshot`: the persisted form a restart resumes from
 
 mod cluster;
 pub mod liveness;
+mod schedule;
+mod snapshot;
 pub mod spin;
 pub mod window;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-
-use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
 use crate::model::{ClusterEvent, EventKind, Nanos, Observation, Timestamp};
 use cluster::Cluster;
-use window::{Scheduled, Sequence};
+use schedule::{EvictionCheck, Schedule};
 
 pub use cluster::NodeId;
+pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};
 
 /// Window lengths per kind of key (DESIGN §5.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,20 +130,6 @@ pub struct Stats {
     pub evicted: u64,
 }
 
-/// A key, within its cluster.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum KeyRef {
-    Leader,
-    ReadOnly,
-    Members,
-    SplitBrain,
-    View(NodeId),
-    Peer(NodeId, NodeId),
-    Router(Arc<str>),
-    Alive(NodeId),
-    Slot(Arc<str>),
-}
-
 /// A key that was evicted after `key_ttl`: its metrics go with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Evicted {
@@ -150,77 +140,15 @@ pub struct Evicted {
     pub subject: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct Timer {
-    due: Timestamp,
-    at: Timestamp,
-    seq: u64,
-    cluster: u32,
-    key: KeyRef,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct EvictionCheck {
-    due: Timestamp,
-    cluster: u32,
-    key: KeyRef,
-}
-
-/// What the clusters share: time, sequence numbers, deadlines, counters.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct Core {
-    now: Timestamp,
-    seq: Sequence,
-    timers: BinaryHeap<Reverse<Timer>>,
-    evictions: BinaryHeap<Reverse<EvictionCheck>>,
-    stats: Stats,
-}
-
-impl Core {
-    fn schedule(&mut self, s: Scheduled, cluster: u32, key: KeyRef) {
-        self.timers.push(Reverse(Timer { due: s.due, at: s.at, seq: s.seq, cluster, key }));
-    }
-
-    /// Arms the one eviction check a key has; it re-arms itself until the key goes.
-    fn arm_eviction(&mut self, last_record: Timestamp, cluster: u32, key: KeyRef, ttl: Nanos) {
-        let due = last_record.saturating_add(ttl);
-        self.evictions.push(Reverse(EvictionCheck { due, cluster, key }));
-    }
-}
-
-/// The version of the engine snapshot format. A snapshot of another version is refused,
-/// never silently reset.
-pub const SNAPSHOT_VERSION: u32 = 1;
-
-/// Why a snapshot could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    #[error("engine snapshot format {found} is not supported (this herald reads format {SNAPSHOT_VERSION})")]
-    Version { found: u32 },
-    #[error("engine snapshot is corrupt: {0}")]
-    Corrupt(String),
-}
-
-#[derive(Serialize)]
-struct SnapshotRef<'a> {
-    version: u32,
-    clusters: &'a [Cluster],
-    core: &'a Core,
-}
-
-#[derive(Deserialize)]
-struct SnapshotOwned {
-    version: u32,
-    clusters: Vec<Cluster>,
-    core: Core,
-}
-
 /// The engine. See the module documentation.
 pub struct Engine {
     config: EngineConfig,
     clusters: Vec<Cluster>,
     cluster_ids: FxHashMap<Arc<str>, u32>,
-    core: Core,
+    schedule: Schedule,
+    /// Clusters with halves of two-phase changes waiting, so that a tick looks at those only.
+    /// Derived from the clusters: rebuilt on restore, not persisted.
+    staging: BTreeSet<u32>,
     evicted: Vec<Evicted>,
 }
 
@@ -230,53 +158,15 @@ impl Engine {
             config,
             clusters: Vec::new(),
             cluster_ids: FxHashMap::default(),
-            core: Core {
-                now: Timestamp::MIN,
-                seq: Sequence::default(),
-                timers: BinaryHeap::new(),
-                evictions: BinaryHeap::new(),
-                stats: Stats::default(),
-            },
+            schedule: Schedule::new(),
+            staging: BTreeSet::new(),
             evicted: Vec::new(),
         }
     }
 
-    /// Everything the engine knows — emitted values, pending windows, spin counters,
-    /// per-reporter record times, deadlines — as bytes, for a restart to resume from.
-    pub fn snapshot(&self) -> Vec<u8> {
-        let state =
-            SnapshotRef { version: SNAPSHOT_VERSION, clusters: &self.clusters, core: &self.core };
-        // Serializing plain data into a Vec cannot fail; an empty snapshot would be refused
-        // on restore rather than mistaken for an empty engine.
-        postcard::to_stdvec(&state).unwrap_or_default()
-    }
-
-    /// An engine resumed from [`Engine::snapshot`], with the parameters of `config`.
-    pub fn restore(config: EngineConfig, bytes: &[u8]) -> Result<Engine, SnapshotError> {
-        // The version leads the snapshot: read it alone first, so a future format is
-        // reported as such and not as corruption.
-        let (found, _) = postcard::take_from_bytes::<u32>(bytes)
-            .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
-        if found != SNAPSHOT_VERSION {
-            return Err(SnapshotError::Version { found });
-        }
-        let state: SnapshotOwned =
-            postcard::from_bytes(bytes).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
-        let mut engine = Engine::new(config);
-        engine.core = state.core;
-        for (i, mut cluster) in state.clusters.into_iter().enumerate() {
-            cluster.index = i as u32;
-            cluster.params = engine.config.params(&cluster.name);
-            engine.cluster_ids.insert(cluster.name.clone(), i as u32);
-            engine.clusters.push(cluster);
-        }
-        debug_assert_eq!(state.version, SNAPSHOT_VERSION);
-        Ok(engine)
-    }
-
     /// Engine time: the latest time passed in or observed (`None` before the first).
     pub fn now(&self) -> Option<Timestamp> {
-        (self.core.now != Timestamp::MIN).then_some(self.core.now)
+        (self.schedule.now != Timestamp::MIN).then_some(self.schedule.now)
     }
 
     /// The parameters in force for `cluster`.
@@ -285,7 +175,7 @@ impl Engine {
     }
 
     pub fn stats(&self) -> &Stats {
-        &self.core.stats
+        &self.schedule.stats
     }
 
     /// Observes one record. Engine time first advances to `max(now, obs.at)` and everything
@@ -298,15 +188,21 @@ impl Engine {
         out: &mut Vec<ClusterEvent>,
     ) -> Outcome {
         self.tick(now.max(obs.at), out);
-        self.core.stats.observed += 1;
+        self.schedule.stats.observed += 1;
         let index = self.cluster_index(&obs.cluster);
         let outcome = match self.clusters.get_mut(index as usize) {
-            Some(cluster) => cluster.apply(obs, &mut self.core),
+            Some(cluster) => {
+                let outcome = cluster.apply(obs, &mut self.schedule);
+                if cluster.staged_expiry().is_some() {
+                    self.staging.insert(index);
+                }
+                outcome
+            }
             None => Outcome::Ignored,
         };
         match outcome {
-            Outcome::Stale => self.core.stats.stale += 1,
-            Outcome::Ignored => self.core.stats.ignored += 1,
+            Outcome::Stale => self.schedule.stats.stale += 1,
+            Outcome::Ignored => self.schedule.stats.ignored += 1,
             Outcome::Applied | Outcome::Suppressed => {}
         }
         self.fire_due(out);
@@ -315,31 +211,35 @@ impl Engine {
 
     /// Advances engine time to `now` (never backwards) and emits everything due.
     pub fn tick(&mut self, now: Timestamp, out: &mut Vec<ClusterEvent>) {
-        if now > self.core.now {
-            self.core.now = now;
+        if now > self.schedule.now {
+            self.schedule.now = now;
         }
         self.fire_due(out);
         self.evict_due();
+        self.expire_staged();
     }
 
     /// The earliest deadline: when the caller should tick next. It may name a deadline that
     /// turns out superseded; ticking then is harmless.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        let timer = self.core.timers.peek().map(|Reverse(t)| t.due);
-        let eviction = self.core.evictions.peek().map(|Reverse(e)| e.due);
-        match (timer, eviction) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let staged =
+            self.staging.iter().filter_map(|&i| self.clusters.get(i as usize)?.staged_expiry());
+        self.schedule.next_due().into_iter().chain(staged).min()
     }
 
     /// End of a replay: runs past every pending deadline, in order.
     pub fn finish(&mut self, out: &mut Vec<ClusterEvent>) {
-        while let Some(Reverse(t)) = self.core.timers.peek() {
-            if t.due > self.core.now {
-                self.core.now = t.due;
+        while let Some(Reverse(d)) = self.schedule.deadlines.peek() {
+            if d.due > self.schedule.now {
+                self.schedule.now = d.due;
             }
             self.fire_due(out);
+        }
+        // No waiting half will meet its other half now (DESIGN §5.4a).
+        for i in std::mem::take(&mut self.staging) {
+            if let Some(cluster) = self.clusters.get_mut(i as usize) {
+                cluster.drop_staged(&mut self.schedule);
+            }
         }
     }
 
@@ -372,64 +272,39 @@ impl Engine {
     }
 
     fn fire_due(&mut self, out: &mut Vec<ClusterEvent>) {
-        while let Some(Reverse(t)) = self.core.timers.peek() {
-            if t.due > self.core.now {
-                break;
-            }
-            let Some(Reverse(t)) = self.core.timers.pop() else {
-                break;
-            };
-            let Some(cluster) = self.clusters.get_mut(t.cluster as usize) else {
+        while let Some(d) = self.schedule.pop_due() {
+            let Some(cluster) = self.clusters.get_mut(d.cluster as usize) else {
                 continue;
             };
-            if let Some(event) = cluster.fire(&t.key, t.seq) {
-                self.core.stats.events += 1;
+            if let Some(event) = cluster.fire(&d.key, d.seq) {
+                self.schedule.stats.events += 1;
                 out.push(event);
             }
         }
     }
 
+    fn expire_staged(&mut self) {
+        let (clusters, schedule) = (&mut self.clusters, &mut self.schedule);
+        self.staging
+            .retain(|&i| clusters.get_mut(i as usize).is_some_and(|c| c.expire_staged(schedule)));
+    }
+
     fn evict_due(&mut self) {
-        while let Some(Reverse(e)) = self.core.evictions.peek() {
-            if e.due > self.core.now {
-                break;
-            }
-            let Some(Reverse(e)) = self.core.evictions.pop() else {
-                break;
-            };
-            let Some(cluster) = self.clusters.get_mut(e.cluster as usize) else {
+        while let Some(check) = self.schedule.pop_eviction_due() {
+            let Some(cluster) = self.clusters.get_mut(check.cluster as usize) else {
                 continue;
             };
-            let subject = cluster.subject(&e.key);
-            match cluster.try_evict(&e.key, self.core.now) {
-                Ok(true) => {
-                    self.core.stats.evicted += 1;
-                    self.evicted.push(Evicted {
-                        cluster: cluster.name.to_string(),
-                        key: key_name(&e.key),
-                        subject,
-                    });
+            match cluster.try_evict(&check.key, self.schedule.now) {
+                Ok(Some(evicted)) => {
+                    self.schedule.stats.evicted += 1;
+                    self.evicted.push(evicted);
                 }
-                Ok(false) => {}
+                Ok(None) => {}
                 Err(next) => {
-                    self.core.evictions.push(Reverse(EvictionCheck { due: next, ..e }));
+                    self.schedule.evictions.push(Reverse(EvictionCheck { due: next, ..check }))
                 }
             }
         }
-    }
-}
-
-fn key_name(key: &KeyRef) -> &'static str {
-    match key {
-        KeyRef::Leader => "leader",
-        KeyRef::ReadOnly => "read_only",
-        KeyRef::Members => "members",
-        KeyRef::SplitBrain => "split_brain",
-        KeyRef::View(_) => "view",
-        KeyRef::Peer(..) => "peer",
-        KeyRef::Router(_) => "router",
-        KeyRef::Alive(_) => "alive",
-        KeyRef::Slot(_) => "slot",
     }
 }
 

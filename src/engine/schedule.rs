@@ -1,0 +1,99 @@
+//! Engine time and what is scheduled on it, shared by every cluster: the clock, the source of
+//! sequence numbers, the deadline heap, the eviction checks, and the counters.
+//!
+//! Deadlines of every key live in one binary heap ordered by `(due, at, seq)`, the output
+//! order of DESIGN §5.2. A key that changes its candidate gets a new sequence number; the old
+//! heap entry stays and is skipped when it surfaces (lazy invalidation). The cost of a record
+//! is thus `O(log n)` in the number of pending deadlines, never a scan of the keys.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use serde::{Deserialize, Serialize};
+
+use super::cluster::StateKey;
+use super::window::{Scheduled, Sequence};
+use super::Stats;
+use crate::model::{Nanos, Timestamp};
+
+/// A key's deadline. Field order is the heap's order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct Deadline {
+    pub due: Timestamp,
+    pub at: Timestamp,
+    pub seq: u64,
+    pub cluster: u32,
+    pub key: StateKey,
+}
+
+/// When to look at whether a key may be evicted.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct EvictionCheck {
+    pub due: Timestamp,
+    pub cluster: u32,
+    pub key: StateKey,
+}
+
+/// Persisted in snapshots in field order.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Schedule {
+    pub now: Timestamp,
+    pub seq: Sequence,
+    pub deadlines: BinaryHeap<Reverse<Deadline>>,
+    pub evictions: BinaryHeap<Reverse<EvictionCheck>>,
+    pub stats: Stats,
+}
+
+impl Schedule {
+    pub fn new() -> Schedule {
+        Schedule {
+            now: Timestamp::MIN,
+            seq: Sequence::default(),
+            deadlines: BinaryHeap::new(),
+            evictions: BinaryHeap::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn push(&mut self, s: Scheduled, cluster: u32, key: StateKey) {
+        self.deadlines.push(Reverse(Deadline { due: s.due, at: s.at, seq: s.seq, cluster, key }));
+    }
+
+    /// Arms the one eviction check a key has; it re-arms itself until the key goes.
+    pub fn arm_eviction(
+        &mut self,
+        last_record: Timestamp,
+        cluster: u32,
+        key: StateKey,
+        ttl: Nanos,
+    ) {
+        let due = last_record.saturating_add(ttl);
+        self.evictions.push(Reverse(EvictionCheck { due, cluster, key }));
+    }
+
+    /// The next deadline due by engine time.
+    pub fn pop_due(&mut self) -> Option<Deadline> {
+        match self.deadlines.peek() {
+            Some(Reverse(d)) if d.due <= self.now => self.deadlines.pop().map(|Reverse(d)| d),
+            _ => None,
+        }
+    }
+
+    /// The next eviction check due by engine time.
+    pub fn pop_eviction_due(&mut self) -> Option<EvictionCheck> {
+        match self.evictions.peek() {
+            Some(Reverse(e)) if e.due <= self.now => self.evictions.pop().map(|Reverse(e)| e),
+            _ => None,
+        }
+    }
+
+    /// The earliest deadline or eviction check.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        let deadline = self.deadlines.peek().map(|Reverse(d)| d.due);
+        let eviction = self.evictions.peek().map(|Reverse(e)| e.due);
+        match (deadline, eviction) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
