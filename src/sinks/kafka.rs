@@ -198,11 +198,7 @@ fn undeliverable(e: &KafkaError) -> bool {
 }
 
 impl super::Sink for Config {
-    async fn start(
-        &self,
-        ctx: super::SinkContext,
-        rx: Receiver<Delivery>,
-    ) -> Result<super::SinkTask, SinkError> {
+    async fn start(&self, ctx: super::SinkContext, rx: super::Queue) -> super::Started {
         // Ready means a successful metadata fetch: wait for it before anything is read.
         let connected = connect(&ctx.name, self, &ctx.metrics, ctx.acked).await?;
         Ok(tokio::spawn(run(ctx.name, self.clone(), connected, rx, ctx.metrics)))

@@ -42,16 +42,16 @@ pub struct SinkContext {
 
 /// A sink's running task.
 pub type SinkTask = JoinHandle<Result<(), SinkError>>;
+/// What a sink reads its deliveries from.
+pub type Queue = Receiver<Delivery>;
+/// A sink started, or why it could not be.
+pub type Started = Result<SinkTask, SinkError>;
 
 /// A configured sink.
 pub trait Sink {
     /// Connects, and returns once the sink can take events (its readiness), with the task
     /// that delivers what arrives on `rx`.
-    fn start(
-        &self,
-        ctx: SinkContext,
-        rx: Receiver<Delivery>,
-    ) -> impl Future<Output = Result<SinkTask, SinkError>> + Send;
+    fn start(&self, ctx: SinkContext, rx: Queue) -> impl Future<Output = Started> + Send;
 }
 
 impl SinkKind {

@@ -113,11 +113,7 @@ async fn options(config: &Config) -> Result<async_nats::ConnectOptions, std::io:
 }
 
 impl super::Sink for Config {
-    async fn start(
-        &self,
-        ctx: super::SinkContext,
-        rx: Receiver<Delivery>,
-    ) -> Result<super::SinkTask, SinkError> {
+    async fn start(&self, ctx: super::SinkContext, rx: super::Queue) -> super::Started {
         let connected = connect(&ctx.name, self).await?;
         Ok(tokio::spawn(run(ctx.name, self.clone(), connected, rx, ctx.acked, ctx.metrics)))
     }

@@ -174,11 +174,7 @@ fn http_client(
 }
 
 impl super::Sink for Config {
-    async fn start(
-        &self,
-        ctx: super::SinkContext,
-        rx: Receiver<Delivery>,
-    ) -> Result<super::SinkTask, SinkError> {
+    async fn start(&self, ctx: super::SinkContext, rx: super::Queue) -> super::Started {
         let connected =
             connect(&ctx.name, self, &ctx.telemetry, ctx.metrics.clone(), ctx.view).await?;
         Ok(tokio::spawn(run(ctx.name, connected, rx, ctx.acked, ctx.metrics)))

@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::Receiver;
 
-use super::{write_lines, Sink, SinkContext, SinkError, SinkTask};
+use super::{write_lines, Sink, SinkContext, SinkError};
 use crate::pipeline::Delivery;
 
 impl Sink for Config {
-    async fn start(&self, ctx: SinkContext, rx: Receiver<Delivery>) -> Result<SinkTask, SinkError> {
+    async fn start(&self, ctx: SinkContext, rx: super::Queue) -> super::Started {
         Ok(tokio::task::spawn_blocking(move || run(&ctx.name, rx, ctx.acked, ctx.metrics)))
     }
 }

@@ -1,26 +1,20 @@
 //! The etcd poller: `/v3/maintenance/status` and `/v3/cluster/member/list` on each endpoint.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::poll::Timing;
 use crate::support::problems::Problems;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Config {
-    /// The cluster name herald gives this etcd cluster; required.
-    pub cluster: Option<String>,
+    /// `cluster`, `interval`, `timeout`, `down_after`: read apart, see [`Timing`].
+    #[serde(skip)]
+    pub timing: Timing,
     /// Client URLs (`http://127.0.0.1:2379`); required, at least one.
     #[serde(default)]
     pub endpoints: Vec<String>,
-    #[serde(default = "default_interval", with = "humantime_serde")]
-    pub interval: Duration,
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Failed polls in a row that make an endpoint's member down.
-    #[serde(default = "default_down_after")]
-    pub down_after: u32,
     pub username: Option<String>,
     pub password: Option<String>,
     pub ca_file: Option<PathBuf>,
@@ -28,25 +22,10 @@ pub struct Config {
     pub key_file: Option<PathBuf>,
 }
 
-fn default_interval() -> Duration {
-    Duration::from_millis(500)
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_millis(500)
-}
-
-fn default_down_after() -> u32 {
-    2
-}
-
 impl Config {
     pub(crate) fn validate(self, path: &str, p: &mut Problems) -> Option<Self> {
-        let mut ok = p.require(path, "cluster", self.cluster.is_some());
+        let mut ok = self.timing.validate(path, p);
         ok &= p.require(path, "endpoints", !self.endpoints.is_empty());
-        ok &= p.positive(path, "interval", self.interval);
-        ok &= p.positive(path, "timeout", self.timeout);
-        ok &= p.at_least_one(path, "down_after", self.down_after);
         ok.then_some(self)
     }
 }
@@ -55,10 +34,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::poll::{polling, Checker};
-use super::{Source, SourceContext};
-use crate::decode::Context;
+use super::SourceContext;
 use crate::model::{Observation, Signal, Via};
-use crate::pipeline::{Input, Shutdown};
+use crate::pipeline::Input;
 
 /// What herald knows of the members: ids and client URLs to names.
 #[derive(Default)]
@@ -84,7 +62,9 @@ fn id(v: &serde_json::Value) -> Option<String> {
 }
 
 fn client(config: &Config) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder().timeout(config.timeout).connect_timeout(config.timeout);
+    let mut b = reqwest::Client::builder()
+        .timeout(config.timing.timeout())
+        .connect_timeout(config.timing.timeout());
     if let Some(ca) = &config.ca_file {
         let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
         let cert = reqwest::Certificate::from_pem(&pem)
@@ -180,19 +160,7 @@ fn normalize(url: &str) -> String {
     url.trim_end_matches('/').to_string()
 }
 
-impl Source for Config {
-    fn context(&self) -> Context {
-        super::poller_context(self.cluster.as_deref())
-    }
-
-    fn pushes(&self) -> bool {
-        true
-    }
-
-    fn start(&self, ctx: SourceContext, tasks: &mut Shutdown) {
-        tasks.spawn(ctx.name.clone(), run(self.clone(), ctx));
-    }
-}
+super::poll::poller!(run);
 
 /// Polls every endpoint each interval until `stop`: each member's view of the leader, and
 /// whether it answered within the timeout.
@@ -206,12 +174,11 @@ async fn run(config: Config, ctx: SourceContext) {
             return;
         }
     };
-    let checker =
-        Checker::new(config.cluster.as_deref(), Via::Poll, config.down_after, 1, ctx.clock);
-    tracing::info!(source = %name, endpoints = config.endpoints.len(), interval = ?config.interval, "polling etcd");
+    let checker = Checker::new(&config.timing, Via::Poll, 1, ctx.clock);
+    tracing::info!(source = %name, endpoints = config.endpoints.len(), interval = ?config.timing.interval(), "polling etcd");
     let known = Arc::new(Mutex::new(Members::default()));
     let config = Arc::new(config);
-    polling(&ctx, config.interval, || {
+    polling(&ctx, config.timing.interval(), || {
         let (client, config, known, checker) =
             (client.clone(), config.clone(), known.clone(), checker.clone());
         async move { round(&client, &config, &known, &checker).await }

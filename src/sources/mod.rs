@@ -137,16 +137,23 @@ pub const TYPES: &str = "file, stdin, http, amqp, nats, probe, etcd, zookeeper";
 const COMMON_KEYS: [&str; 3] = ["cluster", "reporter", "format"];
 
 /// Splits the common keys out of a record source's table and reads them.
-fn common(table: &mut toml::Value, path: &str, p: &mut Problems) -> Option<Common> {
-    let mut keys = toml::Table::new();
+/// Takes `keys` out of a source's table and reads them as `T` (serde's `flatten` would hide
+/// unknown keys from validation).
+fn apart<T: serde::de::DeserializeOwned>(
+    table: &mut toml::Value,
+    keys: &[&str],
+    path: &str,
+    p: &mut Problems,
+) -> Option<T> {
+    let mut taken = toml::Table::new();
     if let toml::Value::Table(t) = table {
-        for k in COMMON_KEYS {
-            if let Some(v) = t.remove(k) {
-                keys.insert(k.to_string(), v);
+        for k in keys {
+            if let Some(v) = t.remove(*k) {
+                taken.insert(k.to_string(), v);
             }
         }
     }
-    section(toml::Value::Table(keys), path, p)
+    section(toml::Value::Table(taken), path, p)
 }
 
 /// Reads `[sources.NAME]` by its `type`.
@@ -157,8 +164,18 @@ pub(crate) fn parse(
     p: &mut Problems,
 ) -> Option<SourceKind> {
     let record_source = matches!(kind, "file" | "stdin" | "http" | "amqp" | "nats");
-    let common = if record_source { common(&mut table, path, p) } else { Some(Common::default()) };
-    let source = parse_kind(kind, table, path, p)?;
+    let common = match record_source {
+        true => apart(&mut table, &COMMON_KEYS, path, p),
+        false => Some(Common::default()),
+    };
+    let mut timing: poll::Timing = match record_source {
+        true => poll::Timing::default(),
+        false => apart(&mut table, &poll::TIMING_KEYS, path, p)?,
+    };
+    if kind == "probe" {
+        timing.interval.get_or_insert(std::time::Duration::from_secs(1));
+    }
+    let source = parse_kind(kind, table, timing, path, p)?;
     let common = common?;
     Some(match source {
         SourceKind::File(c) => SourceKind::File(file::Config { common, ..c }),
@@ -170,18 +187,29 @@ pub(crate) fn parse(
     })
 }
 
-fn parse_kind(kind: &str, table: toml::Value, path: &str, p: &mut Problems) -> Option<SourceKind> {
+fn parse_kind(
+    kind: &str,
+    table: toml::Value,
+    timing: poll::Timing,
+    path: &str,
+    p: &mut Problems,
+) -> Option<SourceKind> {
+    macro_rules! poller {
+        ($m:ident) => {
+            section::<$m::Config>(table, path, p)
+                .map(|c| $m::Config { timing, ..c })?
+                .validate(path, p)?
+        };
+    }
     Some(match kind {
         "file" => SourceKind::File(section::<file::Config>(table, path, p)?.validate(path, p)?),
         "stdin" => SourceKind::Stdin(section(table, path, p)?),
         "http" => SourceKind::Http(section(table, path, p)?),
         "amqp" => SourceKind::Amqp(section::<amqp::Config>(table, path, p)?.validate(path, p)?),
         "nats" => SourceKind::Nats(section::<nats::Config>(table, path, p)?.validate(path, p)?),
-        "probe" => SourceKind::Probe(section::<probe::Config>(table, path, p)?.validate(path, p)?),
-        "etcd" => SourceKind::Etcd(section::<etcd::Config>(table, path, p)?.validate(path, p)?),
-        "zookeeper" => {
-            SourceKind::Zookeeper(section::<zookeeper::Config>(table, path, p)?.validate(path, p)?)
-        }
+        "probe" => SourceKind::Probe(poller!(probe)),
+        "etcd" => SourceKind::Etcd(poller!(etcd)),
+        "zookeeper" => SourceKind::Zookeeper(poller!(zookeeper)),
         other => {
             p.push(
                 format!("{path}.type"),

@@ -1,45 +1,24 @@
 //! The ZooKeeper poller: the `srvr` four-letter word on each server (`Mode: leader|follower`).
 
-use std::time::Duration;
-
 use serde::Deserialize;
 
+use super::poll::Timing;
 use crate::support::problems::Problems;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Config {
-    /// The cluster name herald gives this ensemble; required.
-    pub cluster: Option<String>,
+    /// `cluster`, `interval`, `timeout`, `down_after`: read apart, see [`Timing`].
+    #[serde(skip)]
+    pub timing: Timing,
     /// Server name to `host:port` (the client port); required, at least one.
     #[serde(default)]
     pub servers: std::collections::BTreeMap<String, String>,
-    #[serde(default = "default_interval", with = "humantime_serde")]
-    pub interval: Duration,
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    #[serde(default = "default_down_after")]
-    pub down_after: u32,
-}
-
-fn default_interval() -> Duration {
-    Duration::from_millis(500)
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_millis(500)
-}
-
-fn default_down_after() -> u32 {
-    2
 }
 
 impl Config {
     pub(crate) fn validate(self, path: &str, p: &mut Problems) -> Option<Self> {
-        let mut ok = p.require(path, "cluster", self.cluster.is_some());
+        let mut ok = self.timing.validate(path, p);
         ok &= p.require(path, "servers", !self.servers.is_empty());
-        ok &= p.positive(path, "interval", self.interval);
-        ok &= p.positive(path, "timeout", self.timeout);
-        ok &= p.at_least_one(path, "down_after", self.down_after);
         ok.then_some(self)
     }
 }
@@ -50,10 +29,8 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::poll::{polling, Checker};
-use super::{Source, SourceContext};
-use crate::decode::Context;
+use super::SourceContext;
 use crate::model::{Observation, Signal, Timestamp, Via};
-use crate::pipeline::Shutdown;
 
 /// A server's role as `srvr` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,19 +70,7 @@ async fn srvr(addr: &str, timeout: std::time::Duration) -> Result<String, String
     tokio::time::timeout(timeout, exchange).await.map_err(|_| "timed out".to_string())?
 }
 
-impl Source for Config {
-    fn context(&self) -> Context {
-        super::poller_context(self.cluster.as_deref())
-    }
-
-    fn pushes(&self) -> bool {
-        true
-    }
-
-    fn start(&self, ctx: SourceContext, tasks: &mut Shutdown) {
-        tasks.spawn(ctx.name.clone(), run(self.clone(), ctx));
-    }
-}
+super::poll::poller!(run);
 
 /// Polls every server each interval until `stop`. The leader is the server that says so;
 /// a follower's view is that leader (or, when no server said leader this round, the last one
@@ -113,20 +78,19 @@ impl Source for Config {
 /// serve sees no leader.
 async fn run(config: Config, ctx: SourceContext) {
     let name = ctx.name.clone();
-    let checker =
-        Checker::new(config.cluster.as_deref(), Via::Poll, config.down_after, 1, ctx.clock);
-    tracing::info!(source = %name, servers = config.servers.len(), interval = ?config.interval, "polling zookeeper");
+    let checker = Checker::new(&config.timing, Via::Poll, 1, ctx.clock);
+    tracing::info!(source = %name, servers = config.servers.len(), interval = ?config.timing.interval(), "polling zookeeper");
     let last_leader: Arc<Mutex<Option<String>>> = Arc::default();
     let config = Arc::new(config);
     let warned = Arc::new(AtomicBool::new(false));
-    polling(&ctx, config.interval, || {
+    polling(&ctx, config.timing.interval(), || {
         let (config, checker, last_leader, warned, name) =
             (config.clone(), checker.clone(), last_leader.clone(), warned.clone(), name.clone());
         async move {
             let at = checker.now();
             let answers = futures_util::future::join_all(
                 config.servers.iter().map(|(server, addr)| {
-                    let timeout = config.timeout;
+                    let timeout = config.timing.timeout();
                     async move { (server.clone(), srvr(addr, timeout).await) }
                 }),
             )
@@ -205,7 +169,12 @@ mod tests {
 
     #[test]
     fn followers_see_the_server_that_says_leader() {
-        let checker = Checker::new(Some("zk"), Via::Poll, 2, 1, crate::pipeline::Clock::system());
+        let checker = Checker::new(
+            &Timing { cluster: Some("zk".into()), ..Default::default() },
+            Via::Poll,
+            1,
+            crate::pipeline::Clock::system(),
+        );
         let last = Mutex::new(None);
         let modes = vec![
             ("z1".to_string(), Some(Mode::Follower)),
