@@ -200,3 +200,67 @@ async fn a_delivery_unacknowledged_at_sigkill_is_redelivered_and_processed() {
     assert_eq!(unique_ids, wanted, "every event");
     assert_eq!(got.len(), want.len(), "each once");
 }
+
+/// Lines of `path` that contain `what`.
+fn log_lines(path: &Path, what: &str) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(what))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Regression: a broker source that reconnected never reset its "announced" flag or its
+/// backoff, so a second outage was not logged, no recovery was ever logged, and after one
+/// long outage every later reconnect started at 30 s.
+#[test]
+fn two_broker_outages_in_a_row_each_log_one_warning_and_one_recovery() {
+    servers();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(5672);
+    let queue = format!("herald-outages-{}", std::process::id());
+    let cfg = write_temp(
+        dir.path(),
+        "herald.toml",
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[sources.q]\ntype = \"amqp\"\nurl = \"amqp://guest:guest@127.0.0.1:{}/%2f\"\nqueue = {queue:?}\ncluster = \"prod\"\n[sinks.out]\ntype = \"stdout\"\n",
+            proxy.port
+        )
+        .as_bytes(),
+    );
+    let log = dir.path().join("herald.log");
+    let mut child = herald()
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let since = |t: std::time::Instant| t.elapsed();
+    assert!(eventually(|| !log_lines(&log, "consuming").is_empty()), "herald consumes");
+
+    // A long first outage: the backoff grows to seconds.
+    proxy.close();
+    assert!(eventually(|| log_lines(&log, "unreachable").len() == 1), "first outage logged");
+    std::thread::sleep(Duration::from_secs(7));
+    proxy.open();
+    assert!(eventually(|| log_lines(&log, "reachable again").len() == 1), "first recovery logged");
+
+    // A healthy session, then a short second outage: the reconnect starts at the minimum.
+    std::thread::sleep(Duration::from_secs(1));
+    proxy.close();
+    assert!(eventually(|| log_lines(&log, "unreachable").len() == 2), "second outage logged");
+    std::thread::sleep(Duration::from_secs(1));
+    let reopened = std::time::Instant::now();
+    proxy.open();
+    assert!(eventually(|| log_lines(&log, "reachable again").len() == 2), "second recovery logged");
+    let took = since(reopened);
+    // Without the reset the wait after the first outage's 6.4 s step is at least 3.2 s.
+    assert!(took < Duration::from_secs(3), "reconnected {took:?} after the broker came back");
+
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(log_lines(&log, "unreachable").len(), 2, "one warning per outage");
+    assert_eq!(log_lines(&log, "reachable again").len(), 2, "one recovery per outage");
+}

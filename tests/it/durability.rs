@@ -3,11 +3,8 @@
 //! duplicates at-least-once allows are counted and printed.
 
 use std::collections::BTreeMap;
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -334,61 +331,6 @@ fn disk_buffer_killed_while_jetstream_is_down_delivers_everything_after() {
 // and closes. tansu advertises the proxy's address, so every connection — herald's and the
 // reading client's — goes through it; closing it is a broker outage (connections reset, new
 // ones refused) while tansu keeps the topic in memory.
-
-/// A TCP forwarder that can be taken down (listener closed, live connections shut) and up.
-struct Proxy {
-    port: u16,
-    upstream: u16,
-    up: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Proxy {
-    fn start(upstream: u16) -> Proxy {
-        let p = Proxy {
-            port: free_port(),
-            upstream,
-            up: Arc::new(AtomicBool::new(false)),
-            conns: Arc::default(),
-        };
-        p.open();
-        p
-    }
-
-    fn open(&self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("proxy listens");
-        listener.set_nonblocking(true).expect("nonblocking");
-        self.up.store(true, Ordering::SeqCst);
-        let (up, conns, upstream) = (self.up.clone(), self.conns.clone(), self.upstream);
-        std::thread::spawn(move || {
-            while up.load(Ordering::SeqCst) {
-                let Ok((client, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
-                let _ = client.set_nonblocking(false);
-                for (from, to) in [(&client, &server), (&server, &client)] {
-                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(Shutdown::Both);
-                    });
-                }
-                conns.lock().unwrap().extend([client, server]);
-            }
-            // The listener is dropped here: new connections are refused.
-        });
-    }
-
-    fn close(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 struct Tansu {
     child: Child,

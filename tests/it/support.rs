@@ -192,3 +192,59 @@ pub fn tail_config(dir: &Path, log: &Path, sink: &str) -> PathBuf {
         .as_bytes(),
     )
 }
+
+/// A TCP forwarder that can be taken down (listener closed, live connections shut) and up.
+pub struct Proxy {
+    pub port: u16,
+    upstream: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(upstream: u16) -> Proxy {
+        let p = Proxy {
+            port: free_port(),
+            upstream,
+            up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            conns: Arc::default(),
+        };
+        p.open();
+        p
+    }
+
+    pub fn open(&self) {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("proxy listens");
+        listener.set_nonblocking(true).expect("nonblocking");
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (up, conns, upstream) = (self.up.clone(), self.conns.clone(), self.upstream);
+        std::thread::spawn(move || {
+            while up.load(std::sync::atomic::Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                let _ = client.set_nonblocking(false);
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                conns.lock().unwrap().extend([client, server]);
+            }
+            // The listener is dropped here: new connections are refused.
+        });
+    }
+
+    pub fn close(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
