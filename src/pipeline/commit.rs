@@ -31,10 +31,9 @@ impl Store {
         }
     }
 
-    /// Writes `state` (built by `cut`, only when there is a store) on a blocking thread.
-    pub async fn save(&self, cut: impl FnOnce() -> State) -> Result<(), PipelineError> {
+    /// Writes `state` on a blocking thread (nothing without a store).
+    pub async fn save(&self, state: State) -> Result<(), PipelineError> {
         let Some(dir) = self.0.clone() else { return Ok(()) };
-        let state = cut();
         tokio::task::spawn_blocking(move || dir.save(&state))
             .await
             .map_err(|e| PipelineError::Commit(e.to_string()))??;

@@ -351,14 +351,14 @@ impl EngineTask {
         }
         let fresh = self.outbox.enqueue(lines);
         self.outbox.trim(self.sinks.held());
-        let (engine, positions, outbox) = (&self.driver.engine, &self.positions, &self.outbox);
-        self.store
-            .save(|| State {
-                engine: engine.snapshot(),
-                positions: positions.clone(),
-                outbox: outbox.lines().map(str::to_string).collect(),
-            })
-            .await?;
+        if self.store.is_some() {
+            let state = State {
+                engine: self.driver.engine.snapshot(),
+                positions: self.positions.clone(),
+                outbox: self.outbox.lines().map(str::to_string).collect(),
+            };
+            self.store.save(state).await?;
+        }
         self.dirty = false;
         self.outbox.committed();
         self.outbox.release(self.sinks.held());
@@ -424,5 +424,140 @@ impl Watch for Live<'_> {
 
     fn decode_error(&mut self, error: &DecodeError) {
         DecodeFailed { source: &self.src.name, error }.emit(&self.src.metrics);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The daemon's live clock on tokio's paused test clock: deterministic, no sleeps.
+
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::pipeline::fanout::{Full, SinkQueue};
+    use crate::pipeline::{Acked, OnCommit};
+
+    const T0: &str = "2025-01-10T18:00:00Z";
+
+    fn t0() -> Timestamp {
+        Timestamp::parse(T0).expect("timestamp")
+    }
+
+    fn router_online(at: Timestamp) -> Vec<u8> {
+        format!(
+            r#"{{"namespace":"router","event_type":"router-online","router_id":"r1","event_src_id":"c1","timestamp":"{}"}}"#,
+            at.to_rfc3339()
+        )
+        .into_bytes()
+    }
+
+    struct Harness {
+        tx: mpsc::Sender<Input>,
+        out: mpsc::Receiver<Delivery>,
+        stop: Option<oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<Result<(), PipelineError>>,
+    }
+
+    /// An engine task on a clock that reads T0 now, with one caught-up push source and one
+    /// sink the test reads.
+    async fn harness() -> Harness {
+        let clock = Clock::starting_at(t0());
+        let metrics = Arc::new(Metrics::with_clock(clock).expect("metrics"));
+        let view = SharedView::default();
+        let store = Store::new(None);
+        let mut task =
+            EngineTask::restore(EngineConfig::default(), store, metrics.clone(), view, clock)
+                .expect("engine task");
+        let (sink_tx, out) = mpsc::channel(64);
+        let queue = SinkQueue {
+            name: "t".into(),
+            tx: sink_tx,
+            metrics: metrics.sink("t"),
+            acked: Acked::default(),
+            when_full: Full::Block,
+        };
+        task.connect(Fanout::new(vec![queue])).await.expect("connect");
+        task.add_source("s", Context::new("prod", "unknown"), true);
+        let (tx, rx) = mpsc::channel(8);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            task.run(rx, async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Harness { tx, out, stop: Some(stop), task }
+    }
+
+    impl Harness {
+        async fn send(&self, line: Vec<u8>, on_commit: OnCommit) {
+            let batch = Input::Batch {
+                source: 0,
+                lines: vec![line],
+                live: true,
+                on_commit,
+                key: None,
+                redelivery: false,
+            };
+            self.tx.send(batch).await.expect("engine task takes input");
+            self.advance(Duration::ZERO).await;
+        }
+
+        /// Moves the paused clock and lets the engine task run.
+        async fn advance(&self, d: Duration) {
+            tokio::time::advance(d).await;
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        }
+
+        async fn stop(mut self) {
+            if let Some(s) = self.stop.take() {
+                let _ = s.send(());
+            }
+            let _ = self.task.await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_closes_on_the_wall_clock_with_no_record_after_it() {
+        let mut h = harness().await;
+        h.send(router_online(t0()), Box::new(|| {})).await;
+        h.advance(Duration::from_millis(1_900)).await;
+        assert!(h.out.try_recv().is_err(), "nothing before the window has passed");
+        h.advance(Duration::from_millis(200)).await;
+        let d = h.out.try_recv().expect("the event, once W passed on the wall clock");
+        assert_eq!(
+            d.event.stable_at,
+            t0().saturating_add(crate::model::Nanos::from_std(Duration::from_secs(2)))
+        );
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_without_events_is_committed_within_the_commit_interval() {
+        let h = harness().await;
+        let committed = Arc::new(AtomicBool::new(false));
+        let c = committed.clone();
+        let ignored = br#"{"namespace":"sdk","event_type":"x","timestamp":"2025-01-10T18:00:00Z"}"#;
+        h.send(ignored.to_vec(), Box::new(move || c.store(true, Ordering::SeqCst))).await;
+        h.advance(Duration::from_millis(150)).await;
+        assert!(!committed.load(Ordering::SeqCst), "not before the commit interval");
+        h.advance(COMMIT_INTERVAL).await;
+        assert!(committed.load(Ordering::SeqCst), "committed, and acknowledged, within it");
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_from_the_future_is_clamped_to_the_wall_clock() {
+        let mut h = harness().await;
+        let ahead = t0().saturating_add(crate::model::Nanos::from_std(Duration::from_secs(60)));
+        h.send(router_online(ahead), Box::new(|| {})).await;
+        h.advance(Duration::from_secs(3)).await;
+        let d = h.out.try_recv().expect("the event");
+        assert_eq!(d.event.at, t0(), "its time is the wall clock when it arrived");
+        h.stop().await;
     }
 }

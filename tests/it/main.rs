@@ -6,6 +6,7 @@ mod corpus;
 mod daemon;
 mod durability;
 mod kafka;
+mod lines;
 mod nats;
 mod otlp;
 mod prometheus;

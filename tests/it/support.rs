@@ -214,7 +214,8 @@ impl Proxy {
     }
 
     pub fn open(&self) {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("proxy listens");
+        let listener =
+            std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("proxy listens");
         listener.set_nonblocking(true).expect("nonblocking");
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
         let (up, conns, upstream) = (self.up.clone(), self.conns.clone(), self.upstream);
@@ -224,7 +225,9 @@ impl Proxy {
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
                 };
-                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
                 let _ = client.set_nonblocking(false);
                 for (from, to) in [(&client, &server), (&server, &client)] {
                     let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
@@ -247,4 +250,3 @@ impl Proxy {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
-
