@@ -7,6 +7,7 @@
 //! [`SinkKind::start`] (the registry).
 
 pub mod buffer;
+pub mod encoding;
 pub mod file;
 pub mod kafka;
 pub mod nats;

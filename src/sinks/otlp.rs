@@ -67,8 +67,9 @@ use opentelemetry_sdk::Resource;
 use prometheus::proto::MetricFamily;
 use tokio::sync::mpsc::Receiver;
 
+use super::encoding::sentence;
 use super::SinkError;
-use crate::model::{ClusterEvent, EventKind};
+use crate::model::EventKind;
 use crate::pipeline::Delivery;
 use crate::support::retry::Backoff;
 use crate::telemetry::metrics::{Family, SinkMetrics};
@@ -422,58 +423,6 @@ pub fn severity(kind: EventKind) -> Severity {
         | EventKind::NodeDown
         | EventKind::NodeIsLeaderless => Severity::Warn,
         _ => Severity::Info,
-    }
-}
-
-/// The log body: one sentence an operator can read in a log viewer.
-pub fn sentence(e: &ClusterEvent) -> String {
-    let c = &e.cluster;
-    let or = |v: &Option<String>| v.clone().unwrap_or_default();
-    let list = |v: &Option<Vec<String>>| v.as_deref().unwrap_or_default().join(", ");
-    match e.kind {
-        EventKind::LeaderElected => match &e.previous {
-            Some(p) => format!("cluster {c}: {} is the leader (was {p})", or(&e.leader_id)),
-            None => format!("cluster {c}: {} is the leader", or(&e.leader_id)),
-        },
-        EventKind::Leaderless => format!("cluster {c} has no leader"),
-        EventKind::SplitBrain => {
-            format!("cluster {c}: split brain, {} all claim leadership", list(&e.leaders))
-        }
-        EventKind::SplitBrainResolved => format!("cluster {c}: split brain resolved"),
-        EventKind::ReadOnly => format!("cluster {c} is read-only"),
-        EventKind::ReadWrite => format!("cluster {c} is read-write"),
-        EventKind::MembersChanged => format!(
-            "cluster {c}: members are {} (added: {}; removed: {})",
-            list(&e.members),
-            list(&e.added),
-            list(&e.removed)
-        ),
-        EventKind::NodeHasLeader => {
-            format!("cluster {c}: node {} sees {} as leader", or(&e.node), or(&e.leader_id))
-        }
-        EventKind::NodeIsLeaderless => format!("cluster {c}: node {} sees no leader", or(&e.node)),
-        EventKind::PeerConnected => {
-            format!("cluster {c}: node {} is connected to {}", or(&e.node), or(&e.peer))
-        }
-        EventKind::PeerDisconnected => {
-            format!("cluster {c}: node {} lost its connection to {}", or(&e.node), or(&e.peer))
-        }
-        EventKind::RouterOnline => format!("cluster {c}: router {} is online", or(&e.router)),
-        EventKind::RouterOffline => format!("cluster {c}: router {} is offline", or(&e.router)),
-        EventKind::SpinStarted => format!(
-            "cluster {c}: terminator of service {} on router {} is spinning ({} cycles)",
-            or(&e.service),
-            or(&e.router),
-            e.cycles.unwrap_or(0)
-        ),
-        EventKind::SpinStopped => format!(
-            "cluster {c}: terminator of service {} on router {} stopped spinning after {} cycles",
-            or(&e.service),
-            or(&e.router),
-            e.cycles.unwrap_or(0)
-        ),
-        EventKind::NodeDown => format!("cluster {c}: node {} is down", or(&e.node)),
-        EventKind::NodeUp => format!("cluster {c}: node {} is up", or(&e.node)),
     }
 }
 
