@@ -19,10 +19,10 @@ use crate::config::{Config, ServerConfig};
 use crate::pipeline::fanout::{Fanout, Full, SinkQueue};
 use crate::pipeline::run::EngineTask;
 use crate::pipeline::{commit::Store, Acked, Clock, Input, PipelineError, Shutdown};
-use crate::server::{self, Shared};
+use crate::server::{self, ServerState};
 use crate::sinks::buffer::{disk, BufferKind, WhenFull};
 use crate::sinks::{SinkConfig, SinkContext, SinkError, SinkKind, SinkTask};
-use crate::sources::{http, SourceContext, SourceKind};
+use crate::sources::SourceContext;
 use crate::state::StateDir;
 use crate::telemetry::gauges::StateGauges;
 use crate::telemetry::metrics::Metrics;
@@ -68,7 +68,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let clock = Clock::system();
     let metrics = Arc::new(Metrics::with_clock(clock)?);
     let view: SharedView = Arc::new(std::sync::Mutex::new(View::default()));
-    let (queues, running) = start_sinks(&config, &metrics, &view, clock).await?;
+    let (queues, running) = start_sinks(&config, &metrics, &view).await?;
     let store = Store::new(config.state.dir.clone().map(StateDir::new));
     if !store.is_some() {
         tracing::warn!("no [state] dir: a restart will start from scratch");
@@ -93,15 +93,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             clock,
             metrics: metrics.clone(),
         };
-        if let SourceKind::Http(_) = kind {
-            routes = routes.merge(http::routes(http::Ingest {
-                source: index,
-                name: name.clone(),
-                context: source.context(),
-                token: config.server.ingest_token.clone().filter(|t| !t.is_empty()),
-                tx: tx.clone(),
-                metrics: metrics.clone(),
-            }));
+        if let Some(r) = source.routes(&ctx, config.server.ingest_token.as_deref()) {
+            routes = routes.merge(r);
         }
         contexts.push((kind, ctx));
     }
@@ -112,7 +105,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         true => Some(Arc::new(StateGauges::register(&metrics.registry)?)),
         false => None,
     };
-    let shared = Shared {
+    let shared = ServerState {
         ready: ready.clone(),
         metrics: metrics.clone(),
         gauges,
@@ -145,8 +138,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Err(e) => tracing::error!(sink = %sink.name, error = %e, "sink task failed"),
         }
     }
-    let held = task.held();
-    let undelivered = task.finish(held).await?;
+    let undelivered = task.finish().await?;
     http.handle.graceful_shutdown(Some(Duration::from_secs(5)));
     let _ = http.task.await;
     // Broker sources send their last acknowledgements before their connections close.
@@ -200,7 +192,6 @@ async fn start_sinks(
     config: &Config,
     metrics: &Arc<Metrics>,
     view: &SharedView,
-    clock: Clock,
 ) -> Result<(Vec<SinkQueue>, Vec<Running>), DaemonError> {
     let mut configured: Vec<(String, SinkConfig)> = config
         .sinks
@@ -228,7 +219,6 @@ async fn start_sinks(
             acked,
             telemetry: metrics.clone(),
             view: view.clone(),
-            clock,
         };
         let task = if disk {
             // The sink is fed by the buffer and acknowledges to it; the pipeline counts an
@@ -247,7 +237,7 @@ async fn start_sinks(
             let (to_sink, sink_rx) = mpsc::channel(1024);
             let sink_acked = Acked::default();
             let ends =
-                disk::Ends { rx, held: acked.clone(), to_sink, sink_acked: sink_acked.clone() };
+                disk::Queues { rx, held: acked.clone(), to_sink, sink_acked: sink_acked.clone() };
             let handle = disk::start(&name, dir, &sink.buffer, ends, sm.clone())?;
             let task = sink.kind.start(ctx(sink_acked), sink_rx).await?;
             task.map(|t| tokio::spawn(buffered(name.clone(), handle, t)))
@@ -257,7 +247,7 @@ async fn start_sinks(
         let Some(task) = task else { continue };
         queues.push(SinkQueue {
             name: name.clone(),
-            tx,
+            tx: Some(tx),
             metrics: sm.clone(),
             acked,
             // A disk buffer applies `when_full` itself, at its size cap.

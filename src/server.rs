@@ -16,7 +16,7 @@ use crate::telemetry::view::View;
 
 /// What the handlers share with the pipeline.
 #[derive(Clone)]
-pub struct Shared {
+pub struct ServerState {
     pub ready: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
     /// Present when a Prometheus sink is configured.
@@ -27,7 +27,7 @@ pub struct Shared {
 }
 
 /// The server's routes, with `extra` (the sources' routes) merged in.
-pub fn app(shared: Shared, extra: Router) -> Router {
+pub fn app(shared: ServerState, extra: Router) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -37,7 +37,7 @@ pub fn app(shared: Shared, extra: Router) -> Router {
         .merge(extra)
 }
 
-async fn readyz(State(s): State<Shared>) -> Response {
+async fn readyz(State(s): State<ServerState>) -> Response {
     if s.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -45,7 +45,7 @@ async fn readyz(State(s): State<Shared>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<Shared>) -> Response {
+async fn metrics(State(s): State<ServerState>) -> Response {
     let _one_at_a_time = s.scrape.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(g) = &s.gauges {
         let view = s.view.lock().unwrap_or_else(|p| p.into_inner());
@@ -61,7 +61,7 @@ async fn metrics(State(s): State<Shared>) -> Response {
     }
 }
 
-async fn state(State(s): State<Shared>) -> Response {
+async fn state(State(s): State<ServerState>) -> Response {
     let view = s.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Json(view).into_response()
 }

@@ -21,7 +21,8 @@ pub enum Full {
 /// The pipeline's end of one sink.
 pub struct SinkQueue {
     pub name: String,
-    pub tx: mpsc::Sender<Delivery>,
+    /// `None` once closed at shutdown.
+    pub tx: Option<mpsc::Sender<Delivery>>,
     pub metrics: SinkMetrics,
     pub acked: Acked,
     pub when_full: Full,
@@ -30,13 +31,11 @@ pub struct SinkQueue {
 #[derive(Default)]
 pub struct Fanout {
     sinks: Vec<SinkQueue>,
-    /// Closed at shutdown: nothing more is sent.
-    closed: bool,
 }
 
 impl Fanout {
     pub fn new(sinks: Vec<SinkQueue>) -> Fanout {
-        Fanout { sinks, closed: false }
+        Fanout { sinks }
     }
 
     pub fn len(&self) -> usize {
@@ -52,24 +51,24 @@ impl Fanout {
         held(self.sinks.iter().map(|s| &s.acked))
     }
 
-    /// Closes every queue: each sink drains what it has and ends.
+    /// Closes every queue: each sink drains what it has and ends. The watermarks stay, so
+    /// that what a sink did not acknowledge stays in the outbox for the next run.
     pub fn close(&mut self) {
-        self.closed = true;
-        self.sinks.clear();
+        for sink in &mut self.sinks {
+            sink.tx = None;
+        }
     }
 
     pub async fn dispatch(&mut self, deliveries: Vec<Delivery>) -> Result<(), PipelineError> {
-        if self.closed {
-            return Ok(());
-        }
-        for sink in &self.sinks {
-            let depth = sink.tx.max_capacity() - sink.tx.capacity();
+        let open = || self.sinks.iter().filter_map(|s| Some((s, s.tx.as_ref()?)));
+        for (sink, tx) in open() {
+            let depth = tx.max_capacity() - tx.capacity();
             sink.metrics.queue.set(i64::try_from(depth + deliveries.len()).unwrap_or(i64::MAX));
         }
-        for sink in self.sinks.iter().filter(|s| s.when_full == Full::Block) {
+        for (sink, tx) in open().filter(|(s, _)| s.when_full == Full::Block) {
             // Permits in runs rather than one at a time: a commit's events cross at once.
-            for run in deliveries.chunks(sink.tx.max_capacity()) {
-                let Ok(permits) = sink.tx.reserve_many(run.len()).await else {
+            for run in deliveries.chunks(tx.max_capacity()) {
+                let Ok(permits) = tx.reserve_many(run.len()).await else {
                     return Err(PipelineError::SinkGone(sink.name.clone()));
                 };
                 for (permit, d) in permits.zip(run) {
@@ -77,9 +76,9 @@ impl Fanout {
                 }
             }
         }
-        for sink in self.sinks.iter().filter(|s| s.when_full == Full::DropNewest) {
+        for (sink, tx) in open().filter(|(s, _)| s.when_full == Full::DropNewest) {
             for d in &deliveries {
-                match sink.tx.try_send(d.clone()) {
+                match tx.try_send(d.clone()) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         crate::telemetry::events::EventDropped { sink: &sink.name }
@@ -92,5 +91,35 @@ impl Fanout {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::metrics::Metrics;
+
+    /// Regression: closing the queues at shutdown used to forget the sinks, so the last
+    /// commit read "every sink holds everything" and dropped unacknowledged events from the
+    /// outbox instead of keeping them for the next run.
+    #[test]
+    fn closing_the_queues_keeps_the_watermarks() {
+        let metrics = Metrics::new().expect("metrics");
+        let queue = |name: &str, acked: u64| {
+            let a = Acked::default();
+            a.store(acked, std::sync::atomic::Ordering::Release);
+            let (tx, _rx) = mpsc::channel(4);
+            SinkQueue {
+                name: name.into(),
+                tx: Some(tx),
+                metrics: metrics.sink(name),
+                acked: a,
+                when_full: Full::Block,
+            }
+        };
+        let mut f = Fanout::new(vec![queue("a", 5), queue("b", 3)]);
+        assert_eq!(f.held(), 3);
+        f.close();
+        assert_eq!(f.held(), 3, "what sink b did not acknowledge is still not held");
     }
 }

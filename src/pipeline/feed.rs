@@ -9,11 +9,17 @@ use crate::state::Position;
 use crate::support::lines::{Cut, Line, Splitter};
 
 pub struct LineFeeder {
-    source: usize,
-    tx: Sender<Input>,
-    pub file_id: Option<(u64, u64)>,
     splitter: Splitter,
     caught_up: Option<bool>,
+    out: Batcher,
+}
+
+/// Collects the splitter's lines into inputs; apart from the splitter so that the splitter
+/// can hand it lines while both are borrowed.
+struct Batcher {
+    source: usize,
+    tx: Sender<Input>,
+    file_id: Option<(u64, u64)>,
     /// The lines being fed arrived in real time.
     live: bool,
     /// Complete lines not yet handed over, and the position after the last of them.
@@ -22,22 +28,28 @@ pub struct LineFeeder {
 }
 
 impl LineFeeder {
-    /// Feeds `source`'s lines to `tx`, starting after line `line` at byte `offset`.
-    pub fn new(source: usize, max_line: usize, tx: Sender<Input>, offset: u64, line: u64) -> Self {
+    /// Feeds `source`'s lines to `tx`, starting after line `line` at byte `offset` of the
+    /// file `file_id` (none for a pipe).
+    pub fn new(
+        source: usize,
+        max_line: usize,
+        tx: Sender<Input>,
+        file_id: Option<(u64, u64)>,
+        offset: u64,
+        line: u64,
+    ) -> Self {
         LineFeeder {
-            source,
-            tx,
-            file_id: None,
             splitter: Splitter::new(max_line, offset, line),
             caught_up: None,
-            live: false,
-            batch: Lines::starting_at(line + 1),
-            batch_end: Position::default(),
+            out: Batcher {
+                source,
+                tx,
+                file_id,
+                live: false,
+                batch: Lines::starting_at(line + 1),
+                batch_end: Position::default(),
+            },
         }
-    }
-
-    fn send(tx: &Sender<Input>, input: Input) -> bool {
-        tx.blocking_send(input).is_ok()
     }
 
     /// Bytes consumed, the partial line included.
@@ -45,9 +57,13 @@ impl LineFeeder {
         self.splitter.offset()
     }
 
+    pub fn file_id(&self) -> Option<(u64, u64)> {
+        self.out.file_id
+    }
+
     /// Reads `file_id` from `offset` on (rotation, truncation): the partial line is dropped.
     pub fn restart_at(&mut self, file_id: Option<(u64, u64)>, offset: u64) {
-        self.file_id = file_id;
+        self.out.file_id = file_id;
         self.splitter.restart_at(offset);
     }
 
@@ -57,7 +73,32 @@ impl LineFeeder {
             return true;
         }
         self.caught_up = Some(caught_up);
-        self.flush() && Self::send(&self.tx, Input::CaughtUp { source: self.source, caught_up })
+        let source = self.out.source;
+        self.out.flush() && self.out.send(Input::CaughtUp { source, caught_up })
+    }
+
+    /// Marks what is read next: a short read right after catching up arrived in real time; a
+    /// full buffer is backlog. Reports "not caught up" for the time it is being handed over.
+    pub fn arrived(&mut self, n: usize, capacity: usize) -> bool {
+        self.out.live = self.caught_up == Some(true) && n < capacity;
+        self.set_caught_up(false)
+    }
+
+    /// Emits the complete lines in `chunk`; false when the engine is gone.
+    pub fn feed(&mut self, chunk: &[u8]) -> bool {
+        self.splitter.feed(chunk, |cut| self.out.take(cut)) && self.out.flush()
+    }
+
+    /// The input is finished (rotated away, end of stdin): a last line without a newline is
+    /// a line now. False when the engine is gone.
+    pub fn finish(&mut self) -> bool {
+        self.splitter.finish(|cut| self.out.take(cut)) && self.out.flush()
+    }
+}
+
+impl Batcher {
+    fn send(&self, input: Input) -> bool {
+        self.tx.blocking_send(input).is_ok()
     }
 
     /// Hands over the complete lines collected so far; false when the engine is gone.
@@ -65,34 +106,10 @@ impl LineFeeder {
         if self.batch.is_empty() {
             return true;
         }
-        let next = Lines::starting_at(self.splitter.number() + 1);
+        let next = Lines::starting_at(self.batch.first + self.batch.len() as u64);
         let lines = std::mem::replace(&mut self.batch, next);
         let position = std::mem::take(&mut self.batch_end);
-        Self::send(&self.tx, Input::Lines { source: self.source, lines, position, live: self.live })
-    }
-
-    /// Marks what is read next: a short read right after catching up arrived in real time; a
-    /// full buffer is backlog. Reports "not caught up" for the time it is being handed over.
-    pub fn arrived(&mut self, n: usize, capacity: usize) -> bool {
-        self.live = self.caught_up == Some(true) && n < capacity;
-        self.set_caught_up(false)
-    }
-
-    /// Emits the complete lines in `chunk`; false when the engine is gone.
-    pub fn feed(&mut self, chunk: &[u8]) -> bool {
-        let mut splitter = std::mem::replace(&mut self.splitter, Splitter::new(0, 0, 0));
-        let ok = splitter.feed(chunk, |cut| self.take(cut));
-        self.splitter = splitter;
-        ok && self.flush()
-    }
-
-    /// The input is finished (rotated away, end of stdin): a last line without a newline is
-    /// a line now. False when the engine is gone.
-    pub fn finish(&mut self) -> bool {
-        let mut splitter = std::mem::replace(&mut self.splitter, Splitter::new(0, 0, 0));
-        let ok = splitter.finish(|cut| self.take(cut));
-        self.splitter = splitter;
-        ok && self.flush()
+        self.send(Input::Lines { source: self.source, lines, position, live: self.live })
     }
 
     fn take(&mut self, cut: Cut<'_>) -> bool {
@@ -114,10 +131,7 @@ impl LineFeeder {
                     return false;
                 }
                 self.batch.first = cut.number + 1;
-                Self::send(
-                    &self.tx,
-                    Input::TooLong { source: self.source, line: cut.number, len, position },
-                )
+                self.send(Input::TooLong { source: self.source, line: cut.number, len, position })
             }
         }
     }
@@ -153,7 +167,7 @@ mod tests {
     #[test]
     fn lines_split_across_reads_keep_their_numbers_and_positions() {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        let mut f = LineFeeder::new(0, 8, tx, 0, 0);
+        let mut f = LineFeeder::new(0, 8, tx, None, 0, 0);
         assert!(f.feed(b"ab\ncd"));
         assert!(f.feed(b"e\r\n0123456789\nf"));
         assert!(f.feed(b"g\n"));
@@ -172,7 +186,7 @@ mod tests {
     #[test]
     fn a_read_of_many_lines_is_one_input_and_a_long_line_splits_it_in_order() {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        let mut f = LineFeeder::new(0, 4, tx, 0, 10);
+        let mut f = LineFeeder::new(0, 4, tx, None, 0, 10);
         assert!(f.feed(b"a\nb\ntoolong\nc\nd\n"));
         let mut kinds = Vec::new();
         while let Ok(input) = rx.try_recv() {
@@ -190,7 +204,7 @@ mod tests {
     #[test]
     fn caught_up_follows_the_lines_read_before_it() {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        let mut f = LineFeeder::new(0, 64, tx, 0, 0);
+        let mut f = LineFeeder::new(0, 64, tx, None, 0, 0);
         assert!(f.arrived(4, 64));
         assert!(f.feed(b"x\ny"));
         assert!(f.set_caught_up(true));

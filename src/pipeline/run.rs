@@ -166,7 +166,7 @@ impl EngineTask {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), PipelineError> {
         tokio::pin!(shutdown);
-        let mut last_commit = self.clock.instant();
+        let mut last_commit = Instant::now();
         let mut open = true;
         loop {
             let wake = self.wake_in(last_commit);
@@ -200,7 +200,7 @@ impl EngineTask {
                 && last_commit.elapsed() >= COMMIT_INTERVAL;
             if !self.driver.events.is_empty() || due {
                 self.commit().await?;
-                last_commit = self.clock.instant();
+                last_commit = Instant::now();
             }
         }
         Ok(())
@@ -216,24 +216,20 @@ impl EngineTask {
 
     /// Once the sinks have ended: the last commit, so that what they acknowledged while
     /// draining is not delivered again.
-    pub async fn finish(&mut self, held: u64) -> Result<usize, PipelineError> {
-        self.outbox.trim(held);
+    pub async fn finish(&mut self) -> Result<usize, PipelineError> {
         self.dirty = true;
         self.commit().await?;
         Ok(self.outbox.len())
     }
 
-    /// Up to where every sink holds every event.
-    pub fn held(&self) -> u64 {
-        self.sinks.held()
-    }
-
     fn apply(&mut self, input: Input) {
+        // Once per input, not per line: a read's lines arrived together.
+        let now = self.clock.now();
         match input {
             Input::Lines { source, lines, position, live } => {
                 let Some(name) = self.sources.get(source).map(|s| s.name.clone()) else { return };
                 for (number, bytes) in lines.iter() {
-                    self.line(source, number, Line::Text(bytes), live);
+                    self.line(source, number, Line::Text(bytes), live, now);
                 }
                 self.positions.insert(name, position);
                 self.dirty = true;
@@ -252,7 +248,7 @@ impl EngineTask {
                         position.applied.drain(..excess);
                     }
                     for (i, bytes) in lines.iter().enumerate() {
-                        self.line(source, i as u64 + 1, Line::Text(bytes), live);
+                        self.line(source, i as u64 + 1, Line::Text(bytes), live, now);
                     }
                 }
                 self.outbox.after_commit(on_commit);
@@ -261,13 +257,12 @@ impl EngineTask {
             Input::TooLong { source, line, len, position } => {
                 let Some(src) = self.sources.get(source) else { return };
                 let name = src.name.clone();
-                self.line(source, line, Line::TooLong(len), false);
+                self.line(source, line, Line::TooLong(len), false, now);
                 self.positions.insert(name, position);
                 self.dirty = true;
             }
             Input::Observed { source, observations } => {
                 let Some(src) = self.sources.get(source) else { return };
-                let now = self.clock.now();
                 for obs in observations {
                     let outcome = self.driver.observe(obs, Some(now));
                     RecordRead { outcome }.emit(&src.metrics);
@@ -294,10 +289,9 @@ impl EngineTask {
     }
 
     /// Decodes and observes one line, counting its outcome. `live`: the record arrived in
-    /// real time, so it tells the reporter's clock offset.
-    fn line(&mut self, source: usize, number: u64, line: Line<'_>, live: bool) {
+    /// real time, so it tells the reporter's clock offset; `now`: when it arrived.
+    fn line(&mut self, source: usize, number: u64, line: Line<'_>, live: bool, now: Timestamp) {
         let Some(src) = self.sources.get(source) else { return };
-        let now = self.clock.now();
         let mut watch =
             Live { src, now, live, metrics: &self.metrics, skew_warned: &mut self.skew_warned };
         match self.driver.line(&src.context, number, line, Some(now), &mut watch) {
@@ -473,7 +467,7 @@ mod tests {
         let (sink_tx, out) = mpsc::channel(64);
         let queue = SinkQueue {
             name: "t".into(),
-            tx: sink_tx,
+            tx: Some(sink_tx),
             metrics: metrics.sink("t"),
             acked: Acked::default(),
             when_full: Full::Block,

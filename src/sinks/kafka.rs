@@ -58,7 +58,7 @@ struct InOrder {
 }
 
 /// What the delivery callback needs: reachability, counters, the watermark.
-pub struct Context {
+pub struct DeliveryReports {
     name: String,
     down: Outage,
     metrics: SinkMetrics,
@@ -78,7 +78,7 @@ pub struct Opaque {
     line: Arc<str>,
 }
 
-impl Context {
+impl DeliveryReports {
     /// `seq` is settled (delivered or passed over): advance the watermark if it can.
     fn settle(&self, seq: u64) {
         let mut o = self.order.lock().unwrap_or_else(|p| p.into_inner());
@@ -117,7 +117,7 @@ struct Eos {
     idemp_state: String,
 }
 
-impl ClientContext for Context {
+impl ClientContext for DeliveryReports {
     /// Statistics serve readiness only: once the producer id is there, they are passed over.
     fn stats_raw(&self, statistics: &[u8]) {
         if self.has_producer_id.load(Ordering::Acquire) {
@@ -138,7 +138,7 @@ impl ClientContext for Context {
     }
 }
 
-impl ProducerContext for Context {
+impl ProducerContext for DeliveryReports {
     type DeliveryOpaque = Box<Opaque>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Box<Opaque>) {
@@ -207,7 +207,7 @@ impl super::Sink for Config {
 
 /// A connected producer.
 pub struct Connected {
-    producer: ThreadedProducer<Context>,
+    producer: ThreadedProducer<DeliveryReports>,
 }
 
 /// Connects and waits for a successful metadata fetch of the topic: the sink's readiness.
@@ -219,7 +219,7 @@ pub async fn connect(
     acked: Arc<AtomicU64>,
 ) -> Result<Connected, SinkError> {
     let start = acked.load(Ordering::Acquire) + 1;
-    let context = Context {
+    let context = DeliveryReports {
         name: name.to_string(),
         down: Outage::default(),
         metrics: metrics.clone(),
@@ -228,7 +228,7 @@ pub async fn connect(
         failed: Mutex::new(Vec::new()),
         has_producer_id: AtomicBool::new(false),
     };
-    let producer: ThreadedProducer<Context> = client_config(config)
+    let producer: ThreadedProducer<DeliveryReports> = client_config(config)
         .create_with_context(context)
         .map_err(|e| SinkError::Broker { name: name.to_string(), reason: e.to_string() })?;
     let producer = Arc::new(producer);
@@ -274,7 +274,7 @@ const PRODUCER_ID_ATTEMPTS: u32 = 250;
 /// Whether the producer can deliver at once: an idempotent producer needs its producer id
 /// first. Gives up waiting, with a warning, after [`PRODUCER_ID_ATTEMPTS`].
 fn has_producer_id(
-    producer: &ThreadedProducer<Context>,
+    producer: &ThreadedProducer<DeliveryReports>,
     config: &Config,
     waited: &mut u32,
 ) -> bool {
@@ -364,7 +364,7 @@ const RECEIVE: usize = 1024;
 
 /// What producing needs, borrowed from the run loop.
 struct Out<'a> {
-    producer: &'a ThreadedProducer<Context>,
+    producer: &'a ThreadedProducer<DeliveryReports>,
     topic: &'a str,
     source: &'a str,
     name: &'a str,

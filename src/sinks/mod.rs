@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinHandle;
 
-use crate::pipeline::{Acked, Clock, Delivery};
+use crate::pipeline::{Acked, Delivery};
 use crate::support::problems::{section, Problems};
 use crate::telemetry::metrics::{Metrics, SinkMetrics};
 use crate::telemetry::view::SharedView;
@@ -38,7 +38,6 @@ pub struct SinkContext {
     /// herald's own metrics and the stable view (the OTLP sink exports both).
     pub telemetry: Arc<Metrics>,
     pub view: SharedView,
-    pub clock: Clock,
 }
 
 /// A sink's running task.
@@ -64,11 +63,7 @@ impl SinkKind {
     }
 
     /// The registry: starts the configured type. `None` for a scraped sink.
-    pub async fn start(
-        &self,
-        ctx: SinkContext,
-        rx: Receiver<Delivery>,
-    ) -> Result<Option<SinkTask>, SinkError> {
+    pub async fn start(&self, ctx: SinkContext, rx: Queue) -> Result<Option<SinkTask>, SinkError> {
         Ok(Some(match self {
             SinkKind::Stdout(c) => c.start(ctx, rx).await?,
             SinkKind::File(c) => c.start(ctx, rx).await?,
@@ -95,9 +90,9 @@ pub enum SinkError {
 pub(crate) fn write_lines(
     name: &str,
     mut out: impl Write,
-    mut rx: Receiver<Delivery>,
+    mut rx: Queue,
     acked: Acked,
-    metrics: crate::telemetry::metrics::SinkMetrics,
+    metrics: SinkMetrics,
 ) -> Result<(), SinkError> {
     let err = |source: std::io::Error| {
         metrics.errors.inc();

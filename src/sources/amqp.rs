@@ -48,15 +48,11 @@ use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
-use tokio::sync::mpsc::Sender;
 
-use super::broker::{
-    drain, message_key, message_lines, reconnecting, Freshness, Link, Outstanding, QUIET,
-};
+use super::broker::{self, drain, message_key, message_lines, Freshness, Link, Outstanding, QUIET};
 use super::{Source, SourceContext, SourceError};
 use crate::decode::Context;
-use crate::pipeline::{Input, Shutdown, Stop};
-use crate::telemetry::events::{Reachability, Side};
+use crate::pipeline::{Input, Shutdown};
 
 impl Source for Config {
     fn context(&self) -> Context {
@@ -65,26 +61,19 @@ impl Source for Config {
 
     fn start(&self, ctx: SourceContext, tasks: &mut Shutdown) {
         let config = self.clone();
-        let what = format!("AMQP {}", super::broker::redacted(self.url.as_deref().unwrap_or("")));
-        let reach = Reachability::new(Side::Source, &ctx.name, what, ctx.metrics.clone());
+        let server = broker::server("AMQP", self.url.as_deref());
         tasks.spawn(ctx.name.clone(), async move {
-            let (name, source, tx, stop) = (&ctx.name, ctx.index, &ctx.tx, &ctx.stop);
-            reconnecting(source, tx, stop, reach, |link| {
-                session(&config, name, source, tx, stop, link)
-            })
-            .await;
+            broker::reconnecting(&ctx, server, |link| session(&config, &ctx, link)).await
         });
     }
 }
 
 async fn session(
     config: &Config,
-    name: &str,
-    source: usize,
-    tx: &Sender<Input>,
-    stop: &Stop,
+    ctx: &SourceContext,
     link: std::sync::Arc<Link>,
 ) -> Result<(), SourceError> {
+    let (name, source, tx, stop) = (&ctx.name, ctx.index, &ctx.tx, &ctx.stop);
     let url = config.url.clone().unwrap_or_default();
     let e = |e: lapin::Error| SourceError::broker(&url, e);
     let queue = config.queue.clone().unwrap_or_default();

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::Sender;
 
-use super::SourceError;
-use crate::pipeline::{Input, Stop};
+use super::{SourceContext, SourceError};
+use crate::pipeline::Input;
 use crate::support::lines::{split_message, Line};
 use crate::support::retry::Backoff;
-use crate::telemetry::events::Reachability;
+use crate::telemetry::events::{Reachability, Side};
 
 /// With no message for this long a broker source counts as drained: it is caught up.
 pub(crate) const QUIET: Duration = Duration::from_millis(50);
@@ -72,16 +72,13 @@ impl Link {
 /// backoff. An outage is logged once when it begins and once when it ends; a session that
 /// had connected starts the next wait at the minimum again. While the broker is away,
 /// nothing waits to be read (caught up).
-pub(crate) async fn reconnecting<F, Fut>(
-    source: usize,
-    tx: &Sender<Input>,
-    stop: &Stop,
-    reach: Reachability,
-    mut session: F,
-) where
+pub(crate) async fn reconnecting<F, Fut>(ctx: &SourceContext, server: String, mut session: F)
+where
     F: FnMut(Arc<Link>) -> Fut,
     Fut: std::future::Future<Output = Result<(), SourceError>>,
 {
+    let (source, tx, stop) = (ctx.index, &ctx.tx, &ctx.stop);
+    let reach = Reachability::new(Side::Source, &ctx.name, server, ctx.metrics.clone());
     let link = Arc::new(Link { reach, connected: AtomicBool::new(false) });
     let mut backoff = Backoff::new(FIRST_RETRY);
     while !stop.is_stopped() {
@@ -144,6 +141,11 @@ impl Freshness {
         self.caught_up = caught_up;
         tx.send(Input::CaughtUp { source: self.source, caught_up }).await.is_ok()
     }
+}
+
+/// How log lines name a broker: its kind and its URL without user information.
+pub(crate) fn server(kind: &str, url: Option<&str>) -> String {
+    format!("{kind} {}", redacted(url.unwrap_or("")))
 }
 
 /// A broker URL fit for logs: without its user information (a password may be in it).

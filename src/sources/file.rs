@@ -185,9 +185,10 @@ pub fn tail(
         offset = 0;
     }
     file.seek(SeekFrom::Start(offset)).map_err(io)?;
-    let mut t =
-        Tail { lines: LineFeeder::new(source, config.max_line_bytes, tx, offset, line), file };
-    t.lines.file_id = Some(id);
+    let mut t = Tail {
+        lines: LineFeeder::new(source, config.max_line_bytes, tx, Some(id), offset, line),
+        file,
+    };
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let (_, alive) = t.drain(&mut buf);
@@ -197,7 +198,7 @@ pub fn tail(
         // At the end of what is there: has the log been rotated or truncated under us?
         let current = std::fs::metadata(&path).ok();
         let switched =
-            rotated_away || current.as_ref().is_some_and(|m| Some(file_id(m)) != t.lines.file_id);
+            rotated_away || current.as_ref().is_some_and(|m| Some(file_id(m)) != t.lines.file_id());
         if switched {
             // Whatever was written before the rename is in the old file: finish it first.
             if !t.drain(&mut buf).1 {
@@ -219,8 +220,7 @@ pub fn tail(
         } else if current.as_ref().is_some_and(|m| m.len() < t.lines.offset()) {
             tracing::warn!(path = %shown, "the log was truncated; reading it from its start");
             t.file.seek(SeekFrom::Start(0)).map_err(io)?;
-            let id = t.lines.file_id;
-            t.lines.restart_at(id, 0);
+            t.lines.restart_at(t.lines.file_id(), 0);
             continue;
         }
         if !t.lines.set_caught_up(true) || stop.is_stopped() {

@@ -16,8 +16,6 @@ pub struct Config {
     pub common: Common,
 }
 
-use std::sync::Arc;
-
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -25,13 +23,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::{Source, SourceContext};
 use crate::decode::{self, Context};
 use crate::pipeline::{Input, Shutdown};
 use crate::support::lines::{is_blank, split_message, Line};
-use crate::telemetry::metrics::{Metrics, RecordOutcome};
+use crate::telemetry::metrics::RecordOutcome;
 
 /// The body limit of `/ingest`.
 pub const INGEST_LIMIT: usize = 1 << 20;
@@ -45,24 +43,26 @@ impl Source for Config {
         true
     }
 
-    /// Its records come through the HTTP server's `/ingest` ([`routes`]).
+    /// Its records come through the HTTP server's `/ingest` ([`Source::routes`]).
     fn start(&self, _ctx: SourceContext, _tasks: &mut Shutdown) {}
+
+    fn routes(&self, ctx: &SourceContext, ingest_token: Option<&str>) -> Option<Router> {
+        let ingest = Ingest {
+            ctx: ctx.clone(),
+            context: self.context(),
+            token: ingest_token.filter(|t| !t.is_empty()).map(str::to_string),
+        };
+        Some(Router::new().route("/ingest", post(ingest_body)).with_state(ingest))
+    }
 }
 
-/// What `/ingest` needs of the pipeline.
+/// What `/ingest` needs: the source's context in the pipeline, how its lines decode, the
+/// token that guards it.
 #[derive(Clone)]
-pub struct Ingest {
-    pub source: usize,
-    pub name: String,
-    pub context: Context,
-    pub token: Option<String>,
-    pub tx: mpsc::Sender<Input>,
-    pub metrics: Arc<Metrics>,
-}
-
-/// The routes the HTTP server serves for this source.
-pub fn routes(ingest: Ingest) -> Router {
-    Router::new().route("/ingest", post(ingest_body)).with_state(ingest)
+struct Ingest {
+    ctx: SourceContext,
+    context: Context,
+    token: Option<String>,
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
@@ -96,17 +96,18 @@ async fn ingest_body(State(ingest): State<Ingest>, headers: HeaderMap, body: Bod
             )
         }
     };
-    let mut lines = Vec::new();
-    let mut errors = Vec::new();
+    let (mut lines, mut errors, mut accepted) = (Vec::new(), Vec::new(), 0);
+    // The body is within the limit, so no line is over it.
     for (number, line) in split_message(&bytes, INGEST_LIMIT) {
         let Line::Text(line) = line else { continue };
         // Blank lines are not records, but keep their numbers (the driver passes over them).
         if !is_blank(line) {
             if let Err(e) = decode::decode_line(line, number, &ingest.context) {
                 errors.push(json!({ "line": e.line, "error": e.reason.to_string() }));
-                ingest.metrics.record(&ingest.name, RecordOutcome::DecodeError);
+                ingest.ctx.metrics.record(&ingest.ctx.name, RecordOutcome::DecodeError);
                 continue;
             }
+            accepted += 1;
         }
         lines.push(line.to_vec());
     }
@@ -114,20 +115,19 @@ async fn ingest_body(State(ingest): State<Ingest>, headers: HeaderMap, body: Bod
         let body = json!({ "error": "bad lines; nothing was accepted", "lines": errors });
         return (StatusCode::BAD_REQUEST, Json(body)).into_response();
     }
-    let accepted = lines.len();
     let (done, committed) = oneshot::channel();
     let on_commit = Box::new(move || {
         let _ = done.send(());
     });
     let batch = Input::Batch {
-        source: ingest.source,
+        source: ingest.ctx.index,
         lines,
         live: true,
         on_commit,
         key: None,
         redelivery: false,
     };
-    if ingest.tx.send(batch).await.is_err() {
+    if ingest.ctx.tx.send(batch).await.is_err() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "herald is shutting down");
     }
     match committed.await {

@@ -50,6 +50,11 @@ pub trait Source {
     }
     /// Starts it; every task it runs is registered with `tasks` so that shutdown waits for it.
     fn start(&self, ctx: SourceContext, tasks: &mut Shutdown);
+    /// Routes it serves on herald's HTTP server (`/ingest`), guarded by the server's
+    /// `ingest_token`.
+    fn routes(&self, _ctx: &SourceContext, _ingest_token: Option<&str>) -> Option<axum::Router> {
+        None
+    }
 }
 
 /// The context of a record source's lines.
@@ -136,7 +141,6 @@ pub const TYPES: &str = "file, stdin, http, amqp, nats, probe, etcd, zookeeper";
 
 const COMMON_KEYS: [&str; 3] = ["cluster", "reporter", "format"];
 
-/// Splits the common keys out of a record source's table and reads them.
 /// Takes `keys` out of a source's table and reads them as `T` (serde's `flatten` would hide
 /// unknown keys from validation).
 fn apart<T: serde::de::DeserializeOwned>(
@@ -156,7 +160,9 @@ fn apart<T: serde::de::DeserializeOwned>(
     section(toml::Value::Table(taken), path, p)
 }
 
-/// Reads `[sources.NAME]` by its `type`.
+/// Reads `[sources.NAME]` by its `type`. The keys several sources share (a record
+/// source's [`Common`], a poller's [`poll::Timing`]) are read apart, then put into the
+/// source's own config before it validates. Every problem of both is reported.
 pub(crate) fn parse(
     kind: &str,
     mut table: toml::Value,
@@ -164,52 +170,56 @@ pub(crate) fn parse(
     p: &mut Problems,
 ) -> Option<SourceKind> {
     let record_source = matches!(kind, "file" | "stdin" | "http" | "amqp" | "nats");
-    let common = match record_source {
-        true => apart(&mut table, &COMMON_KEYS, path, p),
-        false => Some(Common::default()),
+    let (common, timing) = match record_source {
+        true => (apart::<Common>(&mut table, &COMMON_KEYS, path, p), Some(Default::default())),
+        false => (
+            Some(Common::default()),
+            apart::<poll::Timing>(&mut table, &poll::TIMING_KEYS, path, p),
+        ),
     };
-    let mut timing: poll::Timing = match record_source {
-        true => poll::Timing::default(),
-        false => apart(&mut table, &poll::TIMING_KEYS, path, p)?,
+    let (Some(common), Some(mut timing)) = (common, timing) else {
+        // Still read the source's own keys, so that their problems are listed too.
+        let _ = parse_kind(kind, table, Common::default(), poll::Timing::default(), path, p);
+        return None;
     };
     if kind == "probe" {
         timing.interval.get_or_insert(std::time::Duration::from_secs(1));
     }
-    let source = parse_kind(kind, table, timing, path, p)?;
-    let common = common?;
-    Some(match source {
-        SourceKind::File(c) => SourceKind::File(file::Config { common, ..c }),
-        SourceKind::Stdin(_) => SourceKind::Stdin(stdin::Config { common }),
-        SourceKind::Http(_) => SourceKind::Http(http::Config { common }),
-        SourceKind::Amqp(c) => SourceKind::Amqp(amqp::Config { common, ..c }),
-        SourceKind::Nats(c) => SourceKind::Nats(nats::Config { common, ..c }),
-        other => other,
-    })
+    parse_kind(kind, table, common, timing, path, p)
 }
 
 fn parse_kind(
     kind: &str,
     table: toml::Value,
+    common: Common,
     timing: poll::Timing,
     path: &str,
     p: &mut Problems,
 ) -> Option<SourceKind> {
-    macro_rules! poller {
-        ($m:ident) => {
+    // A source's own section, with the keys read apart (`$shared`) put back before it
+    // validates.
+    macro_rules! read {
+        ($m:ident, $shared:ident) => {
             section::<$m::Config>(table, path, p)
-                .map(|c| $m::Config { timing, ..c })?
+                .map(|c| $m::Config { $shared, ..c })?
                 .validate(path, p)?
         };
     }
     Some(match kind {
-        "file" => SourceKind::File(section::<file::Config>(table, path, p)?.validate(path, p)?),
-        "stdin" => SourceKind::Stdin(section(table, path, p)?),
-        "http" => SourceKind::Http(section(table, path, p)?),
-        "amqp" => SourceKind::Amqp(section::<amqp::Config>(table, path, p)?.validate(path, p)?),
-        "nats" => SourceKind::Nats(section::<nats::Config>(table, path, p)?.validate(path, p)?),
-        "probe" => SourceKind::Probe(poller!(probe)),
-        "etcd" => SourceKind::Etcd(poller!(etcd)),
-        "zookeeper" => SourceKind::Zookeeper(poller!(zookeeper)),
+        "file" => SourceKind::File(read!(file, common)),
+        "stdin" => {
+            section::<stdin::Config>(table, path, p)?;
+            SourceKind::Stdin(stdin::Config { common })
+        }
+        "http" => {
+            section::<http::Config>(table, path, p)?;
+            SourceKind::Http(http::Config { common })
+        }
+        "amqp" => SourceKind::Amqp(read!(amqp, common)),
+        "nats" => SourceKind::Nats(read!(nats, common)),
+        "probe" => SourceKind::Probe(read!(probe, timing)),
+        "etcd" => SourceKind::Etcd(read!(etcd, timing)),
+        "zookeeper" => SourceKind::Zookeeper(read!(zookeeper, timing)),
         other => {
             p.push(
                 format!("{path}.type"),

@@ -41,15 +41,11 @@ use std::sync::Arc;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use futures_util::StreamExt;
-use tokio::sync::mpsc::Sender;
 
-use super::broker::{
-    drain, message_key, message_lines, reconnecting, Freshness, Link, Outstanding, QUIET,
-};
+use super::broker::{self, drain, message_key, message_lines, Freshness, Link, Outstanding, QUIET};
 use super::{Source, SourceContext, SourceError};
 use crate::decode::Context;
-use crate::pipeline::{Input, Shutdown, Stop};
-use crate::telemetry::events::{Reachability, Side};
+use crate::pipeline::{Input, Shutdown};
 
 impl Source for Config {
     fn context(&self) -> Context {
@@ -58,14 +54,9 @@ impl Source for Config {
 
     fn start(&self, ctx: SourceContext, tasks: &mut Shutdown) {
         let config = self.clone();
-        let what = format!("NATS {}", super::broker::redacted(self.url.as_deref().unwrap_or("")));
-        let reach = Reachability::new(Side::Source, &ctx.name, what, ctx.metrics.clone());
+        let server = broker::server("NATS", self.url.as_deref());
         tasks.spawn(ctx.name.clone(), async move {
-            let (name, source, tx, stop) = (&ctx.name, ctx.index, &ctx.tx, &ctx.stop);
-            reconnecting(source, tx, stop, reach, |link| {
-                session(&config, name, source, tx, stop, link)
-            })
-            .await;
+            broker::reconnecting(&ctx, server, |link| session(&config, &ctx, link)).await
         });
     }
 }
@@ -90,12 +81,10 @@ async fn client(config: &Config) -> Result<async_nats::Client, SourceError> {
 
 async fn session(
     config: &Config,
-    name: &str,
-    source: usize,
-    tx: &Sender<Input>,
-    stop: &Stop,
+    ctx: &SourceContext,
     link: std::sync::Arc<Link>,
 ) -> Result<(), SourceError> {
+    let (name, source, tx, stop) = (&ctx.name, ctx.index, &ctx.tx, &ctx.stop);
     let client = client(config).await?;
     let url = config.url.clone().unwrap_or_default();
     let e = |e: String| SourceError::broker(&url, e);

@@ -37,7 +37,7 @@ impl Source for Config {
 /// more arrives (DESIGN §5.1: then engine time may follow the wall clock).
 pub fn read(source: usize, tx: Sender<Input>) {
     let mut lines =
-        LineFeeder::new(source, crate::support::lines::MAX_LINE_BYTES, tx.clone(), 0, 0);
+        LineFeeder::new(source, crate::support::lines::MAX_LINE_BYTES, tx.clone(), None, 0, 0);
     let mut stdin = std::io::stdin().lock();
     let mut buf = vec![0u8; 64 * 1024];
     let error = loop {

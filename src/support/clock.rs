@@ -35,11 +35,6 @@ impl Clock {
         let passed = Instant::now().saturating_duration_since(self.base);
         self.wall.saturating_add(crate::model::Nanos::from_std(passed))
     }
-
-    /// Monotonic time now, for intervals.
-    pub fn instant(&self) -> Instant {
-        Instant::now()
-    }
 }
 
 #[cfg(test)]

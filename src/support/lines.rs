@@ -62,19 +62,9 @@ impl Splitter {
         Splitter { max: max_line_bytes, number, offset, partial: Vec::new(), skipping: None }
     }
 
-    /// The number of the last line handed out.
-    pub fn number(&self) -> u64 {
-        self.number
-    }
-
     /// Bytes consumed, the partial line included.
     pub fn offset(&self) -> u64 {
         self.offset
-    }
-
-    /// Where the last complete line ends.
-    pub fn line_end(&self) -> u64 {
-        self.offset - self.skipping.unwrap_or(self.partial.len()) as u64
     }
 
     /// Reads from `offset` on (a file reopened or rewound); the partial line is dropped.
@@ -226,7 +216,6 @@ mod tests {
             (4, "fg".to_string(), 22),
         ];
         assert_eq!(got, want);
-        assert_eq!(s.line_end(), 22, "the unfinished last line is not consumed");
         assert_eq!(cuts(&mut s, &[], true), [(5, "tail".to_string(), 26)]);
     }
 

@@ -38,11 +38,6 @@ impl Backoff {
         d
     }
 
-    /// The wait the next failure would take (for tests and logs).
-    pub fn peek(&self) -> Duration {
-        self.next
-    }
-
     /// A success: the next failure waits the minimum again.
     pub fn reset(&mut self) {
         self.next = self.min;
@@ -71,10 +66,6 @@ impl Outage {
     /// A success; true when it ends an outage.
     pub fn ended(&self) -> bool {
         self.on.swap(false, Ordering::Relaxed)
-    }
-
-    pub fn is_on(&self) -> bool {
-        self.on.load(Ordering::Relaxed)
     }
 }
 

@@ -154,8 +154,4 @@ impl Reachability {
             OutageEnded { side: self.side, name: &self.name, what: &self.what }.emit(&self.metrics);
         }
     }
-
-    pub fn is_down(&self) -> bool {
-        self.outage.is_on()
-    }
 }

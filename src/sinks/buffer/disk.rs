@@ -49,7 +49,7 @@ const SEGMENT_BYTES: u64 = 8 << 20;
 /// How often acknowledgements are written down.
 const ACK_EVERY: Duration = Duration::from_millis(100);
 
-struct Shared {
+struct OnDisk {
     /// Oldest first; the last one is the writer's.
     segments: VecDeque<Segment>,
     bytes: u64,
@@ -59,7 +59,7 @@ struct Shared {
 
 struct Inner {
     dir: PathBuf,
-    state: Mutex<Shared>,
+    state: Mutex<OnDisk>,
     /// Signalled when records are published or space is freed.
     changed: Condvar,
     /// Shutdown: the reader hands out nothing more.
@@ -70,7 +70,7 @@ struct Inner {
 }
 
 impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OnDisk> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -83,10 +83,10 @@ pub fn start(
     name: &str,
     dir: PathBuf,
     config: &BufferConfig,
-    ends: Ends,
+    queues: Queues,
     metrics: SinkMetrics,
 ) -> Result<Handle, BufferError> {
-    let Ends { rx, held, to_sink, sink_acked } = ends;
+    let Queues { rx, held, to_sink, sink_acked } = queues;
     let (mut segments, acked) = recover(&dir)?;
     let next = segments.back().map_or(acked + 1, |s| s.end()).max(acked + 1);
     // A fresh segment for this run: the old tail may have been truncated mid-file, and a new
@@ -103,7 +103,7 @@ pub fn start(
     sink_acked.store(0, Ordering::Release);
     let inner = Arc::new(Inner {
         dir: dir.clone(),
-        state: Mutex::new(Shared { segments, bytes, closed: false }),
+        state: Mutex::new(OnDisk { segments, bytes, closed: false }),
         changed: Condvar::new(),
         stop: AtomicBool::new(false),
         sent: Mutex::new(VecDeque::new()),
@@ -143,7 +143,7 @@ pub fn start(
 
 /// What a buffer connects: the pipeline's queue and watermark, the sink's queue and
 /// acknowledgements.
-pub struct Ends {
+pub struct Queues {
     pub rx: mpsc::Receiver<Delivery>,
     pub held: Arc<AtomicU64>,
     pub to_sink: mpsc::Sender<Delivery>,

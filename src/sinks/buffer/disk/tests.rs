@@ -54,7 +54,7 @@ fn open(dir: &Path, cfg: &BufferConfig) -> Running {
         "t",
         dir.to_path_buf(),
         cfg,
-        Ends { rx, held: held.clone(), to_sink, sink_acked: sink_acked.clone() },
+        Queues { rx, held: held.clone(), to_sink, sink_acked: sink_acked.clone() },
         metrics.sink("t"),
     )
     .expect("start");
