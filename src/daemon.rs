@@ -274,7 +274,7 @@ async fn buffered(name: String, handle: disk::Handle, mut task: SinkTask) -> Res
     };
     let result = match tokio::time::timeout(BUFFERED_DRAIN, &mut task).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(SinkError::Broker { name: name.clone(), reason: e.to_string() }),
+        Ok(Err(source)) => Err(SinkError::Task { name: name.clone(), source }),
         Err(_) => {
             tracing::warn!(sink = %name, "sink did not settle in time; its events stay in the disk buffer for the next run");
             task.abort();

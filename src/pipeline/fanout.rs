@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::delivery::{held, Acked, Delivery};
 use super::PipelineError;
+use crate::telemetry::events::EventDropped;
 use crate::telemetry::metrics::SinkMetrics;
 
 /// What happens to an event when a sink's queue is full.
@@ -81,8 +82,7 @@ impl Fanout {
                 match tx.try_send(d.clone()) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        crate::telemetry::events::EventDropped { sink: &sink.name }
-                            .emit(&sink.metrics);
+                        EventDropped { full: "queue" }.emit(&sink.metrics);
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
                         return Err(PipelineError::SinkGone(sink.name.clone()));

@@ -45,7 +45,7 @@ use super::SinkError;
 use crate::model::ClusterEvent;
 use crate::pipeline::Delivery;
 use crate::support::retry::Backoff;
-use crate::support::retry::Outage;
+use crate::telemetry::events::{DeliveryFailed, Reachability};
 use crate::telemetry::metrics::SinkMetrics;
 
 /// Acknowledges in outbox order although deliveries complete per partition: the watermark
@@ -60,7 +60,7 @@ struct InOrder {
 /// What the delivery callback needs: reachability, counters, the watermark.
 pub struct DeliveryReports {
     name: String,
-    down: Outage,
+    reach: Reachability,
     metrics: SinkMetrics,
     acked: Arc<AtomicU64>,
     order: Mutex<InOrder>,
@@ -100,7 +100,7 @@ impl DeliveryReports {
     }
 
     fn pass_over(&self, seq: u64, event: &ClusterEvent, error: &KafkaError) {
-        self.metrics.errors.inc();
+        DeliveryFailed.emit(&self.metrics);
         tracing::error!(sink = %self.name, id = %event.id, kind = %event.kind, error = %error, "kafka can never take this event: it is passed over");
         self.settle(seq);
     }
@@ -130,11 +130,10 @@ impl ClientContext for DeliveryReports {
         }
     }
 
+    /// Events wait in librdkafka's queue meanwhile.
     fn error(&self, error: KafkaError, reason: &str) {
-        self.metrics.errors.inc();
-        if self.down.failed() {
-            tracing::warn!(sink = %self.name, error = %error, reason, "kafka unreachable; retrying, events wait in the queue");
-        }
+        DeliveryFailed.emit(&self.metrics);
+        self.reach.failed(format_args!("{error} ({reason})"));
     }
 }
 
@@ -144,9 +143,7 @@ impl ProducerContext for DeliveryReports {
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Box<Opaque>) {
         match result {
             Ok(_) => {
-                if self.down.ended() {
-                    tracing::info!(sink = %self.name, "kafka reachable again");
-                }
+                self.reach.reached();
                 self.metrics.acked(opaque.event.stable_at);
                 self.settle(opaque.seq);
             }
@@ -155,10 +152,8 @@ impl ProducerContext for DeliveryReports {
             // idempotence, a broker that lost a producer's state fails the queued batches):
             // it is produced again, same id. Only a local refusal is final.
             Err((e, _)) => {
-                self.metrics.errors.inc();
-                if self.down.failed() {
-                    tracing::warn!(sink = %self.name, id = %opaque.event.id, error = %e, "kafka delivery failed; failed events are produced again");
-                }
+                DeliveryFailed.emit(&self.metrics);
+                self.reach.failed(e);
                 self.failed.lock().unwrap_or_else(|p| p.into_inner()).push(*opaque);
             }
         }
@@ -201,7 +196,7 @@ impl super::Sink for Config {
     async fn start(&self, ctx: super::SinkContext, rx: super::Queue) -> super::Started {
         // Ready means a successful metadata fetch: wait for it before anything is read.
         let connected = connect(&ctx.name, self, &ctx.metrics, ctx.acked).await?;
-        Ok(tokio::spawn(run(ctx.name, self.clone(), connected, rx, ctx.metrics)))
+        Ok(tokio::spawn(run(self.clone(), connected, rx, ctx.metrics)))
     }
 }
 
@@ -219,29 +214,30 @@ pub async fn connect(
     acked: Arc<AtomicU64>,
 ) -> Result<Connected, SinkError> {
     let start = acked.load(Ordering::Acquire) + 1;
+    let server = format!("kafka {}", config.brokers.as_deref().unwrap_or(""));
+    let broker = |e: String| SinkError::broker(name, &server, e);
     let context = DeliveryReports {
         name: name.to_string(),
-        down: Outage::default(),
+        reach: Reachability::of_sink(metrics, server.clone()),
         metrics: metrics.clone(),
         acked,
         order: Mutex::new(InOrder { next: start, done: VecDeque::new() }),
         failed: Mutex::new(Vec::new()),
         has_producer_id: AtomicBool::new(false),
     };
-    let producer: ThreadedProducer<DeliveryReports> = client_config(config)
-        .create_with_context(context)
-        .map_err(|e| SinkError::Broker { name: name.to_string(), reason: e.to_string() })?;
+    let producer: ThreadedProducer<DeliveryReports> =
+        client_config(config).create_with_context(context).map_err(|e| broker(e.to_string()))?;
     let producer = Arc::new(producer);
     let topic = config.topic.clone().unwrap_or_default();
     let mut backoff = Backoff::new(Duration::from_millis(100));
-    let (mut waited_for_id, mut announced) = (0, false);
+    let mut waited_for_id = 0;
     loop {
         let (p, t) = (producer.clone(), topic.clone());
         let fetched = tokio::task::spawn_blocking(move || {
             p.client().fetch_metadata(Some(&t), Duration::from_secs(5)).map(|_| ())
         })
         .await
-        .map_err(|e| SinkError::Broker { name: name.to_string(), reason: e.to_string() })?;
+        .map_err(|e| broker(e.to_string()))?;
         match fetched {
             Ok(()) if !has_producer_id(&producer, config, &mut waited_for_id) => {
                 // librdkafka asks for a producer id after a metadata reply from a broker it is
@@ -249,18 +245,14 @@ pub async fn connect(
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Ok(()) => {
+                producer.context().reach.reached();
                 tracing::info!(sink = %name, topic = %topic, "kafka ready");
-                let producer = Arc::try_unwrap(producer).map_err(|_| SinkError::Broker {
-                    name: name.to_string(),
-                    reason: "producer still shared".into(),
-                })?;
+                let producer = Arc::try_unwrap(producer)
+                    .map_err(|_| broker("producer still shared".into()))?;
                 return Ok(Connected { producer });
             }
             Err(e) => {
-                if !announced {
-                    tracing::warn!(sink = %name, error = %e, "kafka not ready yet; retrying until it is");
-                    announced = true;
-                }
+                producer.context().reach.failed(e);
                 backoff.wait().await;
             }
         }
@@ -306,7 +298,6 @@ fn headers(e: &ClusterEvent, source: &str) -> OwnedHeaders {
 /// CloudEvents binary-mode headers. Each is acknowledged on its delivery report, in outbox
 /// order. librdkafka retries while the broker is away; the queue waits meanwhile.
 pub async fn run(
-    name: String,
     config: Config,
     connected: Connected,
     mut rx: Receiver<Delivery>,
@@ -316,8 +307,7 @@ pub async fn run(
     let topic = config.topic.clone().unwrap_or_default();
     let source = config.source.clone().unwrap_or_else(|| "herald".to_string());
     let mut last: Option<u64> = None;
-    let out =
-        Out { producer: &producer, topic: &topic, source: &source, name: &name, metrics: &metrics };
+    let out = Out { producer: &producer, topic: &topic, source: &source, metrics: &metrics };
     let mut batch = Vec::with_capacity(RECEIVE);
     loop {
         let received = tokio::select! {
@@ -367,7 +357,6 @@ struct Out<'a> {
     producer: &'a ThreadedProducer<DeliveryReports>,
     topic: &'a str,
     source: &'a str,
-    name: &'a str,
     metrics: &'a SinkMetrics,
 }
 
@@ -404,10 +393,8 @@ impl Out<'_> {
                 }
                 Err((e, r)) => {
                     opaque = r.delivery_opaque;
-                    self.metrics.errors.inc();
-                    if self.producer.context().down.failed() {
-                        tracing::warn!(sink = %self.name, id = %event.id, error = %e, "kafka refused an event; retrying with backoff");
-                    }
+                    DeliveryFailed.emit(self.metrics);
+                    self.producer.context().reach.failed(e);
                     backoff.wait().await;
                 }
             }

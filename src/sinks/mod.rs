@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::pipeline::{Acked, Delivery};
 use crate::support::problems::{section, Problems};
+use crate::telemetry::events::DeliveryFailed;
 use crate::telemetry::metrics::{Metrics, SinkMetrics};
 use crate::telemetry::view::SharedView;
 pub use buffer::{BufferConfig, BufferKind, Fsync, WhenFull};
@@ -75,13 +76,29 @@ impl SinkKind {
     }
 }
 
-/// Why a sink stopped.
+/// Any error a client library gives.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a sink stopped, with what it was using: its file, or its server.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("sink {name}: {source}")]
     Io { name: String, source: std::io::Error },
-    #[error("sink {name}: {reason}")]
-    Broker { name: String, reason: String },
+    /// `server` names it as log lines do (`kafka 127.0.0.1:9092`), without credentials.
+    #[error("sink {name}: {server}: {source}")]
+    Broker { name: String, server: String, source: BoxError },
+    #[error("sink {name}: its task failed: {source}")]
+    Task { name: String, source: tokio::task::JoinError },
+}
+
+impl SinkError {
+    pub(crate) fn broker(name: &str, server: &str, source: impl Into<BoxError>) -> SinkError {
+        SinkError::Broker {
+            name: name.to_string(),
+            server: server.to_string(),
+            source: source.into(),
+        }
+    }
 }
 
 /// Writes deliveries as lines, in order, and acknowledges each one once it is flushed: the
@@ -95,7 +112,7 @@ pub(crate) fn write_lines(
     metrics: SinkMetrics,
 ) -> Result<(), SinkError> {
     let err = |source: std::io::Error| {
-        metrics.errors.inc();
+        DeliveryFailed.emit(&metrics);
         SinkError::Io { name: name.to_string(), source }
     };
     let mut written: Vec<(u64, crate::model::Timestamp)> = Vec::new();

@@ -56,7 +56,7 @@ use tokio::sync::mpsc::Receiver;
 use super::SinkError;
 use crate::pipeline::Delivery;
 use crate::support::retry::Backoff;
-use crate::support::retry::Outage;
+use crate::telemetry::events::{DeliveryFailed, Reachability};
 use crate::telemetry::metrics::SinkMetrics;
 
 /// A PubAck on its way.
@@ -71,8 +71,9 @@ pub struct Connected {
     jetstream: Option<jetstream::Context>,
 }
 
-fn broker(name: &str, e: impl std::fmt::Display) -> SinkError {
-    SinkError::Broker { name: name.to_string(), reason: e.to_string() }
+/// How log lines and errors name the server.
+fn server(config: &Config) -> String {
+    format!("nats {}", crate::support::url::redacted(config.url.as_deref().unwrap_or("")))
 }
 
 /// A subject token from a cluster name: NATS separates tokens with dots and reserves `*`, `>`
@@ -115,7 +116,7 @@ async fn options(config: &Config) -> Result<async_nats::ConnectOptions, std::io:
 impl super::Sink for Config {
     async fn start(&self, ctx: super::SinkContext, rx: super::Queue) -> super::Started {
         let connected = connect(&ctx.name, self).await?;
-        Ok(tokio::spawn(run(ctx.name, self.clone(), connected, rx, ctx.acked, ctx.metrics)))
+        Ok(tokio::spawn(run(self.clone(), connected, rx, ctx.acked, ctx.metrics)))
     }
 }
 
@@ -124,10 +125,10 @@ pub async fn connect(name: &str, config: &Config) -> Result<Connected, SinkError
     let url = config.url.clone().unwrap_or_default();
     let client = options(config)
         .await
-        .map_err(|e| broker(name, e))?
+        .map_err(|e| SinkError::broker(name, &server(config), e))?
         .connect(url.as_str())
         .await
-        .map_err(|e| broker(name, e))?;
+        .map_err(|e| SinkError::broker(name, &server(config), e))?;
     let jetstream = if config.jetstream {
         let js = jetstream::new(client.clone());
         if let Some(stream) = &config.stream {
@@ -141,7 +142,9 @@ pub async fn connect(name: &str, config: &Config) -> Result<Connected, SinkError
                 },
                 ..Default::default()
             };
-            js.get_or_create_stream(cfg).await.map_err(|e| broker(name, e))?;
+            js.get_or_create_stream(cfg)
+                .await
+                .map_err(|e| SinkError::broker(name, &server(config), e))?;
         } else {
             // Ready means a stream captures what herald publishes: wait for one.
             let probe = format!("{}.probe.readiness", config.subject_prefix);
@@ -167,11 +170,10 @@ pub async fn connect(name: &str, config: &Config) -> Result<Connected, SinkError
 /// duplicate id within its window, so a retry never stores an event twice.
 async fn publish(
     js: &jetstream::Context,
-    name: &str,
     subject: &str,
     d: &Delivery,
     metrics: &SinkMetrics,
-    outage: &Outage,
+    reach: &Reachability,
 ) -> AckFuture {
     let mut backoff = Backoff::new(Duration::from_millis(100));
     loop {
@@ -181,10 +183,8 @@ async fn publish(
         match js.publish_with_headers(subject.to_string(), headers, payload).await {
             Ok(f) => return f.into_future(),
             Err(e) => {
-                metrics.errors.inc();
-                if outage.failed() {
-                    tracing::warn!(sink = %name, error = %e, "nats publish failed; retrying with backoff");
-                }
+                DeliveryFailed.emit(metrics);
+                reach.failed(e);
                 backoff.wait().await;
             }
         }
@@ -194,7 +194,6 @@ async fn publish(
 /// Delivers events; acknowledges each once the server has it: core mode after a flush,
 /// JetStream mode on its PubAck (in order).
 pub async fn run(
-    name: String,
     config: Config,
     connected: Connected,
     mut rx: Receiver<Delivery>,
@@ -203,10 +202,10 @@ pub async fn run(
 ) -> Result<(), SinkError> {
     let prefix = config.subject_prefix.clone();
     let Connected { client, jetstream } = connected;
+    let reach = Reachability::of_sink(&metrics, server(&config));
     let Some(js) = jetstream else {
         let mut pending: Vec<Delivery> = Vec::new();
         let mut backoff = Backoff::new(Duration::from_millis(100));
-        let outage = Outage::default();
         loop {
             let d = rx.recv().await;
             let closing = d.is_none();
@@ -216,10 +215,8 @@ pub async fn run(
                 if let Err(e) =
                     client.publish(subject, bytes::Bytes::copy_from_slice(d.line.as_bytes())).await
                 {
-                    metrics.errors.inc();
-                    if outage.failed() {
-                        tracing::warn!(sink = %name, error = %e, "nats publish failed");
-                    }
+                    DeliveryFailed.emit(&metrics);
+                    reach.failed(e);
                 }
                 pending.push(d);
             }
@@ -227,19 +224,15 @@ pub async fn run(
                 match client.flush().await {
                     Ok(()) => {
                         backoff.reset();
-                        if outage.ended() {
-                            tracing::info!(sink = %name, "nats reachable again");
-                        }
+                        reach.reached();
                         for d in pending.drain(..) {
                             metrics.acked(d.event.stable_at);
                             acked.store(d.seq, Ordering::Release);
                         }
                     }
                     Err(e) => {
-                        metrics.errors.inc();
-                        if outage.failed() {
-                            tracing::warn!(sink = %name, error = %e, "nats flush failed; retrying");
-                        }
+                        DeliveryFailed.emit(&metrics);
+                        reach.failed(e);
                         backoff.wait().await;
                         continue;
                     }
@@ -250,44 +243,40 @@ pub async fn run(
             }
         }
     };
-    let mut in_flight: VecDeque<(Delivery, AckFuture)> = VecDeque::new();
+    // Each publish with the recoveries counted when it was made (see `failed_since`).
+    let mut in_flight: VecDeque<(Delivery, AckFuture, u64)> = VecDeque::new();
     let mut open = true;
-    let outage = Outage::default();
     while open || !in_flight.is_empty() {
         tokio::select! {
             d = rx.recv(), if open && in_flight.len() < IN_FLIGHT => match d {
                 Some(d) => {
                     let subject = subject(&prefix, &d.event.cluster, d.event.kind.as_str());
-                    let f = publish(&js, &name, &subject, &d, &metrics, &outage).await;
-                    in_flight.push_back((d, f));
+                    let f = publish(&js, &subject, &d, &metrics, &reach).await;
+                    in_flight.push_back((d, f, reach.recoveries()));
                 }
                 None => open = false,
             },
             ack = async {
                 match in_flight.front_mut() {
-                    Some((_, f)) => f.await,
+                    Some((_, f, _)) => f.await,
                     None => std::future::pending().await,
                 }
             }, if !in_flight.is_empty() => {
-                let Some((d, _)) = in_flight.pop_front() else { continue };
+                let Some((d, _, then)) = in_flight.pop_front() else { continue };
                 match ack {
                     Ok(_) => {
-                        if outage.ended() {
-                            tracing::info!(sink = %name, "JetStream acknowledges again");
-                        }
+                        reach.reached();
                         metrics.acked(d.event.stable_at);
                         acked.store(d.seq, Ordering::Release);
                     }
                     Err(e) => {
                         // No ack (timeout, the server restarted): publish again; the Msg-Id
                         // keeps the stream from storing it twice.
-                        metrics.errors.inc();
-                        if outage.failed() {
-                            tracing::warn!(sink = %name, id = %d.event.id, error = %e, "no PubAck; publishing again until JetStream acknowledges");
-                        }
+                        DeliveryFailed.emit(&metrics);
+                        reach.failed_since(then, format_args!("no PubAck for {}: {e}", d.event.id));
                         let subject = subject(&prefix, &d.event.cluster, d.event.kind.as_str());
-                        let f = publish(&js, &name, &subject, &d, &metrics, &outage).await;
-                        in_flight.push_front((d, f));
+                        let f = publish(&js, &subject, &d, &metrics, &reach).await;
+                        in_flight.push_front((d, f, reach.recoveries()));
                     }
                 }
             }

@@ -72,6 +72,7 @@ use super::SinkError;
 use crate::model::EventKind;
 use crate::pipeline::Delivery;
 use crate::support::retry::Backoff;
+use crate::telemetry::events::{DeliveryFailed, Reachability};
 use crate::telemetry::metrics::{Family, SinkMetrics};
 use crate::telemetry::view::View;
 
@@ -85,6 +86,8 @@ const CLOSING_GRACE: Duration = Duration::from_secs(30);
 /// whose reader exports the gauges on its own schedule.
 pub struct Connected {
     logs: opentelemetry_otlp::LogExporter,
+    /// Whether the collector takes log records.
+    reach: Reachability,
     logger: SdkLogger,
     scope: InstrumentationScope,
     meters: SdkMeterProvider,
@@ -118,8 +121,13 @@ fn resource(config: &Config) -> Resource {
     Resource::builder_empty().with_service_name("herald").with_attributes(attrs).build()
 }
 
-fn broker(name: &str, reason: impl std::fmt::Display) -> SinkError {
-    SinkError::Broker { name: name.to_string(), reason: reason.to_string() }
+/// How log lines and errors name the collector.
+fn server(config: &Config) -> String {
+    format!("otlp {}", config.endpoint.as_deref().unwrap_or(""))
+}
+
+fn broker(name: &str, config: &Config, reason: impl std::fmt::Display) -> SinkError {
+    SinkError::broker(name, &server(config), reason.to_string())
 }
 
 /// The URL of one signal: gRPC takes the endpoint as it is, HTTP appends `/v1/logs` or
@@ -137,7 +145,7 @@ fn read_ca(name: &str, config: &Config) -> Result<Option<Vec<u8>>, SinkError> {
         None => Ok(None),
         Some(path) => std::fs::read(path)
             .map(Some)
-            .map_err(|e| broker(name, format!("tls_ca {}: {e}", path.display()))),
+            .map_err(|e| broker(name, config, format!("tls_ca {}: {e}", path.display()))),
     }
 }
 
@@ -145,9 +153,9 @@ fn grpc_metadata(name: &str, config: &Config) -> Result<tonic::metadata::Metadat
     let mut headers = http::HeaderMap::new();
     for (k, v) in &config.headers {
         let key = http::HeaderName::from_bytes(k.as_bytes())
-            .map_err(|e| broker(name, format!("header {k:?}: {e}")))?;
+            .map_err(|e| broker(name, config, format!("header {k:?}: {e}")))?;
         let value = http::HeaderValue::from_str(v)
-            .map_err(|e| broker(name, format!("header {k:?}: {e}")))?;
+            .map_err(|e| broker(name, config, format!("header {k:?}: {e}")))?;
         headers.insert(key, value);
     }
     Ok(tonic::metadata::MetadataMap::from_headers(headers))
@@ -168,10 +176,10 @@ fn http_client(
 ) -> Result<reqwest::Client, SinkError> {
     let mut b = reqwest::Client::builder().timeout(config.timeout);
     if let Some(pem) = ca {
-        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| broker(name, e))?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| broker(name, config, e))?;
         b = b.add_root_certificate(cert);
     }
-    b.build().map_err(|e| broker(name, e))
+    b.build().map_err(|e| broker(name, config, e))
 }
 
 impl super::Sink for Config {
@@ -216,7 +224,10 @@ pub async fn connect(
                 lb = lb.with_tls_config(grpc_tls(ca.clone()));
                 mb = mb.with_tls_config(grpc_tls(ca));
             }
-            (lb.build().map_err(|e| broker(name, e))?, mb.build().map_err(|e| broker(name, e))?)
+            (
+                lb.build().map_err(|e| broker(name, config, e))?,
+                mb.build().map_err(|e| broker(name, config, e))?,
+            )
         }
         Protocol::HttpProtobuf => {
             let headers: std::collections::HashMap<String, String> =
@@ -231,7 +242,7 @@ pub async fn connect(
                 .with_http_client(client.clone())
                 .with_retry_policy(no_retry.clone())
                 .build()
-                .map_err(|e| broker(name, e))?;
+                .map_err(|e| broker(name, config, e))?;
             let m = opentelemetry_otlp::MetricExporter::builder()
                 .with_http()
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
@@ -242,16 +253,15 @@ pub async fn connect(
                 .with_retry_policy(no_retry)
                 .with_temporality(Temporality::Cumulative)
                 .build()
-                .map_err(|e| broker(name, e))?;
+                .map_err(|e| broker(name, config, e))?;
             (l, m)
         }
     };
     logs.set_resource(&resource);
     let exporter = CountingExporter {
         inner: metric_exporter,
-        sink: name.to_string(),
-        errors: sink.errors,
-        failing: Default::default(),
+        metrics: sink.clone(),
+        reach: Reachability::of_sink(&sink, format!("{} (metrics)", server(config))),
     };
     let reader =
         opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader::builder(
@@ -261,7 +271,7 @@ pub async fn connect(
         .with_interval(config.metrics_interval)
         .build();
     let meters = SdkMeterProvider::builder().with_resource(resource).with_reader(reader).build();
-    let source = Arc::new(Gathered::new(metrics, view)?);
+    let source = Arc::new(Gathered::new(metrics, view).map_err(|e| broker(name, config, e))?);
     let meter = meters.meter("herald");
     for family in source.families.clone() {
         observe(&meter, family, source.clone());
@@ -269,7 +279,8 @@ pub async fn connect(
     let scope =
         InstrumentationScope::builder("herald").with_version(env!("CARGO_PKG_VERSION")).build();
     let logger = opentelemetry_sdk::logs::SdkLoggerProvider::builder().build().logger("herald");
-    Ok(Connected { logs, logger, scope, meters })
+    let reach = Reachability::of_sink(&sink, server(config));
+    Ok(Connected { logs, reach, logger, scope, meters })
 }
 
 /// The Prometheus families herald already keeps — its pipeline metrics, and the state gauges
@@ -287,10 +298,9 @@ impl Gathered {
     fn new(
         metrics: &crate::telemetry::metrics::Metrics,
         view: Arc<Mutex<View>>,
-    ) -> Result<Self, SinkError> {
+    ) -> Result<Self, prometheus::Error> {
         let state = prometheus::Registry::new();
-        let gauges = crate::telemetry::gauges::StateGauges::register(&state)
-            .map_err(|e| broker("otlp", e))?;
+        let gauges = crate::telemetry::gauges::StateGauges::register(&state)?;
         let mut families = gauges.families();
         families.extend(metrics.families());
         Ok(Gathered {
@@ -373,10 +383,10 @@ fn observe(meter: &opentelemetry::metrics::Meter, family: Family, source: Arc<Ga
 /// cumulative: a failed export is made good by the next one.
 struct CountingExporter {
     inner: opentelemetry_otlp::MetricExporter,
-    sink: String,
-    errors: prometheus::IntCounter,
-    /// Failing now: warn when an outage starts and when it ends, not at every interval.
-    failing: crate::support::retry::Outage,
+    metrics: SinkMetrics,
+    /// Whether the collector takes metrics: logged when an outage begins and ends, not at
+    /// every interval.
+    reach: Reachability,
 }
 
 impl opentelemetry_sdk::metrics::exporter::PushMetricExporter for CountingExporter {
@@ -386,17 +396,12 @@ impl opentelemetry_sdk::metrics::exporter::PushMetricExporter for CountingExport
     ) -> opentelemetry_sdk::error::OTelSdkResult {
         let r = self.inner.export(metrics).await;
         match &r {
+            // Cumulative: the next export carries the same totals.
             Err(e) => {
-                self.errors.inc();
-                if self.failing.failed() {
-                    tracing::warn!(sink = %self.sink, error = %e, "otlp metrics export failed; the next export carries the same totals");
-                }
+                DeliveryFailed.emit(&self.metrics);
+                self.reach.failed(e);
             }
-            Ok(()) => {
-                if self.failing.ended() {
-                    tracing::info!(sink = %self.sink, "otlp metrics export succeeded again");
-                }
-            }
+            Ok(()) => self.reach.reached(),
         }
         r
     }
@@ -482,7 +487,7 @@ pub async fn run(
     acked: Arc<AtomicU64>,
     metrics: SinkMetrics,
 ) -> Result<(), SinkError> {
-    let Connected { logs, logger, scope, meters } = connected;
+    let Connected { logs, reach, logger, scope, meters } = connected;
     let mut batch: Vec<Delivery> = Vec::with_capacity(BATCH);
     let mut closed_at: Option<tokio::time::Instant> = None;
     let result = loop {
@@ -502,19 +507,12 @@ pub async fn run(
         let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
             records.iter().map(|r| (r, &scope)).collect();
         let mut backoff = Backoff::new(Duration::from_millis(100));
-        let mut failures = 0u32;
         let exported = loop {
             match logs.export(LogBatch::new(&refs)).await {
                 Ok(()) => break true,
                 Err(e) => {
-                    metrics.errors.inc();
-                    failures += 1;
-                    // One warning per outage, then quieter: the counter tells the rest.
-                    if failures == 1 {
-                        tracing::warn!(sink = %name, events = batch.len(), error = %e, "otlp export failed; retrying with backoff");
-                    } else {
-                        tracing::debug!(sink = %name, error = %e, "otlp export failed again");
-                    }
+                    DeliveryFailed.emit(&metrics);
+                    reach.failed(e);
                     let mut pause = crate::support::retry::jitter(backoff.step());
                     if rx.is_closed() {
                         let since = *closed_at.get_or_insert_with(tokio::time::Instant::now);
@@ -529,14 +527,13 @@ pub async fn run(
             }
         };
         if !exported {
-            break Err(broker(
+            break Err(SinkError::broker(
                 &name,
+                reach.what(),
                 "collector unreachable at shutdown; undelivered events stay in the state file",
             ));
         }
-        if failures > 0 {
-            tracing::info!(sink = %name, failures, "otlp export succeeded again");
-        }
+        reach.reached();
         for d in batch.drain(..) {
             metrics.acked(d.event.stable_at);
             acked.store(d.seq, Ordering::Release);

@@ -78,7 +78,7 @@ where
     Fut: std::future::Future<Output = Result<(), SourceError>>,
 {
     let (source, tx, stop) = (ctx.index, &ctx.tx, &ctx.stop);
-    let reach = Reachability::new(Side::Source, &ctx.name, server, ctx.metrics.clone());
+    let reach = Reachability::new(Side::Source, &ctx.name, server, ctx.metrics.outages(&ctx.name));
     let link = Arc::new(Link { reach, connected: AtomicBool::new(false) });
     let mut backoff = Backoff::new(FIRST_RETRY);
     while !stop.is_stopped() {
@@ -145,28 +145,12 @@ impl Freshness {
 
 /// How log lines name a broker: its kind and its URL without user information.
 pub(crate) fn server(kind: &str, url: Option<&str>) -> String {
-    format!("{kind} {}", redacted(url.unwrap_or("")))
-}
-
-/// A broker URL fit for logs: without its user information (a password may be in it).
-pub(crate) fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
+    format!("{kind} {}", crate::support::url::redacted(url.unwrap_or("")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_url_in_a_log_line_has_no_password() {
-        assert_eq!(redacted("amqp://guest:secret@127.0.0.1:5672/%2f"), "amqp://127.0.0.1:5672/%2f");
-        assert_eq!(redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
-    }
 
     #[test]
     fn message_lines_keep_the_numbers_of_blank_lines() {

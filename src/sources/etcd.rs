@@ -34,9 +34,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::poll::{polling, Checker};
-use super::SourceContext;
+use super::{SourceContext, SourceError};
 use crate::model::{Observation, Signal, Via};
 use crate::pipeline::Input;
+use crate::support::url::redacted;
 
 /// What herald knows of the members: ids and client URLs to names.
 #[derive(Default)]
@@ -61,25 +62,29 @@ fn id(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-fn client(config: &Config) -> Result<reqwest::Client, String> {
+fn client(config: &Config) -> Result<reqwest::Client, SourceError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|source| SourceError::Io { path: path.display().to_string(), source })
+    };
+    let tls = |path: &std::path::Path, e: reqwest::Error| SourceError::Tls {
+        path: path.display().to_string(),
+        source: e.into(),
+    };
     let mut b = reqwest::Client::builder()
         .timeout(config.timing.timeout())
         .connect_timeout(config.timing.timeout());
     if let Some(ca) = &config.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-        let cert = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+        let cert = reqwest::Certificate::from_pem(&read(ca)?).map_err(|e| tls(ca, e))?;
         b = b.add_root_certificate(cert);
     }
     if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
-        let mut pem =
-            std::fs::read(cert).map_err(|e| format!("cert_file {}: {e}", cert.display()))?;
-        pem.extend(std::fs::read(key).map_err(|e| format!("key_file {}: {e}", key.display()))?);
-        let id =
-            reqwest::Identity::from_pem(&pem).map_err(|e| format!("cert_file/key_file: {e}"))?;
-        b = b.identity(id);
+        let mut pem = read(cert)?;
+        pem.extend(read(key)?);
+        b = b.identity(reqwest::Identity::from_pem(&pem).map_err(|e| tls(cert, e))?);
     }
-    b.build().map_err(|e| e.to_string())
+    let first = config.endpoints.first().map(String::as_str).unwrap_or("etcd");
+    b.build().map_err(|e| SourceError::broker(first, e))
 }
 
 async fn post(
@@ -88,32 +93,32 @@ async fn post(
     path: &str,
     body: serde_json::Value,
     token: Option<&str>,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, SourceError> {
     let url = format!("{}{path}", endpoint.trim_end_matches('/'));
+    let e = |e: String| SourceError::broker(&url, e);
     let mut req =
         client.post(&url).header("content-type", "application/json").body(body.to_string());
     if let Some(t) = token {
         req = req.header("authorization", t);
     }
-    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let resp = req.send().await.map_err(|x| e(x.to_string()))?;
     let status = resp.status();
-    let text = resp.text().await.map_err(|e| e.to_string())?;
+    let text = resp.text().await.map_err(|x| e(x.to_string()))?;
     if !status.is_success() {
-        return Err(format!(
-            "{url}: HTTP {status}: {}",
-            text.chars().take(200).collect::<String>()
-        ));
+        let body = text.chars().take(200).collect();
+        return Err(SourceError::Refused { url: redacted(&url), status: status.as_u16(), body });
     }
-    serde_json::from_str(&text).map_err(|e| format!("{url}: {e}"))
+    serde_json::from_str(&text).map_err(|x| e(x.to_string()))
 }
 
 async fn status(
     client: &reqwest::Client,
     endpoint: &str,
     token: Option<&str>,
-) -> Result<Status, String> {
+) -> Result<Status, SourceError> {
     let v = post(client, endpoint, "/v3/maintenance/status", serde_json::json!({}), token).await?;
-    let member = id(&v["header"]["member_id"]).ok_or("status without header.member_id")?;
+    let member = id(&v["header"]["member_id"])
+        .ok_or_else(|| SourceError::broker(endpoint, "status without header.member_id"))?;
     let leader = id(&v["leader"]).unwrap_or_else(|| "0".into());
     Ok(Status { member, leader })
 }
@@ -122,7 +127,7 @@ async fn members(
     client: &reqwest::Client,
     endpoint: &str,
     token: Option<&str>,
-) -> Result<Vec<(String, String, Vec<String>)>, String> {
+) -> Result<Vec<(String, String, Vec<String>)>, SourceError> {
     let v = post(client, endpoint, "/v3/cluster/member/list", serde_json::json!({}), token).await?;
     Ok(v["members"]
         .as_array()
@@ -170,7 +175,7 @@ async fn run(config: Config, ctx: SourceContext) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(source = %name, error = %e, "etcd source cannot start");
-            let _ = tx.send(Input::Ended { source, error: Some(e) }).await;
+            let _ = tx.send(Input::Ended { source, error: Some(e.to_string()) }).await;
             return;
         }
     };
@@ -204,7 +209,11 @@ async fn round(
         let k = lock();
         !k.by_id.contains_key(&s.member) || (s.leader != "0" && !k.by_id.contains_key(&s.leader))
     }) || lock().by_id.is_empty();
-    if unknown || answers.iter().any(|a| a.as_ref().is_err_and(|e| e.contains("401"))) {
+    if unknown
+        || answers.iter().any(|a| {
+            a.as_ref().is_err_and(|e| matches!(e, SourceError::Refused { status: 401, .. }))
+        })
+    {
         for (ep, answer) in config.endpoints.iter().zip(&answers) {
             if answer.is_err() && token.is_none() && config.username.is_none() {
                 continue;

@@ -99,6 +99,12 @@ pub enum SourceError {
     /// `url` is fit for logs (no user information).
     #[error("{url}: {source}")]
     Broker { url: String, source: Box<dyn std::error::Error + Send + Sync> },
+    /// An HTTP server (etcd's gateway) answered with an error status.
+    #[error("{url}: HTTP {status}: {body}")]
+    Refused { url: String, status: u16, body: String },
+    /// A certificate or key in `path` that the TLS client refuses.
+    #[error("{path}: {source}")]
+    Tls { path: String, source: Box<dyn std::error::Error + Send + Sync> },
 }
 
 impl SourceError {
@@ -106,7 +112,7 @@ impl SourceError {
         url: &str,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
-        SourceError::Broker { url: broker::redacted(url), source: source.into() }
+        SourceError::Broker { url: crate::support::url::redacted(url), source: source.into() }
     }
 }
 

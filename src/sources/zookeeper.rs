@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::poll::{polling, Checker};
-use super::SourceContext;
+use super::{SourceContext, SourceError};
 use crate::model::{Observation, Signal, Timestamp, Via};
 
 /// A server's role as `srvr` reports it.
@@ -58,16 +58,19 @@ pub fn mode(answer: &str) -> Mode {
 }
 
 /// Sends `srvr` and reads the answer, all within `timeout`.
-async fn srvr(addr: &str, timeout: std::time::Duration) -> Result<String, String> {
+async fn srvr(addr: &str, timeout: std::time::Duration) -> Result<String, SourceError> {
+    let e = |e: std::io::Error| SourceError::broker(addr, e);
     let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        s.write_all(b"srvr").await.map_err(|e| e.to_string())?;
+        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(e)?;
+        s.write_all(b"srvr").await.map_err(e)?;
         let mut out = Vec::new();
         // The server closes the connection after its answer; a 4 KiB answer is plenty.
-        s.take(4096).read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+        s.take(4096).read_to_end(&mut out).await.map_err(e)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     };
-    tokio::time::timeout(timeout, exchange).await.map_err(|_| "timed out".to_string())?
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| SourceError::broker(addr, "timed out"))?
 }
 
 super::poll::poller!(run);

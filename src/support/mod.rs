@@ -5,3 +5,4 @@ pub mod clock;
 pub mod lines;
 pub mod problems;
 pub mod retry;
+pub mod url;

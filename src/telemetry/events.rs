@@ -4,7 +4,7 @@
 
 use std::fmt::Display;
 
-use super::metrics::{Metrics, RecordOutcome, SinkMetrics, SourceMetrics};
+use super::metrics::{OutageCounters, RecordOutcome, SinkMetrics, SourceMetrics};
 use crate::decode::DecodeError;
 
 /// A record was read and counted with its outcome (applied, stale, ignored): no log line,
@@ -45,15 +45,21 @@ impl RedeliveryRecognised<'_> {
     }
 }
 
-/// A sink's queue was full and the event was dropped (`when_full = "drop_newest"`).
-pub struct EventDropped<'a> {
-    pub sink: &'a str,
+/// A sink's queue or disk buffer was full and the event was dropped (`when_full =
+/// "drop_newest"`). Logged at the 1st, 2nd, 4th, 8th… drop: a full queue drops at the rate
+/// events come, and the counter tells every one.
+pub struct EventDropped {
+    /// What was full: `queue` or `disk buffer`.
+    pub full: &'static str,
 }
 
-impl EventDropped<'_> {
+impl EventDropped {
     pub fn emit(self, metrics: &SinkMetrics) {
         metrics.dropped.inc();
-        tracing::warn!(sink = %self.sink, dropped = metrics.dropped.get(), "queue full: event dropped (when_full = drop_newest)");
+        let dropped = metrics.dropped.get();
+        if dropped.is_power_of_two() {
+            tracing::warn!(sink = %metrics.name, dropped, "{} full: event dropped (when_full = drop_newest)", self.full);
+        }
     }
 }
 
@@ -92,9 +98,9 @@ pub struct OutageBegan<'a, E: Display> {
 }
 
 impl<E: Display> OutageBegan<'_, E> {
-    pub fn emit(self, metrics: &Metrics) {
+    pub fn emit(self, counters: &OutageCounters) {
         tracing::warn!(component = %self.name, side = self.side.as_str(), error = %self.error, "{} unreachable; retrying with backoff", self.what);
-        metrics.outage(self.name, true);
+        counters.began.inc();
     }
 }
 
@@ -106,9 +112,9 @@ pub struct OutageEnded<'a> {
 }
 
 impl OutageEnded<'_> {
-    pub fn emit(self, metrics: &Metrics) {
+    pub fn emit(self, counters: &OutageCounters) {
         tracing::info!(component = %self.name, side = self.side.as_str(), "{} reachable again", self.what);
-        metrics.outage(self.name, false);
+        counters.ended.inc();
     }
 }
 
@@ -120,38 +126,63 @@ pub struct Reachability {
     side: Side,
     name: String,
     what: String,
-    metrics: std::sync::Arc<Metrics>,
+    counters: OutageCounters,
+    /// Outages ended so far.
+    recoveries: std::sync::atomic::AtomicU64,
 }
 
 impl Reachability {
     /// `what` names the server in log lines (`kafka 127.0.0.1:9092`, `JetStream`).
-    pub fn new(
-        side: Side,
-        name: &str,
-        what: impl Into<String>,
-        metrics: std::sync::Arc<Metrics>,
-    ) -> Self {
+    pub fn new(side: Side, name: &str, what: impl Into<String>, counters: OutageCounters) -> Self {
         Reachability {
             outage: Default::default(),
             side,
             name: name.to_string(),
             what: what.into(),
-            metrics,
+            counters,
+            recoveries: Default::default(),
         }
+    }
+
+    /// A sink's: named and counted as the sink.
+    pub fn of_sink(metrics: &SinkMetrics, what: impl Into<String>) -> Self {
+        Reachability::new(Side::Sink, &metrics.name, what, metrics.outages.clone())
+    }
+
+    /// What log lines call the server.
+    pub fn what(&self) -> &str {
+        &self.what
     }
 
     /// A failure: logged and counted if it begins an outage.
     pub fn failed(&self, error: impl Display) {
         if self.outage.failed() {
             OutageBegan { side: self.side, name: &self.name, what: &self.what, error }
-                .emit(&self.metrics);
+                .emit(&self.counters);
+        }
+    }
+
+    /// Outages ended so far: an attempt made before the last recovery belongs to an outage
+    /// already over (see [`Reachability::failed_since`]).
+    pub fn recoveries(&self) -> u64 {
+        self.recoveries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The failure of an attempt made when [`Reachability::recoveries`] read `then`: an
+    /// attempt made during an outage that has ended since (a publish whose acknowledgement
+    /// was lost with the server) says nothing new, and begins no outage.
+    pub fn failed_since(&self, then: u64, error: impl Display) {
+        if then == self.recoveries() {
+            self.failed(error);
         }
     }
 
     /// A success: logged and counted if it ends an outage.
     pub fn reached(&self) {
         if self.outage.ended() {
-            OutageEnded { side: self.side, name: &self.name, what: &self.what }.emit(&self.metrics);
+            self.recoveries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            OutageEnded { side: self.side, name: &self.name, what: &self.what }
+                .emit(&self.counters);
         }
     }
 }

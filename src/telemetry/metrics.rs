@@ -72,14 +72,25 @@ pub(crate) fn families(collectors: &[(&dyn prometheus::core::Collector, bool)]) 
 }
 
 /// One sink's handles.
+/// One component's outage counters (`herald_outages_total{component, transition}`),
+/// resolved once.
+#[derive(Clone, Debug)]
+pub struct OutageCounters {
+    pub began: IntCounter,
+    pub ended: IntCounter,
+}
+
 #[derive(Clone)]
 pub struct SinkMetrics {
+    /// The sink's name.
+    pub name: String,
     pub events: IntCounter,
     pub errors: IntCounter,
     pub dropped: IntCounter,
     pub queue: IntGauge,
     /// Bytes in the sink's disk buffer (0 without one).
     pub buffer_bytes: IntGauge,
+    pub outages: OutageCounters,
     ack_delay: prometheus::Histogram,
     clock: Clock,
 }
@@ -231,10 +242,12 @@ impl Metrics {
         self.clock
     }
 
-    /// An outage of `component`'s server began (or ended).
-    pub fn outage(&self, component: &str, began: bool) {
-        let transition = if began { "began" } else { "ended" };
-        self.outages.with_label_values(&[component, transition]).inc();
+    /// The outage counters of `component` (a source or a sink, by name).
+    pub fn outages(&self, component: &str) -> OutageCounters {
+        OutageCounters {
+            began: self.outages.with_label_values(&[component, "began"]),
+            ended: self.outages.with_label_values(&[component, "ended"]),
+        }
     }
 
     pub fn clock_offset(&self, cluster: &str, reporter: &str) -> Gauge {
@@ -243,6 +256,8 @@ impl Metrics {
 
     pub fn sink(&self, name: &str) -> SinkMetrics {
         SinkMetrics {
+            name: name.to_string(),
+            outages: self.outages(name),
             events: self.sink_events.with_label_values(&[name]),
             errors: self.sink_errors.with_label_values(&[name]),
             dropped: self.sink_dropped.with_label_values(&[name]),

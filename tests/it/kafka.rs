@@ -68,7 +68,7 @@ async fn start(cfg: Config) -> Running {
         .expect("ready within 30 s")
         .expect("connect");
     let (tx, rx) = mpsc::channel(1000);
-    let task = tokio::spawn(kafka::run("kafka".into(), cfg, connected, rx, sm));
+    let task = tokio::spawn(kafka::run(cfg, connected, rx, sm));
     Running { tx, acked, task, metrics }
 }
 

@@ -73,14 +73,7 @@ async fn start(cfg: Config) -> Running {
         .expect("connect");
     let (tx, rx) = mpsc::channel(1000);
     let acked = Arc::new(AtomicU64::new(0));
-    let task = tokio::spawn(nats::run(
-        "nats".into(),
-        cfg,
-        connected,
-        rx,
-        acked.clone(),
-        metrics.sink("nats"),
-    ));
+    let task = tokio::spawn(nats::run(cfg, connected, rx, acked.clone(), metrics.sink("nats")));
     Running { tx, acked, task }
 }
 

@@ -39,6 +39,7 @@ use super::segments::{err, recover, segment_path, write_acked, Segment, HEADER, 
 use super::{BufferConfig, Fsync, WhenFull};
 use crate::model::ClusterEvent;
 use crate::pipeline::Delivery;
+use crate::telemetry::events::EventDropped;
 use crate::telemetry::metrics::SinkMetrics;
 
 /// The smallest `max_bytes` accepted.
@@ -206,7 +207,6 @@ impl Writer {
         let mut last_sync = Instant::now();
         // Outbox sequence written but not yet synced (interval policy).
         let mut unsynced: Option<u64> = None;
-        let mut dropped = 0u64;
         loop {
             let first = match self.fsync {
                 Fsync::Interval if unsynced.is_some() => {
@@ -241,11 +241,7 @@ impl Writer {
                         return self.fail(e);
                     }
                     if self.when_full == WhenFull::DropNewest {
-                        dropped += 1;
-                        self.metrics.dropped.inc();
-                        if dropped.is_power_of_two() {
-                            tracing::warn!(sink = %self.name, dropped, "disk buffer full: event dropped (when_full = drop_newest)");
-                        }
+                        EventDropped { full: "disk buffer" }.emit(&self.metrics);
                         last_seq = Some(d.seq);
                         continue;
                     }
