@@ -20,7 +20,7 @@
 //! - [`decode`]: bytes to observations — OpenZiti events of every version, the generic format.
 //! - [`model`]: [`model::Observation`] (decoded input) and [`model::ClusterEvent`] (output).
 //! - [`support`]: leaves — config problems, retry (backoff, outage), the line splitter, the
-//!   clock.
+//!   clock, URLs fit for logs.
 //! - [`replay`]: a recorded log through the driver on record time.
 //! - [`generate`]: synthetic OpenZiti logs for tests and benchmarks.
 //!
