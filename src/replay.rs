@@ -23,6 +23,8 @@ pub struct Summary {
     pub stale: u64,
     pub decode_errors: u64,
     pub ignored: u64,
+    /// Refused at a cap (DESIGN §5.2); shown only when some were.
+    pub over_limit: u64,
 }
 
 impl std::fmt::Display for Summary {
@@ -36,7 +38,11 @@ impl std::fmt::Display for Summary {
             self.stale,
             self.decode_errors,
             self.ignored
-        )
+        )?;
+        if self.over_limit > 0 {
+            write!(f, " over_limit={}", self.over_limit)?;
+        }
+        Ok(())
     }
 }
 
@@ -82,6 +88,7 @@ impl Replay {
             match outcome {
                 RecordOutcome::DecodeError => summary.decode_errors += 1,
                 RecordOutcome::Ignored => summary.ignored += 1,
+                RecordOutcome::OverLimit => summary.over_limit += 1,
                 RecordOutcome::Ok | RecordOutcome::Stale => {}
             }
             written = write_events(&mut driver.events, out, &mut line_buf, &mut summary);

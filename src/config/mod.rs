@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::{EngineConfig, Params};
+use crate::engine::{EngineConfig, Limits, Params};
 use crate::model::Nanos;
 use crate::sinks::{self, SinkConfig};
 use crate::sources::{self, SourceKind};
@@ -72,6 +72,9 @@ struct EngineSection {
     spin_period: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     key_ttl: Option<Duration>,
+    /// Caps on what input can create: `[engine]` only, they are not per cluster.
+    max_clusters: Option<usize>,
+    max_keys: Option<u64>,
     #[serde(default)]
     windows: WindowsSection,
 }
@@ -127,6 +130,34 @@ impl EngineSection {
         }
         if self.key_ttl == Some(Duration::ZERO) {
             p.push(format!("{path}.key_ttl"), "must be more than 0");
+        }
+        if path != "engine" {
+            if self.max_clusters.is_some() {
+                p.push(
+                    format!("{path}.max_clusters"),
+                    "only in [engine]: the caps are for all clusters together",
+                );
+            }
+            if self.max_keys.is_some() {
+                p.push(
+                    format!("{path}.max_keys"),
+                    "only in [engine]: the caps are for all clusters together",
+                );
+            }
+        }
+        if self.max_clusters == Some(0) {
+            p.push(format!("{path}.max_clusters"), "must be at least 1");
+        }
+        if self.max_keys == Some(0) {
+            p.push(format!("{path}.max_keys"), "must be at least 1");
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        let d = Limits::default();
+        Limits {
+            max_clusters: self.max_clusters.unwrap_or(d.max_clusters),
+            max_keys: self.max_keys.unwrap_or(d.max_keys),
         }
     }
 }
@@ -205,7 +236,8 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, Problems> {
     };
     engine_section.validate("engine", &mut p);
     let defaults = engine_section.apply(Params::default());
-    let mut engine = EngineConfig { defaults, clusters: Default::default() };
+    let limits = engine_section.limits();
+    let mut engine = EngineConfig { defaults, clusters: Default::default(), limits };
     for (name, table) in named_tables(clusters, "clusters", &mut p) {
         let path = format!("clusters.{name}");
         let toml::Value::Table(mut t) = table else {

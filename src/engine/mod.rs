@@ -35,7 +35,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ClusterEvent, EventKind, Nanos, Observation, Timestamp};
-use cluster::Cluster;
+use cluster::{Cluster, StateKey};
 use schedule::{EvictionCheck, Schedule};
 
 pub use cluster::NodeId;
@@ -92,11 +92,26 @@ impl Default for Params {
     }
 }
 
+/// Caps on what input can create (DESIGN §5.2): whatever arrives, memory stays bounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_clusters: usize,
+    /// Keys in all clusters together.
+    pub max_keys: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_clusters: 1000, max_keys: 10_000_000 }
+    }
+}
+
 /// Parameters for every cluster, with per-cluster overrides.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EngineConfig {
     pub defaults: Params,
     pub clusters: HashMap<String, Params>,
+    pub limits: Limits,
 }
 
 impl EngineConfig {
@@ -116,6 +131,23 @@ pub enum Outcome {
     Suppressed,
     /// Nothing to apply (a commit with no staged change).
     Ignored,
+    /// Refused: it would create a cluster or a key beyond [`Limits`].
+    OverLimit,
+}
+
+/// A cap that refused a record, reported once per cluster (per time the cluster cap is
+/// reached, since the names of refused clusters are not kept).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The cluster of the refused record.
+    pub cluster: String,
+    pub limit: Limit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    Clusters(usize),
+    Keys(u64),
 }
 
 /// The engine's counters.
@@ -128,13 +160,17 @@ pub struct Stats {
     pub ignored: u64,
     pub events: u64,
     pub evicted: u64,
+    /// Records refused at a cap (not counted in `stale`, `ignored` or `suppressed`).
+    #[serde(skip)]
+    pub over_limit: u64,
 }
 
 /// A key that was evicted after `key_ttl`: its metrics go with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Evicted {
     pub cluster: String,
-    /// `view`, `peer`, `router`, `alive` or `slot`.
+    /// `view`, `peer`, `router`, `alive` or `slot`; `cluster` for a spent cluster removed
+    /// with its names and everything it held.
     pub key: &'static str,
     /// The key's own parts, as in event ids.
     pub subject: Vec<String>,
@@ -143,8 +179,16 @@ pub struct Evicted {
 /// The engine. See the module documentation.
 pub struct Engine {
     config: EngineConfig,
-    clusters: Vec<Cluster>,
+    /// By index. Indexes are never reused: deadlines of a removed cluster may still be on
+    /// the schedule, and must find nothing.
+    clusters: FxHashMap<u32, Cluster>,
     cluster_ids: FxHashMap<Arc<str>, u32>,
+    next_cluster: u32,
+    /// Keys held in all clusters.
+    keys: u64,
+    refusals: Vec<Refusal>,
+    /// The cluster cap refused a record and said so; said again once it was left.
+    clusters_full_noticed: bool,
     schedule: Schedule,
     /// Clusters with halves of two-phase changes waiting, so that a tick looks at those only.
     /// Derived from the clusters: rebuilt on restore, not persisted.
@@ -156,8 +200,12 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         Engine {
             config,
-            clusters: Vec::new(),
+            clusters: FxHashMap::default(),
             cluster_ids: FxHashMap::default(),
+            next_cluster: 0,
+            keys: 0,
+            refusals: Vec::new(),
+            clusters_full_noticed: false,
             schedule: Schedule::new(),
             staging: BTreeSet::new(),
             evicted: Vec::new(),
@@ -187,12 +235,18 @@ impl Engine {
         now: Timestamp,
         out: &mut Vec<ClusterEvent>,
     ) -> Outcome {
-        self.tick(now.max(obs.at), out);
         self.schedule.stats.observed += 1;
-        let index = self.cluster_index(&obs.cluster);
-        let outcome = match self.clusters.get_mut(index as usize) {
+        // A refused record is as if it never came: it does not move engine time either.
+        let Some(index) = self.admit(obs) else {
+            self.schedule.stats.over_limit += 1;
+            return Outcome::OverLimit;
+        };
+        self.tick(now.max(obs.at), out);
+        let outcome = match self.clusters.get_mut(&index) {
             Some(cluster) => {
+                let before = cluster.keys();
                 let outcome = cluster.apply(obs, &mut self.schedule);
+                self.keys = (self.keys + cluster.keys()).saturating_sub(before);
                 if cluster.staged_expiry().is_some() {
                     self.staging.insert(index);
                 }
@@ -203,10 +257,53 @@ impl Engine {
         match outcome {
             Outcome::Stale => self.schedule.stats.stale += 1,
             Outcome::Ignored => self.schedule.stats.ignored += 1,
-            Outcome::Applied | Outcome::Suppressed => {}
+            Outcome::Applied | Outcome::Suppressed | Outcome::OverLimit => {}
         }
         self.fire_due(out);
         outcome
+    }
+
+    /// The index of `obs`'s cluster, created if need be — or `None` when a cap refuses it.
+    fn admit(&mut self, obs: &Observation<'_>) -> Option<u32> {
+        let limits = self.config.limits;
+        let at_key_cap = self.keys >= limits.max_keys;
+        if let Some(&i) = self.cluster_ids.get(&*obs.cluster) {
+            let cluster = self.clusters.get_mut(&i)?;
+            if at_key_cap && cluster.would_create_key(obs) {
+                if !std::mem::replace(&mut cluster.over_limit_noticed, true) {
+                    let limit = Limit::Keys(limits.max_keys);
+                    self.refusals.push(Refusal { cluster: obs.cluster.to_string(), limit });
+                }
+                return None;
+            }
+            return Some(i);
+        }
+        let limit = match () {
+            _ if self.clusters.len() >= limits.max_clusters => Limit::Clusters(limits.max_clusters),
+            _ if at_key_cap || self.next_cluster == u32::MAX => Limit::Keys(limits.max_keys),
+            _ => return Some(self.create_cluster(&obs.cluster, obs.at)),
+        };
+        if !std::mem::replace(&mut self.clusters_full_noticed, true) {
+            self.refusals.push(Refusal { cluster: obs.cluster.to_string(), limit });
+        }
+        None
+    }
+
+    fn create_cluster(&mut self, name: &str, at: Timestamp) -> u32 {
+        let i = self.next_cluster;
+        self.next_cluster += 1;
+        let name: Arc<str> = Arc::from(name);
+        let params = self.config.params(&name);
+        self.clusters.insert(i, Cluster::new(name.clone(), i, params));
+        self.cluster_ids.insert(name, i);
+        // The cluster's own check: it goes once it is spent (DESIGN §5.2).
+        let due = self.schedule.now.max(at).saturating_add(params.key_ttl);
+        self.schedule.evictions.push(Reverse(EvictionCheck {
+            due,
+            cluster: i,
+            key: StateKey::Leader,
+        }));
+        i
     }
 
     /// Advances engine time to `now` (never backwards) and emits everything due.
@@ -222,8 +319,7 @@ impl Engine {
     /// The earliest deadline: when the caller should tick next. It may name a deadline that
     /// turns out superseded; ticking then is harmless.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        let staged =
-            self.staging.iter().filter_map(|&i| self.clusters.get(i as usize)?.staged_expiry());
+        let staged = self.staging.iter().filter_map(|&i| self.clusters.get(&i)?.staged_expiry());
         self.schedule.next_due().into_iter().chain(staged).min()
     }
 
@@ -237,7 +333,7 @@ impl Engine {
         }
         // No waiting half will meet its other half now (DESIGN §5.4a).
         for i in std::mem::take(&mut self.staging) {
-            if let Some(cluster) = self.clusters.get_mut(i as usize) {
+            if let Some(cluster) = self.clusters.get_mut(&i) {
                 cluster.drop_staged(&mut self.schedule);
             }
         }
@@ -248,9 +344,35 @@ impl Engine {
         std::mem::take(&mut self.evicted)
     }
 
+    /// Refusals at a cap since the last call, each cluster's first (see [`Refusal`]).
+    pub fn take_refusals(&mut self) -> Vec<Refusal> {
+        std::mem::take(&mut self.refusals)
+    }
+
+    /// Clusters held.
+    pub fn clusters(&self) -> usize {
+        self.clusters.len()
+    }
+
+    /// Keys held in all clusters (DESIGN §5.2).
+    pub fn keys(&self) -> u64 {
+        self.keys
+    }
+
+    /// Every cluster's stable state as the events that emitted it, for a view rebuilt after
+    /// a restart, with the events each cluster emitted by kind.
+    #[allow(clippy::type_complexity)]
+    pub fn stable_state(
+        &self,
+    ) -> impl Iterator<Item = (&str, Vec<ClusterEvent>, [u64; EventKind::ALL.len()])> + '_ {
+        let mut clusters: Vec<&Cluster> = self.clusters.values().collect();
+        clusters.sort_by_key(|c| c.index);
+        clusters.into_iter().map(|c| (&*c.name, c.stable_events(), c.emitted_by_kind))
+    }
+
     /// Reverts and suppressed records per cluster and kind, for metrics.
     pub fn suppressed_by_kind(&self) -> impl Iterator<Item = (&str, EventKind, u64)> + '_ {
-        self.clusters.iter().flat_map(|c| {
+        self.clusters.values().flat_map(|c| {
             EventKind::ALL
                 .iter()
                 .zip(c.suppressed_by_kind.iter())
@@ -259,42 +381,46 @@ impl Engine {
         })
     }
 
-    fn cluster_index(&mut self, name: &str) -> u32 {
-        if let Some(&i) = self.cluster_ids.get(name) {
-            return i;
-        }
-        let i = u32::try_from(self.clusters.len()).unwrap_or(u32::MAX);
-        let name: Arc<str> = Arc::from(name);
-        let params = self.config.params(&name);
-        self.clusters.push(Cluster::new(name.clone(), i, params));
-        self.cluster_ids.insert(name, i);
-        i
-    }
-
     fn fire_due(&mut self, out: &mut Vec<ClusterEvent>) {
         while let Some(d) = self.schedule.pop_due() {
-            let Some(cluster) = self.clusters.get_mut(d.cluster as usize) else {
+            let Some(cluster) = self.clusters.get_mut(&d.cluster) else {
                 continue;
             };
+            let before = cluster.keys();
             if let Some(event) = cluster.fire(&d.key, d.seq) {
+                cluster.count_emitted(event.kind);
                 self.schedule.stats.events += 1;
                 out.push(event);
             }
+            self.keys = (self.keys + cluster.keys()).saturating_sub(before);
         }
     }
 
     fn expire_staged(&mut self) {
         let (clusters, schedule) = (&mut self.clusters, &mut self.schedule);
-        self.staging
-            .retain(|&i| clusters.get_mut(i as usize).is_some_and(|c| c.expire_staged(schedule)));
+        self.staging.retain(|&i| clusters.get_mut(&i).is_some_and(|c| c.expire_staged(schedule)));
     }
 
     fn evict_due(&mut self) {
         while let Some(check) = self.schedule.pop_eviction_due() {
-            let Some(cluster) = self.clusters.get_mut(check.cluster as usize) else {
+            let now = self.schedule.now;
+            let Some(cluster) = self.clusters.get_mut(&check.cluster) else {
                 continue;
             };
-            match cluster.try_evict(&check.key, self.schedule.now) {
+            if check.key == StateKey::Leader {
+                // The cluster's own check.
+                if cluster.is_spent(now) {
+                    self.remove_cluster(check.cluster);
+                } else {
+                    let due = cluster.last_record.saturating_add(cluster.params.key_ttl);
+                    let due =
+                        if due > now { due } else { now.saturating_add(cluster.params.key_ttl) };
+                    self.schedule.evictions.push(Reverse(EvictionCheck { due, ..check }));
+                }
+                continue;
+            }
+            let before = cluster.keys();
+            match cluster.try_evict(&check.key, now) {
                 Ok(Some(evicted)) => {
                     self.schedule.stats.evicted += 1;
                     self.evicted.push(evicted);
@@ -304,7 +430,23 @@ impl Engine {
                     self.schedule.evictions.push(Reverse(EvictionCheck { due: next, ..check }))
                 }
             }
+            self.keys = (self.keys + cluster.keys()).saturating_sub(before);
         }
+    }
+
+    /// A spent cluster goes with its interned names; its metrics go with the eviction.
+    fn remove_cluster(&mut self, index: u32) {
+        let Some(cluster) = self.clusters.remove(&index) else { return };
+        self.cluster_ids.remove(&cluster.name);
+        self.staging.remove(&index);
+        self.keys = self.keys.saturating_sub(cluster.keys());
+        self.clusters_full_noticed = false;
+        self.schedule.stats.evicted += 1;
+        self.evicted.push(Evicted {
+            cluster: cluster.name.to_string(),
+            key: "cluster",
+            subject: Vec::new(),
+        });
     }
 }
 

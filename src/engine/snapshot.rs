@@ -3,77 +3,152 @@
 //! postcard writes structs as their fields in order and enums as variant indexes, with no
 //! names: renaming a persisted type or field is free, reordering or inserting one is a new
 //! format. A snapshot of another version is refused, never silently reset, since a reset
-//! would re-emit every state as initial.
+//! would re-emit every state as initial. Format 1 (no per-cluster extras) is still read.
+
+use std::cmp::Reverse;
 
 use serde::{Deserialize, Serialize};
 
-use super::cluster::Cluster;
-use super::schedule::Schedule;
+use super::cluster::{Cluster, ClusterExtras, StateKey};
+use super::schedule::{EvictionCheck, Schedule};
 use super::{Engine, EngineConfig};
 
 /// The version of the engine snapshot format.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
-/// Why a snapshot could not be read.
+/// Why a snapshot could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("engine snapshot format {found} is not supported (this herald reads format {SNAPSHOT_VERSION})")]
+    #[error("engine snapshot format {found} is not supported (this herald reads formats 1 and {SNAPSHOT_VERSION})")]
     Version { found: u32 },
     #[error("engine snapshot is corrupt: {0}")]
     Corrupt(String),
+    #[error("engine state could not be encoded: {0}")]
+    Encode(String),
 }
 
 #[derive(Serialize)]
 struct SnapshotRef<'a> {
     version: u32,
-    clusters: &'a [Cluster],
+    clusters: Vec<&'a Cluster>,
     schedule: &'a Schedule,
+    extras: Vec<ClusterExtras>,
 }
 
 #[derive(Deserialize)]
-struct SnapshotOwned {
-    version: u32,
+struct SnapshotV1 {
+    _version: u32,
     clusters: Vec<Cluster>,
     schedule: Schedule,
+}
+
+#[derive(Deserialize)]
+struct SnapshotV2 {
+    _version: u32,
+    clusters: Vec<Cluster>,
+    schedule: Schedule,
+    extras: Vec<ClusterExtras>,
 }
 
 impl Engine {
     /// Everything the engine knows — emitted values, pending windows, spin counters,
     /// per-reporter record times, deadlines — as bytes, for a restart to resume from.
-    pub fn snapshot(&self) -> Vec<u8> {
-        let state = SnapshotRef {
-            version: SNAPSHOT_VERSION,
-            clusters: &self.clusters,
-            schedule: &self.schedule,
-        };
-        // Serializing plain data into a Vec cannot fail; an empty snapshot would be refused
-        // on restore rather than mistaken for an empty engine.
-        postcard::to_stdvec(&state).unwrap_or_default()
+    pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        let mut clusters: Vec<&Cluster> = self.clusters.values().collect();
+        clusters.sort_by_key(|c| c.index);
+        let extras = clusters
+            .iter()
+            .map(|c| ClusterExtras {
+                emitted_by_kind: c.emitted_by_kind,
+                last_record: c.last_record,
+            })
+            .collect();
+        let state =
+            SnapshotRef { version: SNAPSHOT_VERSION, clusters, schedule: &self.schedule, extras };
+        // An empty snapshot would restart from nothing and re-emit every state: refuse.
+        postcard::to_stdvec(&state).map_err(|e| SnapshotError::Encode(e.to_string()))
     }
 
     /// An engine resumed from [`Engine::snapshot`], with the parameters of `config`.
     pub fn restore(config: EngineConfig, bytes: &[u8]) -> Result<Engine, SnapshotError> {
+        let corrupt = |e: postcard::Error| SnapshotError::Corrupt(e.to_string());
         // The version leads the snapshot: read it alone first, so a future format is
         // reported as such and not as corruption.
-        let (found, _) = postcard::take_from_bytes::<u32>(bytes)
-            .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
-        if found != SNAPSHOT_VERSION {
-            return Err(SnapshotError::Version { found });
-        }
-        let state: SnapshotOwned =
-            postcard::from_bytes(bytes).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
-        let mut engine = Engine::new(config);
-        engine.schedule = state.schedule;
-        for (i, mut cluster) in state.clusters.into_iter().enumerate() {
-            cluster.index = i as u32;
-            cluster.params = engine.config.params(&cluster.name);
-            engine.cluster_ids.insert(cluster.name.clone(), i as u32);
-            if cluster.staged_expiry().is_some() {
-                engine.staging.insert(i as u32);
+        let (found, _) = postcard::take_from_bytes::<u32>(bytes).map_err(corrupt)?;
+        let (clusters, schedule, extras) = match found {
+            1 => {
+                let s: SnapshotV1 = postcard::from_bytes(bytes).map_err(corrupt)?;
+                // Format 1 kept no record time per cluster: count from the last one seen.
+                let extras = s
+                    .clusters
+                    .iter()
+                    .map(|_| ClusterExtras { last_record: s.schedule.now, ..Default::default() })
+                    .collect();
+                // Format 1 never removed a cluster: its index was its position.
+                let mut clusters = s.clusters;
+                for (i, c) in clusters.iter_mut().enumerate() {
+                    c.index = i as u32;
+                }
+                (clusters, s.schedule, extras)
             }
-            engine.clusters.push(cluster);
+            SNAPSHOT_VERSION => {
+                let s: SnapshotV2 = postcard::from_bytes(bytes).map_err(corrupt)?;
+                (s.clusters, s.schedule, s.extras)
+            }
+            found => return Err(SnapshotError::Version { found }),
+        };
+        if extras.len() != clusters.len() {
+            return Err(SnapshotError::Corrupt(format!(
+                "{} clusters but {} cluster records",
+                clusters.len(),
+                extras.len()
+            )));
         }
-        debug_assert_eq!(state.version, SNAPSHOT_VERSION);
+        let mut engine = Engine::new(config);
+        engine.schedule = schedule;
+        let checked: std::collections::HashSet<u32> = engine
+            .schedule
+            .evictions
+            .iter()
+            .filter(|Reverse(e)| e.key == StateKey::Leader)
+            .map(|Reverse(e)| e.cluster)
+            .collect();
+        let mut next = 0u32;
+        for (mut cluster, extra) in clusters.into_iter().zip(extras) {
+            let i = cluster.index;
+            if engine.clusters.contains_key(&i) || engine.cluster_ids.contains_key(&cluster.name) {
+                return Err(SnapshotError::Corrupt(format!("cluster {} twice", cluster.name)));
+            }
+            if let Some(id) = cluster.unknown_node() {
+                return Err(SnapshotError::Corrupt(format!(
+                    "cluster {} holds node id {id}, which it has no name for",
+                    cluster.name
+                )));
+            }
+            cluster.params = engine.config.params(&cluster.name);
+            cluster.emitted_by_kind = extra.emitted_by_kind;
+            cluster.last_record = extra.last_record;
+            next = next.max(i.saturating_add(1));
+            if !checked.contains(&i) {
+                let due = cluster.last_record.saturating_add(cluster.params.key_ttl);
+                let check = EvictionCheck { due, cluster: i, key: StateKey::Leader };
+                engine.schedule.evictions.push(Reverse(check));
+            }
+            engine.keys += cluster.keys();
+            engine.cluster_ids.insert(cluster.name.clone(), i);
+            if cluster.staged_expiry().is_some() {
+                engine.staging.insert(i);
+            }
+            engine.clusters.insert(i, cluster);
+        }
+        // A removed cluster's index is never handed out again, not even after a restart:
+        // its deadlines may still be on the schedule.
+        let scheduled = engine.schedule.deadlines.iter().map(|Reverse(d)| d.cluster);
+        let checks = engine.schedule.evictions.iter().map(|Reverse(e)| e.cluster);
+        for i in scheduled.chain(checks) {
+            next = next.max(i.saturating_add(1));
+        }
+        engine.next_cluster = next;
         Ok(engine)
     }
 }

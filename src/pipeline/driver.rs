@@ -13,8 +13,8 @@ use crate::telemetry::metrics::RecordOutcome;
 
 /// What a caller learns of each record, besides its counted outcome.
 pub trait Watch {
-    /// A record decoded to an observation, before the engine applies it (with its own
-    /// record time, before any clamp).
+    /// A record decoded to an observation the engine took (with its own record time,
+    /// before any clamp); not called for a record refused at a cap.
     fn observed(&mut self, _obs: &Observation<'_>, _engine: &Engine) {}
     /// A record was a decode error.
     fn decode_error(&mut self, _error: &DecodeError) {}
@@ -55,9 +55,15 @@ impl Driver {
             }
         };
         Some(match decode::decode_line(bytes, number, context) {
-            Ok(Decoded::Observation(obs)) => {
-                watch.observed(&obs, &self.engine);
-                self.observe(obs, clamp)
+            Ok(Decoded::Observation(mut obs)) => {
+                let at = obs.at;
+                let outcome = self.observe_in_place(&mut obs, clamp);
+                // A refused record leaves nothing behind, not even a series of its own.
+                if outcome != RecordOutcome::OverLimit {
+                    obs.at = at;
+                    watch.observed(&obs, &self.engine);
+                }
+                outcome
             }
             Ok(Decoded::Ignored(_)) => RecordOutcome::Ignored,
             Err(e) => {
@@ -69,11 +75,19 @@ impl Driver {
 
     /// One observation (decoded, or made by a probe or poller).
     pub fn observe(&mut self, mut obs: Observation<'_>, clamp: Option<Timestamp>) -> RecordOutcome {
+        self.observe_in_place(&mut obs, clamp)
+    }
+
+    fn observe_in_place(
+        &mut self,
+        obs: &mut Observation<'_>,
+        clamp: Option<Timestamp>,
+    ) -> RecordOutcome {
         if let Some(limit) = clamp {
             obs.at = obs.at.min(limit);
         }
         let at = obs.at;
-        counted(self.engine.observe(&obs, at, &mut self.events))
+        counted(self.engine.observe(obs, at, &mut self.events))
     }
 }
 
@@ -82,6 +96,7 @@ pub fn counted(outcome: Outcome) -> RecordOutcome {
     match outcome {
         Outcome::Stale => RecordOutcome::Stale,
         Outcome::Ignored => RecordOutcome::Ignored,
+        Outcome::OverLimit => RecordOutcome::OverLimit,
         Outcome::Applied | Outcome::Suppressed => RecordOutcome::Ok,
     }
 }

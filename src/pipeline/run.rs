@@ -34,9 +34,11 @@ use crate::model::{ClusterEvent, EventKind, Observation, Timestamp};
 use crate::state::{Position, State};
 use crate::support::clock::Clock;
 use crate::support::lines::Line;
-use crate::telemetry::events::{DecodeFailed, RecordRead, RedeliveryRecognised};
+use crate::telemetry::events::{
+    DecodeFailed, EventUnserializable, LimitReached, RecordRead, RedeliveryRecognised,
+};
 use crate::telemetry::metrics::{Metrics, RecordOutcome, SourceMetrics};
-use crate::telemetry::view::SharedView;
+use crate::telemetry::view::{SharedView, View};
 
 /// How long a record's effect may wait before its commit when no event hurries it.
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
@@ -93,6 +95,11 @@ impl EngineTask {
             true => Engine::new(config),
             false => Engine::restore(config, &state.engine)?,
         };
+        // `/state` and the gauges show after a restart what they showed before it, not an
+        // empty view waiting for the next change (DESIGN §7.1).
+        *view.lock().unwrap_or_else(|p| p.into_inner()) = View::restored(engine.stable_state());
+        metrics.clusters.set(engine.clusters() as i64);
+        metrics.keys.set(engine.keys() as i64);
         let mut outbox = Outbox::default();
         // The outbox holds lines herald wrote itself: one that does not parse back is a
         // corrupt state file, reported, not delivered half-known.
@@ -338,16 +345,17 @@ impl EngineTask {
             buf.clear();
             match serde_json::to_writer(&mut buf, &e).map(|()| std::str::from_utf8(&buf)) {
                 Ok(Ok(line)) => lines.push((Arc::from(line), Arc::new(e))),
-                _ => {
-                    tracing::error!(id = %e.id, kind = e.kind.as_str(), "an event could not be serialized; not delivered")
-                }
+                Ok(Err(error)) => EventUnserializable { event: &e, error }.emit(&self.metrics),
+                Err(error) => EventUnserializable { event: &e, error }.emit(&self.metrics),
             }
         }
         let fresh = self.outbox.enqueue(lines);
         self.outbox.trim(self.sinks.held());
         if self.store.is_some() {
+            // State that cannot be encoded fails the commit: writing an empty one would make
+            // the next start a fresh one, re-emitting every state.
             let state = State {
-                engine: self.driver.engine.snapshot(),
+                engine: self.driver.engine.snapshot()?,
                 positions: self.positions.clone(),
                 outbox: self.outbox.lines().map(str::to_string).collect(),
             };
@@ -359,8 +367,15 @@ impl EngineTask {
         self.sinks.dispatch(fresh).await
     }
 
-    /// The stable view and the transition and suppressed counters follow the events.
+    /// The stable view and the transition and suppressed counters follow the events; the
+    /// gauges of what the engine holds follow the engine.
     fn publish_view(&mut self) {
+        let engine = &mut self.driver.engine;
+        self.metrics.clusters.set(engine.clusters() as i64);
+        self.metrics.keys.set(engine.keys() as i64);
+        for refusal in engine.take_refusals() {
+            LimitReached { refusal: &refusal }.emit();
+        }
         if !self.driver.events.is_empty() || !self.evicted.is_empty() {
             let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
             // Counted per commit, not per event: a label lookup per event showed in profiles.
@@ -374,6 +389,11 @@ impl EngineTask {
             }
             for e in self.evicted.drain(..) {
                 view.evict(&e);
+                if e.key == "cluster" {
+                    self.metrics.forget_cluster(&e.cluster);
+                    self.suppressed_seen.retain(|(c, _), _| *c != e.cluster);
+                    self.skew_warned.retain(|(c, _)| *c != e.cluster);
+                }
             }
         }
         for (cluster, kind, n) in self.driver.engine.suppressed_by_kind() {

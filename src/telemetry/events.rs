@@ -4,8 +4,10 @@
 
 use std::fmt::Display;
 
-use super::metrics::{OutageCounters, RecordOutcome, SinkMetrics, SourceMetrics};
+use super::metrics::{Metrics, OutageCounters, RecordOutcome, SinkMetrics, SourceMetrics};
 use crate::decode::DecodeError;
+use crate::engine::{Limit, Refusal};
+use crate::model::ClusterEvent;
 
 /// A record was read and counted with its outcome (applied, stale, ignored): no log line,
 /// one count per record is what `/metrics` is for.
@@ -60,6 +62,40 @@ impl EventDropped {
         if dropped.is_power_of_two() {
             tracing::warn!(sink = %metrics.name, dropped, "{} full: event dropped (when_full = drop_newest)", self.full);
         }
+    }
+}
+
+/// A cap refused records of a cluster (DESIGN §5.2). Said once per cluster — per time the
+/// cluster cap is reached, for refused new clusters — each refused record is counted with
+/// [`RecordRead`] (`outcome="over_limit"`).
+pub struct LimitReached<'a> {
+    pub refusal: &'a Refusal,
+}
+
+impl LimitReached<'_> {
+    pub fn emit(self) {
+        let cluster = &self.refusal.cluster;
+        match self.refusal.limit {
+            Limit::Clusters(max) => {
+                tracing::warn!(%cluster, max_clusters = max, "engine.max_clusters reached: records of new clusters are refused and counted (outcome=\"over_limit\") until a cluster is let go")
+            }
+            Limit::Keys(max) => {
+                tracing::warn!(%cluster, max_keys = max, "engine.max_keys reached: records that would create a key are refused and counted (outcome=\"over_limit\")")
+            }
+        }
+    }
+}
+
+/// An event could not be serialized: it cannot be delivered, and says so.
+pub struct EventUnserializable<'a, E: Display> {
+    pub event: &'a ClusterEvent,
+    pub error: E,
+}
+
+impl<E: Display> EventUnserializable<'_, E> {
+    pub fn emit(self, metrics: &Metrics) {
+        tracing::error!(id = %self.event.id, kind = self.event.kind.as_str(), cluster = %self.event.cluster, error = %self.error, "an event could not be serialized; not delivered");
+        metrics.unserializable.inc();
     }
 }
 

@@ -18,6 +18,8 @@ pub enum RecordOutcome {
     Stale,
     Ignored,
     DecodeError,
+    /// Refused at `engine.max_clusters` or `engine.max_keys` (DESIGN §5.2).
+    OverLimit,
 }
 
 impl RecordOutcome {
@@ -27,6 +29,7 @@ impl RecordOutcome {
             RecordOutcome::Stale => "stale",
             RecordOutcome::Ignored => "ignored",
             RecordOutcome::DecodeError => "decode_error",
+            RecordOutcome::OverLimit => "over_limit",
         }
     }
 }
@@ -46,6 +49,11 @@ pub struct Metrics {
     pub transitions: IntCounterVec,
     outages: IntCounterVec,
     build: IntGaugeVec,
+    /// What the engine holds (DESIGN §5.2): `herald_clusters`, `herald_keys`.
+    pub clusters: IntGauge,
+    pub keys: IntGauge,
+    /// Events that could not be serialized, never delivered: each one logged and counted.
+    pub unserializable: IntCounter,
     clock: Clock,
 }
 
@@ -107,7 +115,7 @@ impl SinkMetrics {
 /// One source's handles.
 pub struct SourceMetrics {
     /// By [`RecordOutcome`], in its order.
-    outcomes: [IntCounter; 4],
+    outcomes: [IntCounter; 5],
     last_record: GaugeVec,
     name: String,
     /// The series appears with the first record: a 0 would claim a record at 1970.
@@ -172,7 +180,22 @@ impl Metrics {
             &["sink"],
         )?;
         r.register(Box::new(ack_delay.clone()))?;
+        let plain_gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            r.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let clusters = plain_gauge("herald_clusters", "Clusters the engine holds")?;
+        let keys = plain_gauge("herald_keys", "State keys the engine holds, in all clusters")?;
+        let unserializable = IntCounter::new(
+            "herald_events_unserializable_total",
+            "Events that could not be serialized and so were not delivered",
+        )?;
+        r.register(Box::new(unserializable.clone()))?;
         Ok(Metrics {
+            clusters,
+            keys,
+            unserializable,
             records: counter(&r, "herald_records_total", "Records read, by source and outcome", &["source", "outcome"])?,
             last_record: gauge(&r, "herald_source_last_record_timestamp_seconds", "Record time of the newest record per source", &["source"])?,
             clock_offset: gauge(&r, "herald_reporter_clock_offset_seconds", "Wall clock minus record time, on records read while caught up", &["cluster", "reporter"])?,
@@ -214,6 +237,9 @@ impl Metrics {
             (&self.suppressed, true),
             (&self.transitions, true),
             (&self.outages, true),
+            (&self.clusters, false),
+            (&self.keys, false),
+            (&self.unserializable, true),
         ])
     }
 
@@ -226,6 +252,7 @@ impl Metrics {
                 outcome(RecordOutcome::Stale),
                 outcome(RecordOutcome::Ignored),
                 outcome(RecordOutcome::DecodeError),
+                outcome(RecordOutcome::OverLimit),
             ],
             last_record: self.last_record.clone(),
             name: name.to_string(),
@@ -247,6 +274,28 @@ impl Metrics {
         OutageCounters {
             began: self.outages.with_label_values(&[component, "began"]),
             ended: self.outages.with_label_values(&[component, "ended"]),
+        }
+    }
+
+    /// A cluster the engine let go takes its series with it.
+    pub fn forget_cluster(&self, cluster: &str) {
+        for kind in crate::model::EventKind::ALL {
+            let _ = self.transitions.remove_label_values(&[cluster, kind.as_str()]);
+            let _ = self.suppressed.remove_label_values(&[cluster, kind.as_str()]);
+        }
+        use prometheus::core::Collector;
+        let reporters: Vec<String> = self
+            .clock_offset
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .filter(|m| m.get_label().iter().any(|l| l.name() == "cluster" && l.value() == cluster))
+            .filter_map(|m| {
+                m.get_label().iter().find(|l| l.name() == "reporter").map(|l| l.value().to_string())
+            })
+            .collect();
+        for r in reporters {
+            let _ = self.clock_offset.remove_label_values(&[cluster, &r]);
         }
     }
 

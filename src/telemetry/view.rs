@@ -102,7 +102,37 @@ impl View {
         }
     }
 
+    /// The view a restart resumes with: each cluster's stable state as the events that
+    /// emitted it, and its events emitted by kind — what the view showed before the stop.
+    pub fn restored<'a>(
+        clusters: impl IntoIterator<Item = (&'a str, Vec<ClusterEvent>, [u64; EventKind::ALL.len()])>,
+    ) -> View {
+        let mut view = View::default();
+        for (name, events, emitted) in clusters {
+            if events.is_empty() && emitted.iter().all(|n| *n == 0) {
+                continue;
+            }
+            for e in &events {
+                view.apply(e);
+            }
+            {
+                let c = view.clusters.entry(name.to_string()).or_default();
+                c.transitions = EventKind::ALL
+                    .iter()
+                    .zip(emitted)
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(k, n)| (k.as_str().to_string(), n))
+                    .collect();
+            }
+        }
+        view
+    }
+
     pub fn evict(&mut self, ev: &Evicted) {
+        if ev.key == "cluster" {
+            self.clusters.remove(&ev.cluster);
+            return;
+        }
         let Some(c) = self.clusters.get_mut(&ev.cluster) else { return };
         let part = |i: usize| ev.subject.get(i).cloned().unwrap_or_default();
         match ev.key {

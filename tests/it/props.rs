@@ -341,7 +341,7 @@ fn replay_with_restart(input: &str, split: usize) -> Vec<ClusterEvent> {
     let mut out = Vec::new();
     for (i, line) in input.lines().enumerate() {
         if i == split {
-            let bytes = engine.snapshot();
+            let bytes = engine.snapshot().expect("snapshot");
             engine = Engine::restore(EngineConfig::default(), &bytes).expect("restore");
         }
         if let Ok(Decoded::Observation(obs)) = decode_line(line.as_bytes(), i as u64 + 1, &ctx) {
@@ -366,7 +366,7 @@ proptest! {
 #[test]
 fn a_snapshot_of_another_format_is_refused_not_reset() {
     use herald::engine::{Engine, SnapshotError};
-    let mut bytes = Engine::new(EngineConfig::default()).snapshot();
+    let mut bytes = Engine::new(EngineConfig::default()).snapshot().expect("snapshot");
     bytes[0] = 9;
     match Engine::restore(EngineConfig::default(), &bytes) {
         Err(SnapshotError::Version { found: 9 }) => {}

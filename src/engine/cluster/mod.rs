@@ -18,10 +18,12 @@
 //! - [`split`]: split-brain episodes
 //! - [`events`]: the event a key emits when its deadline fires
 //! - [`eviction`]: letting keys go after `key_ttl`
+//! - [`held`]: the keys a cluster holds, whether it is spent, its stable state
 
 mod derive;
 mod events;
 mod eviction;
+mod held;
 mod key;
 mod names;
 mod records;
@@ -80,6 +82,23 @@ pub(crate) struct Cluster {
     pub suppressed_by_kind: [u64; EventKind::ALL.len()],
     #[serde(skip)]
     touched: Touched,
+    /// Events emitted, by kind; persisted beside the cluster ([`ClusterExtras`]).
+    #[serde(skip)]
+    pub emitted_by_kind: [u64; EventKind::ALL.len()],
+    /// The newest record time applied; persisted beside the cluster.
+    #[serde(skip)]
+    pub last_record: Timestamp,
+    /// A record was refused at the key cap and said so: once per cluster.
+    #[serde(skip)]
+    pub over_limit_noticed: bool,
+}
+
+/// What snapshots of format 2 keep per cluster beside [`Cluster`] itself, so that the
+/// cluster's own layout stays the one format 1 wrote.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct ClusterExtras {
+    pub emitted_by_kind: [u64; EventKind::ALL.len()],
+    pub last_record: Timestamp,
 }
 
 impl Cluster {
@@ -106,12 +125,16 @@ impl Cluster {
             staging: Staging::default(),
             suppressed_by_kind: [0; EventKind::ALL.len()],
             touched: Touched::default(),
+            emitted_by_kind: [0; EventKind::ALL.len()],
+            last_record: Timestamp::MIN,
+            over_limit_noticed: false,
         }
     }
 
     /// Applies one record of this cluster, then derives what it changed, once (DESIGN
     /// §5.4a, atomic records).
     pub fn apply(&mut self, obs: &Observation<'_>, sched: &mut Schedule) -> Outcome {
+        self.last_record = self.last_record.max(obs.at);
         let outcome = self.apply_record(obs, sched);
         self.settle(obs.at, sched);
         outcome
@@ -191,6 +214,12 @@ impl Cluster {
             Observed::Nothing => {}
             Observed::Reverted(kind) => self.count_suppressed(kind, sched),
             Observed::Scheduled(s) => sched.push(s, self.index, key),
+        }
+    }
+
+    pub fn count_emitted(&mut self, kind: EventKind) {
+        if let Some(i) = EventKind::ALL.iter().position(|k| *k == kind) {
+            self.emitted_by_kind[i] += 1;
         }
     }
 

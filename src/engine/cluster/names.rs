@@ -45,6 +45,17 @@ impl Names {
         id
     }
 
+    /// The id of `name`, without interning it.
+    pub fn get(&self, name: &str) -> Option<NodeId> {
+        self.ids.get(name).copied()
+    }
+
+    pub fn knows(&self, id: NodeId) -> bool {
+        (id as usize) < self.names.len()
+    }
+
+    /// Ids come from this interner, and a restored cluster holding one it does not know is
+    /// refused ([`super::Cluster::unknown_node`]): the fallback is never reached.
     pub fn name(&self, id: NodeId) -> &str {
         self.names.get(id as usize).map(|n| &**n).unwrap_or("")
     }

@@ -28,6 +28,22 @@ pub(crate) struct SplitBrain {
     suppressed: u32,
 }
 
+impl SplitBrain {
+    /// Inside an episode, or a candidate waiting: the key has a value.
+    pub fn holds(&self) -> bool {
+        self.active || self.candidate.is_some()
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Nothing waits out the split window.
+    pub fn is_settled(&self) -> bool {
+        self.candidate.is_none() && self.resolving.is_none()
+    }
+}
+
 impl Cluster {
     /// The live reporters claiming leadership, by name.
     fn claimants(&self) -> Vec<NodeId> {

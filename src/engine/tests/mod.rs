@@ -1,9 +1,11 @@
 //! Engine tests on a virtual clock, driving the engine through its public calls.
 //!
 //! - `rules`: one test per rule of DESIGN §5, named after the rule
+//! - `limits`: the caps on what input creates, spent clusters let go
 //! - `readings`: one test per precise reading of DESIGN §5.4a, named after the reading
 //! - `snapshot`: snapshots written by earlier releases still restore
 
+mod limits;
 mod readings;
 mod rules;
 mod snapshot;
@@ -38,7 +40,7 @@ impl H {
 
     fn with(params: Params) -> H {
         H {
-            engine: Engine::new(EngineConfig { defaults: params, clusters: Default::default() }),
+            engine: Engine::new(EngineConfig { defaults: params, ..Default::default() }),
             log: Vec::new(),
         }
     }

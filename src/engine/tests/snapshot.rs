@@ -135,7 +135,7 @@ fn a_snapshot_restores_and_continues_as_an_uninterrupted_run() {
     let mut whole = H::new();
     snapshot_log_before(&mut whole);
     let n = whole.log.len();
-    let bytes = whole.engine.snapshot();
+    let bytes = whole.engine.snapshot().expect("snapshot");
     snapshot_log_after(&mut whole);
 
     let engine = Engine::restore(EngineConfig::default(), &bytes).expect("restore");
