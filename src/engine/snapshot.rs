@@ -61,6 +61,7 @@ impl Engine {
             .map(|c| ClusterExtras {
                 emitted_by_kind: c.emitted_by_kind,
                 last_record: c.last_record,
+                hidden: c.hidden.iter().cloned().collect(),
             })
             .collect();
         let state =
@@ -119,6 +120,7 @@ impl Engine {
             if engine.clusters.contains_key(&i) || engine.cluster_ids.contains_key(&cluster.name) {
                 return Err(SnapshotError::Corrupt(format!("cluster {} twice", cluster.name)));
             }
+            cluster.hidden = extra.hidden.into_iter().collect();
             if let Some(id) = cluster.unknown_node() {
                 return Err(SnapshotError::Corrupt(format!(
                     "cluster {} holds node id {id}, which it has no name for",

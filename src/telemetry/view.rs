@@ -69,6 +69,8 @@ impl View {
                     for peers in c.peers.values_mut() {
                         peers.remove(gone);
                     }
+                    // As an eviction does: a node with no peer left is no entry at all.
+                    c.peers.retain(|_, peers| !peers.is_empty());
                     c.nodes_up.remove(gone);
                 }
                 c.members = Some(members);
@@ -188,7 +190,7 @@ mod tests {
         v.apply(&m);
         let c = &v.clusters["prod"];
         assert!(c.views.is_empty());
-        assert!(c.peers["c1"].is_empty());
+        assert!(!c.peers.contains_key("c1"), "{:?}", c.peers);
         assert_eq!(c.transitions["cluster.members_changed"], 1);
     }
 

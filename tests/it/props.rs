@@ -9,6 +9,7 @@ use herald::decode::Context;
 use herald::engine::EngineConfig;
 use herald::model::{event_id, ClusterEvent, EventKind, Timestamp};
 use herald::replay::Replay;
+use herald::telemetry::view::View;
 
 const W: i64 = 2_000_000_000;
 const GRACE: i64 = 10_000_000_000;
@@ -377,5 +378,37 @@ fn a_snapshot_of_another_format_is_refused_not_reset() {
         Err(SnapshotError::Corrupt(_)) => {}
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a corrupt snapshot was accepted"),
+    }
+}
+
+/// The view built from every event emitted, and the one a restart rebuilds from the engine.
+fn views_from_events_and_from_the_engine(input: &str, split: usize) -> (View, View) {
+    use herald::decode::{decode_line, Decoded};
+    use herald::engine::Engine;
+    let ctx = Context::new("p", "unknown");
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut out = Vec::new();
+    for (i, line) in input.lines().enumerate().take(split) {
+        if let Ok(Decoded::Observation(obs)) = decode_line(line.as_bytes(), i as u64 + 1, &ctx) {
+            engine.observe(&obs, obs.at, &mut out);
+        }
+    }
+    let mut from_events = View::default();
+    for e in &out {
+        from_events.apply(e);
+    }
+    let bytes = engine.snapshot().expect("snapshot");
+    let restored = Engine::restore(EngineConfig::default(), &bytes).expect("restore");
+    (from_events, View::restored(restored.stable_state()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn after_a_restart_the_view_is_what_the_events_before_it_built(log in log(true), at in 1usize..120) {
+        let input = text(&log);
+        let (from_events, restored) = views_from_events_and_from_the_engine(&input, at);
+        prop_assert_eq!(restored, from_events);
     }
 }

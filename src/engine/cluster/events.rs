@@ -58,6 +58,9 @@ impl Cluster {
                 e
             }
         };
+        if !self.hidden.is_empty() {
+            self.hidden.remove(key);
+        }
         Some(key.stamp(e, &self.names))
     }
 
@@ -91,13 +94,30 @@ impl Cluster {
         }
     }
 
-    fn members_event(&self, f: Fired<Members>) -> ClusterEvent {
+    fn members_event(&mut self, f: Fired<Members>) -> ClusterEvent {
         let mut e = self.event(&f);
         let now = &f.value.0;
         let before: &[NodeId] = f.previous.as_ref().map(|m| m.0.as_slice()).unwrap_or(&[]);
         e.members = Some(self.names.names_of(now.iter().copied()));
         e.added = Some(self.names.names_of(now.iter().copied().filter(|m| !before.contains(m))));
         e.removed = Some(self.names.names_of(before.iter().copied().filter(|m| !now.contains(m))));
+        for gone in before.iter().copied().filter(|m| !now.contains(m)) {
+            self.hide_keys_of(gone);
+        }
         e
+    }
+
+    /// A removed member's keys leave the view with the membership change (its views, peer
+    /// links either way, liveness) until one of them emits again.
+    fn hide_keys_of(&mut self, gone: NodeId) {
+        let views = self.views.contains_key(&gone).then_some(StateKey::LeaderView(gone));
+        let alive = self.nodes.contains_key(&gone).then_some(StateKey::Alive(gone));
+        let peers = self
+            .peers
+            .keys()
+            .filter(|(n, p)| *n == gone || *p == gone)
+            .map(|(n, p)| StateKey::Peer(*n, *p));
+        let keys: Vec<StateKey> = views.into_iter().chain(alive).chain(peers).collect();
+        self.hidden.extend(keys);
     }
 }

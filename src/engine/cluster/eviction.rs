@@ -101,6 +101,7 @@ impl Cluster {
             }
             StateKey::Leader | StateKey::ReadOnly | StateKey::Members | StateKey::SplitBrain => {}
         }
+        self.hidden.remove(key);
         Ok(Some(Evicted {
             cluster: self.name.to_string(),
             key: key.kind().name,

@@ -88,7 +88,11 @@ impl Cluster {
         let event =
             |kind: EventKind| ClusterEvent::new(kind, &self.name, Timestamp(0), Timestamp(0));
         let name = |id: NodeId| self.names.name(id).to_string();
-        let mut push = |key: StateKey, e: ClusterEvent| out.push(key.stamp(e, &self.names));
+        let mut push = |key: StateKey, e: ClusterEvent| {
+            if !self.hidden.contains(&key) {
+                out.push(key.stamp(e, &self.names))
+            }
+        };
         if let Some(v) = self.leader.emitted() {
             let mut e = event(v.kind());
             e.leader_id = v.0.map(name);
@@ -178,6 +182,11 @@ impl Cluster {
             .chain(self.disconnected_by.keys().copied())
             .chain(self.nodes.keys().copied())
             .chain(self.routers.values().flat_map(|r| r.reports.iter().map(|(n, _, _)| *n)))
+            .chain(self.hidden.iter().flat_map(|k| match k {
+                StateKey::LeaderView(n) | StateKey::Alive(n) => vec![*n],
+                StateKey::Peer(n, p) => vec![*n, *p],
+                _ => Vec::new(),
+            }))
             .find(|id| !known(id))
     }
 }

@@ -91,6 +91,11 @@ pub(crate) struct Cluster {
     /// A record was refused at the key cap and said so: once per cluster.
     #[serde(skip)]
     pub over_limit_noticed: bool,
+    /// Keys of members a membership change removed, not emitted since: the view dropped
+    /// them with the change, so the view rebuilt after a restart leaves them out too.
+    /// Persisted beside the cluster.
+    #[serde(skip)]
+    pub hidden: std::collections::BTreeSet<StateKey>,
 }
 
 /// What snapshots of format 2 keep per cluster beside [`Cluster`] itself, so that the
@@ -99,6 +104,7 @@ pub(crate) struct Cluster {
 pub(crate) struct ClusterExtras {
     pub emitted_by_kind: [u64; EventKind::ALL.len()],
     pub last_record: Timestamp,
+    pub hidden: Vec<StateKey>,
 }
 
 impl Cluster {
@@ -128,6 +134,7 @@ impl Cluster {
             emitted_by_kind: [0; EventKind::ALL.len()],
             last_record: Timestamp::MIN,
             over_limit_noticed: false,
+            hidden: Default::default(),
         }
     }
 
