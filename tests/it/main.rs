@@ -6,6 +6,7 @@ mod corpus;
 mod daemon;
 mod durability;
 mod kafka;
+mod limits;
 mod lines;
 mod nats;
 mod otlp;
