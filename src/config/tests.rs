@@ -45,6 +45,8 @@ split_window = "5s"
 spin_cycles = 3
 spin_period = "60s"
 key_ttl = "24h"
+max_clusters = 1000
+max_keys = 10000000
 [engine.windows]
 leader = "3s"
 [clusters.prod.engine]
@@ -162,6 +164,23 @@ fn invalid_values_are_rejected() {
     let p = problems("[sources.p]\ntype = \"probe\"\ncluster = \"c\"\ninterval = \"0s\"\n[sources.p.nodes]\nn1 = \"nocolon\"\n");
     assert!(p.contains(&"sources.p.nodes.n1: \"nocolon\" is not host:port".to_string()), "{p:?}");
     assert!(p.contains(&"sources.p.interval: must be more than 0".to_string()), "{p:?}");
+}
+
+#[test]
+fn the_caps_on_what_input_creates_have_defaults_and_live_in_engine_only() {
+    assert_eq!(ok("").engine.limits, Limits { max_clusters: 1000, max_keys: 10_000_000 });
+    let c = ok("[engine]\nmax_clusters = 5\nmax_keys = 70\n");
+    assert_eq!(c.engine.limits, Limits { max_clusters: 5, max_keys: 70 });
+    let p =
+        problems("[engine]\nmax_clusters = 0\nmax_keys = 0\n[clusters.a.engine]\nmax_keys = 9\n");
+    assert_eq!(
+        p,
+        [
+            "engine.max_clusters: must be at least 1",
+            "engine.max_keys: must be at least 1",
+            "clusters.a.engine.max_keys: only in [engine]: the caps are for all clusters together",
+        ]
+    );
 }
 
 #[test]

@@ -38,7 +38,10 @@ fn a_flood_of_new_cluster_names_is_capped_at_max_clusters_and_counted() {
         metric(&metrics, "herald_records_total{outcome=\"over_limit\",source=\"in\"}"),
         Some(99_000.0)
     );
-    assert_eq!(metric(&metrics, "herald_records_total{outcome=\"ok\",source=\"in\"}"), Some(1_000.0));
+    assert_eq!(
+        metric(&metrics, "herald_records_total{outcome=\"ok\",source=\"in\"}"),
+        Some(1_000.0)
+    );
     // Each cluster held has its reporter's view and its leader.
     assert_eq!(metric(&metrics, "herald_keys"), Some(2_000.0));
     // Refused records leave no series of their own behind.

@@ -412,3 +412,108 @@ proptest! {
         prop_assert_eq!(restored, from_events);
     }
 }
+
+/// How a record's line is written in a messy log file.
+#[derive(Clone, Debug)]
+enum Messy {
+    Plain,
+    Crlf,
+    BlankAfter,
+    GarbageAfter(String),
+    Twice,
+}
+
+fn messy() -> impl Strategy<Value = Messy> {
+    prop_oneof![
+        6 => Just(Messy::Plain),
+        2 => Just(Messy::Crlf),
+        1 => Just(Messy::BlankAfter),
+        1 => "[ -~]{0,40}".prop_map(Messy::GarbageAfter),
+        1 => Just(Messy::Twice),
+    ]
+}
+
+fn messy_text(log: &[(i64, Rec)], how: &[Messy]) -> String {
+    let mut out = String::new();
+    for (i, (at, r)) in log.iter().enumerate() {
+        let l = line(*at, r);
+        match how.get(i).unwrap_or(&Messy::Plain) {
+            Messy::Plain => out += &format!("{l}\n"),
+            Messy::Crlf => out += &format!("{l}\r\n"),
+            Messy::BlankAfter => out += &format!("{l}\n  \n\n"),
+            // Garbage of its own: never a record, whatever the generator wrote.
+            Messy::GarbageAfter(g) => out += &format!("{l}\nnot a record {g}\n"),
+            Messy::Twice => out += &format!("{l}\n{l}\n"),
+        }
+    }
+    out
+}
+
+/// `herald replay`'s events and summary over `log`.
+fn replay_binary(log: &std::path::Path) -> (Vec<ClusterEvent>, BTreeMap<String, u64>) {
+    let out = crate::support::run(&["replay", "--cluster", "p", log.to_str().unwrap()], b"");
+    assert!(out.status.success());
+    (crate::support::events(&out.stdout), crate::support::summary(&out))
+}
+
+/// `herald run` over `log` to its end: its events and its record counters by outcome.
+fn run_binary(
+    dir: &std::path::Path,
+    log: &std::path::Path,
+    want: usize,
+    records: u64,
+) -> (Vec<ClusterEvent>, BTreeMap<String, u64>) {
+    use crate::support::{eventually, free_port, http, write_temp, Daemon};
+    let port = free_port();
+    let out = dir.join("out.jsonl");
+    let cfg = write_temp(
+        dir,
+        "herald.toml",
+        format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[sources.log]\ntype = \"file\"\npath = {log:?}\ncluster = \"p\"\n[sinks.out]\ntype = \"file\"\npath = {out:?}\n").as_bytes(),
+    );
+    let mut d = Daemon::start(&cfg);
+    let counters = || -> BTreeMap<String, u64> {
+        let metrics = http(port, "GET", "/metrics", &[], b"").1;
+        metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("herald_records_total{outcome=\""))
+            .filter_map(|l| {
+                let (outcome, rest) = l.split_once('"')?;
+                Some((outcome.to_string(), rest.rsplit(' ').next()?.parse().ok()?))
+            })
+            .collect()
+    };
+    let lines = || std::fs::read_to_string(&out).unwrap_or_default().lines().count();
+    assert!(eventually(|| counters().values().sum::<u64>() == records && lines() >= want));
+    // A moment more, to see that nothing else follows.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let got = crate::support::events(&std::fs::read(&out).unwrap_or_default());
+    let counted = counters();
+    assert!(d.signal("-TERM").success());
+    (got, counted)
+}
+
+proptest! {
+    // Each case runs the real binary twice: a few dozen.
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn run_over_a_messy_file_equals_replay_same_ids_same_counters(
+        log in log(true),
+        how in proptest::collection::vec(messy(), 120),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        std::fs::write(&path, messy_text(&log, &how)).unwrap();
+        let (want, summary) = replay_binary(&path);
+        let (got, counted) = run_binary(dir.path(), &path, want.len(), summary["records"]);
+        let ids = |events: &[ClusterEvent]| events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        prop_assert_eq!(ids(&got), ids(&want));
+        prop_assert_eq!(&got, &want);
+        let n = |k: &str| counted.get(k).copied().unwrap_or(0);
+        prop_assert_eq!(n("decode_error"), summary["decode_errors"]);
+        prop_assert_eq!(n("ignored"), summary["ignored"]);
+        prop_assert_eq!(n("stale"), summary["stale"]);
+        prop_assert_eq!(n("ok") + n("stale") + n("ignored") + n("decode_error"), summary["records"]);
+    }
+}
