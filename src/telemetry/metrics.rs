@@ -46,6 +46,8 @@ pub struct Metrics {
     pub transitions: IntCounterVec,
     outages: IntCounterVec,
     build: IntGaugeVec,
+    ready: IntGauge,
+    waiting_for: IntGaugeVec,
     clock: Clock,
 }
 
@@ -172,6 +174,19 @@ impl Metrics {
             &["sink"],
         )?;
         r.register(Box::new(ack_delay.clone()))?;
+        let ready = IntGauge::new(
+            "herald_ready",
+            "1 once everything started, 0 while starting or stopping",
+        )?;
+        r.register(Box::new(ready.clone()))?;
+        let waiting_for = IntGaugeVec::new(
+            Opts::new(
+                "herald_waiting_for",
+                "1 for each component start still waits for (sink NAME, state, sources)",
+            ),
+            &["component"],
+        )?;
+        r.register(Box::new(waiting_for.clone()))?;
         Ok(Metrics {
             records: counter(&r, "herald_records_total", "Records read, by source and outcome", &["source", "outcome"])?,
             last_record: gauge(&r, "herald_source_last_record_timestamp_seconds", "Record time of the newest record per source", &["source"])?,
@@ -193,6 +208,8 @@ impl Metrics {
             },
             ack_delay,
             build,
+            ready,
+            waiting_for,
             clock,
             registry: r,
         })
@@ -214,7 +231,14 @@ impl Metrics {
             (&self.suppressed, true),
             (&self.transitions, true),
             (&self.outages, true),
+            (&self.ready, false),
+            (&self.waiting_for, false),
         ])
+    }
+
+    /// `herald_ready` and `herald_waiting_for{component}`, kept by the server's readiness.
+    pub fn readiness(&self) -> (IntGauge, IntGaugeVec) {
+        (self.ready.clone(), self.waiting_for.clone())
     }
 
     /// One source's handles, resolved once: the engine task counts every record.
