@@ -2,13 +2,15 @@
 //! registries and starts everything in the start order of DESIGN §1 — the one module that
 //! knows them all.
 //!
-//! Start order: the sinks first (each ready), then the engine state restored and its
-//! undelivered events handed to the sinks again, then the HTTP server, then the sources.
+//! Start order: the HTTP server first, with only its probes and `/metrics` (a broker that is
+//! away must not make herald look dead); then the sinks (each ready), then the engine state
+//! restored and its undelivered events handed to the sinks again, then the sources' routes
+//! and the sources. `/readyz` names what is still waited for. A signal during start stops
+//! herald at once.
 //! Stop order: the sources, then the engine task's last commit and the sinks drained, then
 //! the final commit, then the server.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use crate::config::{Config, ServerConfig};
 use crate::pipeline::fanout::{Fanout, Full, SinkQueue};
 use crate::pipeline::run::EngineTask;
 use crate::pipeline::{commit::Store, Acked, Clock, Input, PipelineError, Shutdown};
-use crate::server::{self, ServerState};
+use crate::server::{self, Limits, Readiness, ServerState};
 use crate::sinks::buffer::{disk, BufferKind, WhenFull};
 use crate::sinks::{SinkConfig, SinkContext, SinkError, SinkKind, SinkTask};
 use crate::sources::SourceContext;
@@ -36,6 +38,8 @@ const SOURCES_STOP: Duration = Duration::from_secs(10);
 /// How long a disk-buffered sink may take at shutdown to settle what it was handed; the rest
 /// is on disk for the next run, so there is no reason to wait on a broker that is away.
 const BUFFERED_DRAIN: Duration = Duration::from_secs(10);
+/// How long requests in progress may take to finish once the server stops.
+const SERVER_STOP: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -59,6 +63,14 @@ struct Running {
     task: SinkTask,
 }
 
+/// Everything started: what the run and the stop need.
+struct Started {
+    task: EngineTask,
+    rx: mpsc::Receiver<Input>,
+    sinks: Vec<Running>,
+    sources: Shutdown,
+}
+
 /// Runs until `shutdown` completes, then stops the sources, delivers what is in flight,
 /// persists the state and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
@@ -68,7 +80,76 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let clock = Clock::system();
     let metrics = Arc::new(Metrics::with_clock(clock)?);
     let view: SharedView = Arc::new(std::sync::Mutex::new(View::default()));
-    let (queues, running) = start_sinks(&config, &metrics, &view).await?;
+    let sinks = queue_fed(&config);
+    let mut components: Vec<String> = sinks.iter().map(|(n, _)| format!("sink {n}")).collect();
+    components.extend(["state".to_string(), "sources".to_string()]);
+    let gauges = match config.sinks.values().any(|s| s.kind.scraped()) {
+        true => Some(Arc::new(StateGauges::register(&metrics.registry)?)),
+        false => None,
+    };
+    let shared = ServerState {
+        readiness: Arc::new(Readiness::new(&metrics, components)),
+        metrics,
+        gauges,
+        view,
+        scrape: Arc::default(),
+        routes: Arc::default(),
+    };
+    let limits = Limits {
+        request_timeout: config.server.request_timeout,
+        max_requests: config.server.max_requests as usize,
+    };
+    let http = serve(&config.server, server::app(shared.clone(), limits)).await?;
+
+    // An orchestrator stops a herald that never gets ready: a signal must not wait for a
+    // broker that is away.
+    tokio::pin!(shutdown);
+    let started = tokio::select! {
+        started = start(&config, sinks, &shared, clock) => started?,
+        () = &mut shutdown => {
+            tracing::info!("stopped while starting");
+            http.stop().await;
+            return Ok(());
+        }
+    };
+    let Started { mut task, rx, sinks, sources } = started;
+    tracing::info!(sources = config.sources.len(), sinks = task.sinks(), "herald is running");
+
+    task.run(rx, &mut shutdown).await?;
+
+    tracing::info!("shutting down: stopping sources, delivering in-flight events");
+    shared.readiness.stopping();
+    // Told now, waited for last: a broker source keeps its connection until the
+    // acknowledgements of what is committed below are out.
+    sources.token().stop();
+    task.drain().await?;
+    for sink in sinks {
+        match sink.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(sink = %sink.name, error = %e, "sink failed while draining")
+            }
+            Err(e) => tracing::error!(sink = %sink.name, error = %e, "sink task failed"),
+        }
+    }
+    let undelivered = task.finish().await?;
+    http.stop().await;
+    // Broker sources send their last acknowledgements before their connections close.
+    sources.stop(SOURCES_STOP).await;
+    tracing::info!(undelivered, "state persisted; bye");
+    Ok(())
+}
+
+/// Everything after the server, in start order: the sinks, the state, the sources' routes and
+/// the sources. Each marks itself up in `shared.readiness`.
+async fn start(
+    config: &Config,
+    sinks: Vec<(String, SinkConfig)>,
+    shared: &ServerState,
+    clock: Clock,
+) -> Result<Started, DaemonError> {
+    let (metrics, view, readiness) = (&shared.metrics, &shared.view, &shared.readiness);
+    let (queues, running) = start_sinks(config, sinks, metrics, view, readiness).await?;
     let store = Store::new(config.state.dir.clone().map(StateDir::new));
     if !store.is_some() {
         tracing::warn!("no [state] dir: a restart will start from scratch");
@@ -76,6 +157,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut task =
         EngineTask::restore(config.engine.clone(), store, metrics.clone(), view.clone(), clock)?;
     task.connect(Fanout::new(queues)).await?;
+    readiness.up("state");
 
     let (tx, rx) = mpsc::channel::<Input>(INPUTS);
     let mut sources = Shutdown::new();
@@ -98,58 +180,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         contexts.push((kind, ctx));
     }
-
-    // The HTTP server before the sources: /readyz says 503 until everything is up.
-    let ready = Arc::new(AtomicBool::new(false));
-    let gauges = match config.sinks.values().any(|s| s.kind.scraped()) {
-        true => Some(Arc::new(StateGauges::register(&metrics.registry)?)),
-        false => None,
-    };
-    let shared = ServerState {
-        ready: ready.clone(),
-        metrics: metrics.clone(),
-        gauges,
-        view,
-        scrape: Arc::new(std::sync::Mutex::new(())),
-    };
-    let http = serve(&config.server, server::app(shared, routes)).await?;
-
+    // Set once: nothing else sets it.
+    let _ = shared.routes.set(routes);
     for (kind, ctx) in contexts {
         kind.source().start(ctx, &mut sources);
     }
     drop(tx);
-    ready.store(true, Ordering::Release);
-    tracing::info!(sources = config.sources.len(), sinks = task.sinks(), "herald is running");
-
-    task.run(rx, shutdown).await?;
-
-    tracing::info!("shutting down: stopping sources, delivering in-flight events");
-    ready.store(false, Ordering::Release);
-    // Told now, waited for last: a broker source keeps its connection until the
-    // acknowledgements of what is committed below are out.
-    sources.token().stop();
-    task.drain().await?;
-    for sink in running {
-        match sink.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(sink = %sink.name, error = %e, "sink failed while draining")
-            }
-            Err(e) => tracing::error!(sink = %sink.name, error = %e, "sink task failed"),
-        }
-    }
-    let undelivered = task.finish().await?;
-    http.handle.graceful_shutdown(Some(Duration::from_secs(5)));
-    let _ = http.task.await;
-    // Broker sources send their last acknowledgements before their connections close.
-    sources.stop(SOURCES_STOP).await;
-    tracing::info!(undelivered, "state persisted; bye");
-    Ok(())
+    readiness.up("sources");
+    Ok(Started { task, rx, sinks: running, sources })
 }
 
 struct Http {
     handle: axum_server::Handle<std::net::SocketAddr>,
     task: JoinHandle<()>,
+}
+
+impl Http {
+    /// Stops accepting, lets requests in progress finish for a moment, and waits.
+    async fn stop(self) {
+        self.handle.graceful_shutdown(Some(SERVER_STOP));
+        let _ = self.task.await;
+    }
 }
 
 /// Binds the HTTP server (HTTPS with `tls_cert`/`tls_key`) and serves `app` in a task.
@@ -165,8 +216,12 @@ async fn serve(cfg: &ServerConfig, app: axum::Router) -> Result<Http, DaemonErro
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
                 .map_err(|source| DaemonError::Tls { cert: cert.clone(), source })?;
-            let server =
-                axum_server::from_tcp_rustls(listener, tls).map_err(listen)?.handle(handle.clone());
+            // HTTP/1.1 only, so ALPN must not offer h2.
+            let mut inner = (*tls.get_inner()).clone();
+            inner.alpn_protocols = vec![b"http/1.1".to_vec()];
+            tls.reload_from_config(Arc::new(inner));
+            let server = axum_server::from_tcp_rustls(listener, tls).map_err(listen)?;
+            let server = bounded(server, cfg).handle(handle.clone());
             tracing::info!(listen = %addr, "HTTPS server listening");
             tokio::spawn(async move {
                 if let Err(e) = server.serve(service).await {
@@ -175,7 +230,8 @@ async fn serve(cfg: &ServerConfig, app: axum::Router) -> Result<Http, DaemonErro
             })
         }
         _ => {
-            let server = axum_server::from_tcp(listener).map_err(listen)?.handle(handle.clone());
+            let server = axum_server::from_tcp(listener).map_err(listen)?;
+            let server = bounded(server, cfg).handle(handle.clone());
             tracing::info!(listen = %addr, "HTTP server listening");
             tokio::spawn(async move {
                 if let Err(e) = server.serve(service).await {
@@ -187,12 +243,25 @@ async fn serve(cfg: &ServerConfig, app: axum::Router) -> Result<Http, DaemonErro
     Ok(Http { handle, task })
 }
 
-/// Starts every queue-fed sink, each ready before the next; stdout when none is configured.
-async fn start_sinks(
-    config: &Config,
-    metrics: &Arc<Metrics>,
-    view: &SharedView,
-) -> Result<(Vec<SinkQueue>, Vec<Running>), DaemonError> {
+/// What a connection may hold before a handler sees it: its headers within `header_timeout`
+/// (an idle connection is closed after as long) and [`server::HEADER_LIMIT`]. HTTP/1.1 only:
+/// its clients (probes, scrapers, `/ingest` posters) need no more, and hyper's
+/// protocol detection would wait on a silent connection without a timeout.
+fn bounded<A: axum_server::Address, Acc>(
+    mut server: axum_server::Server<A, Acc>,
+    cfg: &ServerConfig,
+) -> axum_server::Server<A, Acc> {
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(cfg.header_timeout)
+        .max_buf_size(server::HEADER_LIMIT);
+    server.http1_only()
+}
+
+/// The sinks fed through a queue, by name: the configured ones but the scraped, or stdout
+/// when none is configured.
+fn queue_fed(config: &Config) -> Vec<(String, SinkConfig)> {
     let mut configured: Vec<(String, SinkConfig)> = config
         .sinks
         .iter()
@@ -206,6 +275,17 @@ async fn start_sinks(
             SinkConfig { kind: SinkKind::Stdout(Default::default()), buffer: Default::default() },
         ));
     }
+    configured
+}
+
+/// Starts every queue-fed sink, each ready before the next.
+async fn start_sinks(
+    config: &Config,
+    configured: Vec<(String, SinkConfig)>,
+    metrics: &Arc<Metrics>,
+    view: &SharedView,
+    readiness: &Readiness,
+) -> Result<(Vec<SinkQueue>, Vec<Running>), DaemonError> {
     let (mut queues, mut running) = (Vec::new(), Vec::new());
     for (name, sink) in configured {
         let (tx, rx) = mpsc::channel(sink.buffer.max_events);
@@ -244,6 +324,7 @@ async fn start_sinks(
         } else {
             sink.kind.start(ctx(acked.clone()), rx).await?
         };
+        readiness.up(&format!("sink {name}"));
         let Some(task) = task else { continue };
         queues.push(SinkQueue {
             name: name.clone(),

@@ -40,16 +40,58 @@ pub struct ServerConfig {
     /// Serve HTTPS with this certificate and key (PEM).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// How long a client has to send a request's line and headers (default 10 s); an idle
+    /// connection is closed after as long.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long a request may take from its headers to the answer (default 30 s); 408 after.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Requests handled at once per endpoint (`/ingest`, `/metrics`, `/state`; default
+    /// 256); one more is answered 503 at once. The probes are not limited.
+    #[serde(default = "default_max_requests")]
+    pub max_requests: u32,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen(), ingest_token: None, tls_cert: None, tls_key: None }
+        ServerConfig {
+            listen: default_listen(),
+            ingest_token: None,
+            tls_cert: None,
+            tls_key: None,
+            header_timeout: default_header_timeout(),
+            request_timeout: default_request_timeout(),
+            max_requests: default_max_requests(),
+        }
     }
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_requests() -> u32 {
+    256
+}
+
+impl ServerConfig {
+    fn validate(&self, p: &mut Problems) {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            p.push("server.tls_key", "tls_cert and tls_key go together");
+        }
+        p.positive("server", "header_timeout", self.header_timeout);
+        p.positive("server", "request_timeout", self.request_timeout);
+        p.at_least_one("server", "max_requests", self.max_requests);
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -260,9 +302,7 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, Problems> {
         Some(v) => section(v, "server", &mut p).unwrap_or_default(),
         None => ServerConfig::default(),
     };
-    if server.tls_cert.is_some() != server.tls_key.is_some() {
-        p.push("server.tls_key", "tls_cert and tls_key go together");
-    }
+    server.validate(&mut p);
     let state: StateConfig = match state {
         Some(v) => section(v, "state", &mut p).unwrap_or_default(),
         None => StateConfig::default(),
@@ -306,7 +346,25 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, Problems> {
         }
     }
 
-    let has_http = source_map.values().any(|s| matches!(s, SourceKind::Http(_)));
+    // The sources' routes share the server: one path, one source.
+    let mut paths: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, source) in &source_map {
+        let SourceKind::Http(http) = source else { continue };
+        match paths.get(http.path.as_str()) {
+            Some(first) => p.push(
+                format!("sources.{name}.path"),
+                format!(
+                    "{:?} is already the path of sources.{first}: give each http source its own",
+                    http.path
+                ),
+            ),
+            None => {
+                paths.insert(&http.path, name);
+            }
+        }
+    }
+
+    let has_http = !paths.is_empty();
     if has_http
         && !server.listen.ip().is_loopback()
         && server.ingest_token.as_deref().unwrap_or("").is_empty()

@@ -292,3 +292,64 @@ fn durations_are_humantime() {
     assert_eq!(c.engine.defaults.windows.alive, Nanos(90 * SEC));
     assert_eq!(c.engine.defaults.startup_grace, Nanos(SEC / 4));
 }
+
+#[test]
+fn the_server_bounds_have_defaults_and_are_validated() {
+    let c = ok("");
+    assert_eq!(
+        (c.server.header_timeout, c.server.request_timeout, c.server.max_requests),
+        (Duration::from_secs(10), Duration::from_secs(30), 256)
+    );
+    let c = ok("[server]\nheader_timeout = \"1s\"\nrequest_timeout = \"2m\"\nmax_requests = 8\n");
+    assert_eq!(
+        (c.server.header_timeout, c.server.request_timeout, c.server.max_requests),
+        (Duration::from_secs(1), Duration::from_secs(120), 8)
+    );
+    let p = problems(
+        "[server]\nheader_timeout = \"0s\"\nrequest_timeout = \"0s\"\nmax_requests = 0\nmax_conns = 1\n",
+    );
+    assert_eq!(
+        p,
+        [
+            "server.max_conns: unknown key",
+            "server.header_timeout: must be more than 0",
+            "server.request_timeout: must be more than 0",
+            "server.max_requests: must be at least 1",
+        ]
+    );
+}
+
+#[test]
+fn an_http_source_takes_records_on_its_own_path() {
+    let c =
+        ok("[sources.a]\ntype = \"http\"\n[sources.b]\ntype = \"http\"\npath = \"/ingest/b\"\n");
+    let path = |name: &str| match &c.sources[name] {
+        SourceKind::Http(h) => h.path.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((path("a"), path("b")), ("/ingest".to_string(), "/ingest/b".to_string()));
+}
+
+#[test]
+fn two_http_sources_on_one_path_are_refused() {
+    let p = problems(
+        "[sources.a]\ntype = \"http\"\n[sources.b]\ntype = \"http\"\n[sources.c]\ntype = \"http\"\npath = \"/ingest\"\n",
+    );
+    let taken = "\"/ingest\" is already the path of sources.a: give each http source its own";
+    assert_eq!(p, [format!("sources.b.path: {taken}"), format!("sources.c.path: {taken}")]);
+}
+
+#[test]
+fn an_http_source_path_is_a_plain_path_of_its_own() {
+    for bad in ["ingest", "/", "/in/{x}", "/in/*rest", "/in gest", "/in?x=1"] {
+        let p = problems(&format!("[sources.a]\ntype = \"http\"\npath = {bad:?}\n"));
+        assert!(
+            p.len() == 1 && p[0].starts_with("sources.a.path: ") && p[0].contains("is not a path"),
+            "{bad}: {p:?}"
+        );
+    }
+    for server in ["/healthz", "/readyz", "/metrics", "/state"] {
+        let p = problems(&format!("[sources.a]\ntype = \"http\"\npath = {server:?}\n"));
+        assert_eq!(p, [format!("sources.a.path: {server:?} is one of the server's own paths")]);
+    }
+}

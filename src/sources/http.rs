@@ -1,4 +1,5 @@
-//! The HTTP source: JSON lines POSTed to the server's `/ingest` (bearer token, 1 MiB limit).
+//! The HTTP source: JSON lines POSTed to a path of herald's server (`/ingest` unless `path`
+//! says otherwise; bearer token, 1 MiB limit).
 //!
 //! Every line is decoded before any is accepted: a body with a bad line is refused whole
 //! (400, each bad line with its number), so a client never has to work out which half of
@@ -8,12 +9,44 @@
 use serde::Deserialize;
 
 use super::Common;
+use crate::support::problems::Problems;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Config {
     /// `cluster`, `reporter`, `format`: read apart, see [`Common`].
     #[serde(skip)]
     pub common: Common,
+    /// Where records are POSTed on herald's server (default `/ingest`); each http source has
+    /// its own.
+    #[serde(default = "default_path")]
+    pub path: String,
+}
+
+fn default_path() -> String {
+    "/ingest".into()
+}
+
+/// The server's own paths, which no source may take.
+const SERVER_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/state"];
+
+impl Config {
+    pub(crate) fn validate(self, path: &str, p: &mut Problems) -> Option<Self> {
+        let at = format!("{path}.path");
+        // Plain segments only: the router would read `{name}` and `*rest` as patterns.
+        let plain = |c: char| c.is_ascii_alphanumeric() || "/-._~".contains(c);
+        if !self.path.starts_with('/') || self.path.len() < 2 || !self.path.chars().all(plain) {
+            p.push(
+                at,
+                format!("{:?} is not a path like /ingest (letters, digits, / - . _ ~)", self.path),
+            );
+            return None;
+        }
+        if SERVER_PATHS.contains(&self.path.as_str()) {
+            p.push(at, format!("{:?} is one of the server's own paths", self.path));
+            return None;
+        }
+        Some(self)
+    }
 }
 
 use axum::body::{to_bytes, Body};
@@ -23,6 +56,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
 use super::{Source, SourceContext};
@@ -43,7 +77,7 @@ impl Source for Config {
         true
     }
 
-    /// Its records come through the HTTP server's `/ingest` ([`Source::routes`]).
+    /// Its records come through the HTTP server's `path` ([`Source::routes`]).
     fn start(&self, _ctx: SourceContext, _tasks: &mut Shutdown) {}
 
     fn routes(&self, ctx: &SourceContext, ingest_token: Option<&str>) -> Option<Router> {
@@ -52,7 +86,7 @@ impl Source for Config {
             context: self.context(),
             token: ingest_token.filter(|t| !t.is_empty()).map(str::to_string),
         };
-        Some(Router::new().route("/ingest", post(ingest_body)).with_state(ingest))
+        Some(Router::new().route(&self.path, post(ingest_body)).with_state(ingest))
     }
 }
 
@@ -75,11 +109,9 @@ async fn ingest_body(State(ingest): State<Ingest>, headers: HeaderMap, body: Bod
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        // Same cost whatever the token's prefix: do not leak it byte by byte.
-        let ok = given.is_some_and(|g| {
-            g.len() == token.len()
-                && g.bytes().zip(token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
-        });
+        // In constant time: the answer's timing must not tell how much of a guess was right.
+        // (A length mismatch answers early; the length is the least of the secret.)
+        let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes())));
         if !ok {
             return refuse(
                 StatusCode::UNAUTHORIZED,

@@ -50,8 +50,8 @@ pub trait Source {
     }
     /// Starts it; every task it runs is registered with `tasks` so that shutdown waits for it.
     fn start(&self, ctx: SourceContext, tasks: &mut Shutdown);
-    /// Routes it serves on herald's HTTP server (`/ingest`), guarded by the server's
-    /// `ingest_token`.
+    /// Routes it serves on herald's HTTP server (the http source's `path`), guarded by the
+    /// server's `ingest_token`. They are bound once the sinks and the state are up.
     fn routes(&self, _ctx: &SourceContext, _ingest_token: Option<&str>) -> Option<axum::Router> {
         None
     }
@@ -217,10 +217,7 @@ fn parse_kind(
             section::<stdin::Config>(table, path, p)?;
             SourceKind::Stdin(stdin::Config { common })
         }
-        "http" => {
-            section::<http::Config>(table, path, p)?;
-            SourceKind::Http(http::Config { common })
-        }
+        "http" => SourceKind::Http(read!(http, common)),
         "amqp" => SourceKind::Amqp(read!(amqp, common)),
         "nats" => SourceKind::Nats(read!(nats, common)),
         "probe" => SourceKind::Probe(read!(probe, timing)),

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub keys: IntGauge,
     /// Events that could not be serialized, never delivered: each one logged and counted.
     pub unserializable: IntCounter,
+    ready: IntGauge,
+    waiting_for: IntGaugeVec,
     clock: Clock,
 }
 
@@ -192,6 +194,19 @@ impl Metrics {
             "Events that could not be serialized and so were not delivered",
         )?;
         r.register(Box::new(unserializable.clone()))?;
+        let ready = IntGauge::new(
+            "herald_ready",
+            "1 once everything started, 0 while starting or stopping",
+        )?;
+        r.register(Box::new(ready.clone()))?;
+        let waiting_for = IntGaugeVec::new(
+            Opts::new(
+                "herald_waiting_for",
+                "1 for each component start still waits for (sink NAME, state, sources)",
+            ),
+            &["component"],
+        )?;
+        r.register(Box::new(waiting_for.clone()))?;
         Ok(Metrics {
             clusters,
             keys,
@@ -216,6 +231,8 @@ impl Metrics {
             },
             ack_delay,
             build,
+            ready,
+            waiting_for,
             clock,
             registry: r,
         })
@@ -240,7 +257,14 @@ impl Metrics {
             (&self.clusters, false),
             (&self.keys, false),
             (&self.unserializable, true),
+            (&self.ready, false),
+            (&self.waiting_for, false),
         ])
+    }
+
+    /// `herald_ready` and `herald_waiting_for{component}`, kept by the server's readiness.
+    pub fn readiness(&self) -> (IntGauge, IntGaugeVec) {
+        (self.ready.clone(), self.waiting_for.clone())
     }
 
     /// One source's handles, resolved once: the engine task counts every record.

@@ -104,7 +104,7 @@ fn a_restart_after_sigkill_loses_nothing() {
 
 /// A log in which every line yields exactly one event, whenever it is read: each line is
 /// the first report of its own router.
-fn one_event_per_line(from: usize, to: usize) -> Vec<u8> {
+pub(crate) fn one_event_per_line(from: usize, to: usize) -> Vec<u8> {
     (from..to)
         .map(|i| {
             format!(

@@ -69,8 +69,9 @@ fn daemon(dir: &Path, port: u16, source: &str, stdin: bool) -> Daemon {
             sink.lock().unwrap().push(line);
         }
     });
-    let port_up = eventually(|| http(port, "GET", "/healthz", &[], b"").0 == 200);
-    assert!(port_up, "herald answers on {port}");
+    // Ready, not only alive: /ingest is bound once the sinks and the state are up.
+    let up = eventually(|| http(port, "GET", "/readyz", &[], b"").0 == 200);
+    assert!(up, "herald ready on {port}");
     Daemon { child, lines }
 }
 

@@ -13,4 +13,5 @@ mod otlp;
 mod prometheus;
 mod props;
 mod raft;
+mod server;
 mod support;
