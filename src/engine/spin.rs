@@ -11,26 +11,90 @@ use crate::model::{EntityOp, Nanos, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// One slot's spin state.
+///
+/// Most slots never complete a cycle (a terminator that lives on), so what completions need
+/// is boxed apart: at a million slots, every byte held inline counts twice (once more at the
+/// hash table's load factor).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(from = "Persisted", into = "Persisted")]
 pub struct SpinSlot {
     /// A `created` awaits its `deleted`.
     pub created: bool,
-    /// Completion times while not spinning; never more than N.
-    pub recent: Vec<Timestamp>,
     pub spinning: bool,
-    /// Completions in the current episode.
-    pub episode_cycles: u32,
-    pub last_completion: Timestamp,
-    /// The deadline sequence number of the pending `spin_started`. It fires in the same
-    /// flush as the completion that scheduled it, so its cycle count is `episode_cycles`.
-    pub start: Option<u64>,
-    /// The deadline sequence number of the episode's `spin_stopped`.
-    pub stop_seq: Option<u64>,
     /// Records counted as suppressed since the last event of this slot.
     pub suppressed: u32,
     pub last_record: Timestamp,
     /// Newest record time per reporter, for staleness.
     pub seen: Vec<(u32, Timestamp)>,
+    /// From the first completed cycle on.
+    cycles: Option<Box<Cycles>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Cycles {
+    /// Completion times while not spinning; never more than N.
+    recent: Vec<Timestamp>,
+    /// Completions in the current episode.
+    episode_cycles: u32,
+    last_completion: Timestamp,
+    /// The deadline sequence number of the pending `spin_started`. It fires in the same
+    /// flush as the completion that scheduled it, so its cycle count is `episode_cycles`.
+    start: Option<u64>,
+    /// The deadline sequence number of the episode's `spin_stopped`.
+    stop_seq: Option<u64>,
+}
+
+/// A slot as snapshots hold it: the fields in their order of snapshot format 1.
+#[derive(Clone, Serialize, Deserialize)]
+struct Persisted {
+    created: bool,
+    recent: Vec<Timestamp>,
+    spinning: bool,
+    episode_cycles: u32,
+    last_completion: Timestamp,
+    start: Option<u64>,
+    stop_seq: Option<u64>,
+    suppressed: u32,
+    last_record: Timestamp,
+    seen: Vec<(u32, Timestamp)>,
+}
+
+impl From<SpinSlot> for Persisted {
+    fn from(s: SpinSlot) -> Persisted {
+        let c = s.cycles.map(|c| *c).unwrap_or_default();
+        Persisted {
+            created: s.created,
+            recent: c.recent,
+            spinning: s.spinning,
+            episode_cycles: c.episode_cycles,
+            last_completion: c.last_completion,
+            start: c.start,
+            stop_seq: c.stop_seq,
+            suppressed: s.suppressed,
+            last_record: s.last_record,
+            seen: s.seen,
+        }
+    }
+}
+
+impl From<Persisted> for SpinSlot {
+    fn from(p: Persisted) -> SpinSlot {
+        let c = Cycles {
+            recent: p.recent,
+            episode_cycles: p.episode_cycles,
+            last_completion: p.last_completion,
+            start: p.start,
+            stop_seq: p.stop_seq,
+        };
+        SpinSlot {
+            created: p.created,
+            spinning: p.spinning,
+            suppressed: p.suppressed,
+            last_record: p.last_record,
+            seen: p.seen,
+            cycles: (c != Cycles::default()).then(|| Box::new(c)),
+        }
+    }
 }
 
 /// What a `spin_*` deadline produced.
@@ -94,48 +158,50 @@ impl SpinSlot {
         seq: &mut Sequence,
         due: &mut Vec<Scheduled>,
     ) {
+        let c = self.cycles.get_or_insert_with(Box::default);
         if self.spinning {
-            self.episode_cycles = self.episode_cycles.saturating_add(1);
+            c.episode_cycles = c.episode_cycles.saturating_add(1);
         } else {
-            self.recent.push(at);
-            self.recent.retain(|&f| at.saturating_sub(f) <= period);
-            let excess = self.recent.len().saturating_sub(cycles_needed as usize);
-            self.recent.drain(..excess);
-            if self.recent.len() < cycles_needed as usize {
+            c.recent.push(at);
+            c.recent.retain(|&f| at.saturating_sub(f) <= period);
+            let excess = c.recent.len().saturating_sub(cycles_needed as usize);
+            c.recent.drain(..excess);
+            if c.recent.len() < cycles_needed as usize {
                 return;
             }
             self.spinning = true;
-            self.episode_cycles = u32::try_from(self.recent.len()).unwrap_or(u32::MAX);
-            self.recent = Vec::new();
+            c.episode_cycles = u32::try_from(c.recent.len()).unwrap_or(u32::MAX);
+            c.recent = Vec::new();
             let s = seq.issue();
-            self.start = Some(s);
+            c.start = Some(s);
             due.push(Scheduled { due: at, at, seq: s });
         }
-        self.last_completion = self.last_completion.max(at);
-        let stop_at = self.last_completion.saturating_add(period);
+        c.last_completion = c.last_completion.max(at);
+        let stop_at = c.last_completion.saturating_add(period);
         let s = seq.issue();
-        self.stop_seq = Some(s);
+        c.stop_seq = Some(s);
         due.push(Scheduled { due: stop_at, at: stop_at, seq: s });
     }
 
     /// Fires the deadline `seq` if it is still current.
     pub fn fire(&mut self, seq: u64, period: Nanos) -> Option<SpinFired> {
-        if self.start == Some(seq) {
-            self.start = None;
+        let c = self.cycles.as_mut()?;
+        if c.start == Some(seq) {
+            c.start = None;
             return Some(SpinFired {
                 started: true,
-                at: self.last_completion,
-                cycles: self.episode_cycles,
+                at: c.last_completion,
+                cycles: c.episode_cycles,
                 suppressed: std::mem::take(&mut self.suppressed),
             });
         }
-        if self.spinning && self.stop_seq == Some(seq) {
+        if self.spinning && c.stop_seq == Some(seq) {
             self.spinning = false;
-            self.stop_seq = None;
-            let cycles = std::mem::take(&mut self.episode_cycles);
+            c.stop_seq = None;
+            let cycles = std::mem::take(&mut c.episode_cycles);
             return Some(SpinFired {
                 started: false,
-                at: self.last_completion.saturating_add(period),
+                at: c.last_completion.saturating_add(period),
                 cycles,
                 suppressed: std::mem::take(&mut self.suppressed),
             });
@@ -145,7 +211,7 @@ impl SpinSlot {
 
     /// A quiet slot keeps nothing worth remembering past the key TTL.
     pub fn is_quiet(&self) -> bool {
-        !self.spinning && self.start.is_none()
+        !self.spinning && self.cycles.as_ref().is_none_or(|c| c.start.is_none())
     }
 }
 
