@@ -172,6 +172,7 @@ fn syntax_errors_are_reported_with_their_position() {
     assert!(p[0].contains("line 1"), "{p:?}");
 }
 
+#[cfg(feature = "kafka")]
 #[test]
 fn env_substitution_with_defaults_and_escapes() {
     let e = env(&[("TOPIC", "events"), ("EMPTY", "")]);
@@ -190,6 +191,16 @@ source = "$$HOME ${EMPTY:-fallback}"
     assert_eq!(k.brokers.as_deref(), Some("127.0.0.1:9092"));
     assert_eq!(k.topic.as_deref(), Some("herald-events"));
     assert_eq!(k.source.as_deref(), Some("$HOME fallback"));
+}
+
+#[cfg(not(feature = "kafka"))]
+#[test]
+fn a_type_left_out_of_the_build_is_named_as_such() {
+    let got = problems("[sinks.k]\ntype = \"kafka\"\n");
+    assert_eq!(
+        got,
+        ["sinks.k.type: this herald was built without \"kafka\" (cargo feature `kafka`)"]
+    );
 }
 
 #[test]
