@@ -15,9 +15,10 @@ fi
 # cargo-fuzz passes nightly flags (-Z); the stable toolchain takes them with this.
 export RUSTC_BOOTSTRAP=1
 seconds=${FUZZ_SECONDS:-5}
-# No sanitizer and no broker clients: the build is most of the smoke's time, and a panic or an
-# assertion is what a few seconds can find. The campaign runs with AddressSanitizer.
-build=(--sanitizer none)
+# Unoptimized, no sanitizer, no broker clients: the build is most of the smoke's time (a
+# third of an optimized build's), and a panic or an assertion is what a few
+# seconds can find. The campaign runs optimized with AddressSanitizer.
+build=(--sanitizer none --dev)
 cargo fuzz build "${build[@]}"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT

@@ -174,3 +174,29 @@ async fn ingest_body(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"ts":"2025-03-01T10:00:00Z","cluster":"c","reporter":"n1","signal":"leader","leader":"n2"}"#;
+
+    #[test]
+    fn a_body_keeps_blank_lines_for_their_numbers_and_counts_records() {
+        let ctx = Context::new("c", "r");
+        let body = format!("{GOOD}\n\n  \r\n{GOOD}\r\n");
+        let read = read_body(body.as_bytes(), &ctx).expect("good body");
+        assert_eq!(read.lines.len(), 4);
+        assert_eq!(read.records, 2);
+        assert_eq!(read.lines[3], GOOD.as_bytes());
+    }
+
+    #[test]
+    fn a_body_with_bad_lines_names_every_one() {
+        let ctx = Context::new("c", "r");
+        let body = format!("{GOOD}\nnot json\n\n[1]\n{GOOD}");
+        let bad = read_body(body.as_bytes(), &ctx).expect_err("bad lines");
+        let lines: Vec<u64> = bad.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 4]);
+    }
+}

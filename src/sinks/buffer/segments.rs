@@ -168,3 +168,41 @@ pub(super) fn recover(dir: &Path) -> Result<(VecDeque<Segment>, u64), BufferErro
     }
     Ok((segments, acked))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(payload: &[u8]) -> Vec<u8> {
+        let mut r = (payload.len() as u32).to_le_bytes().to_vec();
+        r.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        r.extend_from_slice(payload);
+        r
+    }
+
+    #[test]
+    fn a_damaged_record_ends_the_segment_and_what_is_kept_reads_back_whole() {
+        let mut bytes = [record(b"one"), record(b"two")].concat();
+        let whole = bytes.len();
+        let mut bad = record(b"three");
+        bad[4] ^= 1; // its checksum
+        bytes.extend_from_slice(&bad);
+        bytes.extend_from_slice(&record(b"four"));
+        let records = read(&bytes);
+        assert_eq!(records.payloads, [b"one".as_slice(), b"two".as_slice()]);
+        assert_eq!(records.end, whole);
+        assert_eq!(read(&bytes[..records.end]), records);
+
+        let cut = read(&bytes[..whole - 1]);
+        assert_eq!((cut.payloads.len(), cut.end), (1, HEADER + 3));
+        let huge =
+            (MAX_RECORD + 1).to_le_bytes().iter().chain(&[0; 4]).copied().collect::<Vec<_>>();
+        assert_eq!(read(&huge), Records { payloads: Vec::new(), end: 0 });
+    }
+
+    #[test]
+    fn a_payload_that_is_not_an_event_is_none() {
+        assert!(event(b"{\"kind\":".to_vec()).is_none());
+        assert!(event(vec![0xff, 0xfe]).is_none());
+    }
+}
