@@ -17,6 +17,7 @@ use rdkafka::ClientConfig;
 const EVENTS: usize = 200_000;
 
 /// The allocator herald runs with (it serves librdkafka too), so that both sides allocate alike.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -19,16 +19,19 @@ use herald::replay::Replay;
 /// glibc's allocator spends a fifth of a busy pipeline's time arbitrating between threads
 /// (engine, sinks, librdkafka's); mimalloc's per-thread heaps do not. It also serves
 /// librdkafka's own allocations (the `override` feature).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc's `mi_option_purge_delay` (its index in `mi_option_e`, mimalloc.h; the Rust
 /// bindings name no constant for it).
+#[cfg(feature = "mimalloc")]
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Freed memory goes back to the system after a second rather than mimalloc's 10 ms: under a
 /// burst, pages handed back were faulted in again at once, and zeroing them took a tenth of the
 /// pipeline's time. `MIMALLOC_PURGE_DELAY` in the environment still decides when set.
+#[cfg(feature = "mimalloc")]
 fn keep_freed_memory_a_while() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one of mimalloc's global options, which it reads atomically.
@@ -122,6 +125,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "mimalloc")]
     keep_freed_memory_a_while();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

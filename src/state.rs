@@ -82,9 +82,9 @@ impl StateDir {
             Err(source) => return Err(StateError::Io { path, source }),
         };
         decode(&bytes).map(Some).map_err(|e| match e {
-            Decode::NotState => StateError::NotState { path },
-            Decode::Version(found) => StateError::Version { path, found },
-            Decode::Corrupt(reason) => StateError::Corrupt { path, reason },
+            FormatError::NotState => StateError::NotState { path },
+            FormatError::Version(found) => StateError::Version { path, found },
+            FormatError::Corrupt(reason) => StateError::Corrupt { path, reason },
         })
     }
 
@@ -111,20 +111,27 @@ impl StateDir {
     }
 }
 
-enum Decode {
+/// Why a state file's bytes are not a [`State`]; [`StateDir::load`] adds the file's path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("not a herald state file")]
     NotState,
+    #[error("state format {0} is not supported (this herald reads format {STATE_VERSION})")]
     Version(u32),
+    #[error("corrupt state: {0}")]
     Corrupt(String),
 }
 
-fn decode(bytes: &[u8]) -> Result<State, Decode> {
-    let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or(Decode::NotState)?;
-    let (version, body) = rest.split_first_chunk::<4>().ok_or(Decode::NotState)?;
+/// A state file's contents, as [`StateDir::load`] reads them. Whatever the bytes, the answer
+/// is a state or an error: the file is outside herald's control once written.
+pub fn decode(bytes: &[u8]) -> Result<State, FormatError> {
+    let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or(FormatError::NotState)?;
+    let (version, body) = rest.split_first_chunk::<4>().ok_or(FormatError::NotState)?;
     let version = u32::from_le_bytes(*version);
     if version != STATE_VERSION {
-        return Err(Decode::Version(version));
+        return Err(FormatError::Version(version));
     }
-    postcard::from_bytes(body).map_err(|e| Decode::Corrupt(e.to_string()))
+    postcard::from_bytes(body).map_err(|e| FormatError::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]

@@ -9,8 +9,11 @@
 pub mod buffer;
 pub mod encoding;
 pub mod file;
+#[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod prometheus;
 pub mod stdout;
@@ -68,8 +71,11 @@ impl SinkKind {
         Ok(Some(match self {
             SinkKind::Stdout(c) => c.start(ctx, rx).await?,
             SinkKind::File(c) => c.start(ctx, rx).await?,
+            #[cfg(feature = "kafka")]
             SinkKind::Kafka(c) => c.start(ctx, rx).await?,
+            #[cfg(feature = "nats")]
             SinkKind::Nats(c) => c.start(ctx, rx).await?,
+            #[cfg(feature = "otlp")]
             SinkKind::Otlp(c) => c.start(ctx, rx).await?,
             SinkKind::Prometheus(_) => return Ok(None),
         }))
@@ -92,6 +98,7 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    #[cfg(any(feature = "kafka", feature = "nats", feature = "otlp"))]
     pub(crate) fn broker(name: &str, server: &str, source: impl Into<BoxError>) -> SinkError {
         SinkError::Broker {
             name: name.to_string(),
@@ -151,9 +158,12 @@ pub struct SinkConfig {
 pub enum SinkKind {
     Stdout(stdout::Config),
     File(file::Config),
+    #[cfg(feature = "kafka")]
     Kafka(kafka::Config),
+    #[cfg(feature = "nats")]
     Nats(nats::Config),
     Prometheus(prometheus::Config),
+    #[cfg(feature = "otlp")]
     Otlp(otlp::Config),
 }
 
@@ -169,10 +179,19 @@ pub(crate) fn parse(
     Some(match kind {
         "stdout" => SinkKind::Stdout(section(table, path, p)?),
         "file" => SinkKind::File(section::<file::Config>(table, path, p)?.validate(path, p)?),
+        #[cfg(feature = "kafka")]
         "kafka" => SinkKind::Kafka(section::<kafka::Config>(table, path, p)?.validate(path, p)?),
+        #[cfg(feature = "nats")]
         "nats" => SinkKind::Nats(section::<nats::Config>(table, path, p)?.validate(path, p)?),
         "prometheus" => SinkKind::Prometheus(section(table, path, p)?),
+        #[cfg(feature = "otlp")]
         "otlp" => SinkKind::Otlp(section::<otlp::Config>(table, path, p)?.validate(path, p)?),
+        #[cfg(not(feature = "kafka"))]
+        "kafka" => return p.not_built(path, kind),
+        #[cfg(not(feature = "nats"))]
+        "nats" => return p.not_built(path, kind),
+        #[cfg(not(feature = "otlp"))]
+        "otlp" => return p.not_built(path, kind),
         other => {
             p.push(format!("{path}.type"), format!("unknown sink type {other:?} (one of {TYPES})"));
             return None;

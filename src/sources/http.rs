@@ -49,7 +49,7 @@ impl Config {
     }
 }
 
-use axum::body::{to_bytes, Body};
+use axum::body::to_bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -60,7 +60,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
 use super::{Source, SourceContext};
-use crate::decode::{self, Context};
+use crate::decode::{self, Context, DecodeError, Reason};
 use crate::pipeline::{Input, Shutdown};
 use crate::support::lines::{is_blank, split_message, Line};
 use crate::telemetry::metrics::RecordOutcome;
@@ -103,7 +103,48 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-async fn ingest_body(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
+/// An `/ingest` body that decoded: its lines for the pipeline, and how many are records.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Body {
+    /// Every line, blank ones included: the pipeline numbers them by their place here.
+    pub lines: Vec<Vec<u8>>,
+    /// The lines that are not blank.
+    pub records: usize,
+}
+
+/// Reads a body as `/ingest` does: split into lines, each one not blank decoded with
+/// `context`. Every bad line is returned, so that one answer names them all.
+pub fn read_body(body: &[u8], context: &Context) -> Result<Body, Vec<DecodeError>> {
+    let (mut lines, mut bad, mut records) = (Vec::new(), Vec::new(), 0);
+    for (number, line) in split_message(body, INGEST_LIMIT) {
+        let line = match line {
+            Line::Text(line) => line,
+            Line::TooLong(len) => {
+                bad.push(DecodeError { line: number, reason: Reason::TooLong(len) });
+                continue;
+            }
+        };
+        // Blank lines are not records, but keep their numbers (the driver passes over them).
+        if !is_blank(line) {
+            if let Err(e) = decode::decode_line(line, number, context) {
+                bad.push(e);
+                continue;
+            }
+            records += 1;
+        }
+        lines.push(line.to_vec());
+    }
+    match bad.is_empty() {
+        true => Ok(Body { lines, records }),
+        false => Err(bad),
+    }
+}
+
+async fn ingest_body(
+    State(ingest): State<Ingest>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     if let Some(token) = &ingest.token {
         let given = headers
             .get(header::AUTHORIZATION)
@@ -128,25 +169,20 @@ async fn ingest_body(State(ingest): State<Ingest>, headers: HeaderMap, body: Bod
             )
         }
     };
-    let (mut lines, mut errors, mut accepted) = (Vec::new(), Vec::new(), 0);
-    // The body is within the limit, so no line is over it.
-    for (number, line) in split_message(&bytes, INGEST_LIMIT) {
-        let Line::Text(line) = line else { continue };
-        // Blank lines are not records, but keep their numbers (the driver passes over them).
-        if !is_blank(line) {
-            if let Err(e) = decode::decode_line(line, number, &ingest.context) {
-                errors.push(json!({ "line": e.line, "error": e.reason.to_string() }));
+    let Body { lines, records: accepted } = match read_body(&bytes, &ingest.context) {
+        Ok(body) => body,
+        Err(bad) => {
+            for _ in &bad {
                 ingest.ctx.metrics.record(&ingest.ctx.name, RecordOutcome::DecodeError);
-                continue;
             }
-            accepted += 1;
+            let lines: Vec<_> = bad
+                .iter()
+                .map(|e| json!({ "line": e.line, "error": e.reason.to_string() }))
+                .collect();
+            let body = json!({ "error": "bad lines; nothing was accepted", "lines": lines });
+            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
         }
-        lines.push(line.to_vec());
-    }
-    if !errors.is_empty() {
-        let body = json!({ "error": "bad lines; nothing was accepted", "lines": errors });
-        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
-    }
+    };
     let (done, committed) = oneshot::channel();
     let on_commit = Box::new(move || {
         let _ = done.send(());
@@ -168,5 +204,31 @@ async fn ingest_body(State(ingest): State<Ingest>, headers: HeaderMap, body: Bod
             StatusCode::SERVICE_UNAVAILABLE,
             "herald stopped before the records were committed",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"ts":"2025-03-01T10:00:00Z","cluster":"c","reporter":"n1","signal":"leader","leader":"n2"}"#;
+
+    #[test]
+    fn a_body_keeps_blank_lines_for_their_numbers_and_counts_records() {
+        let ctx = Context::new("c", "r");
+        let body = format!("{GOOD}\n\n  \r\n{GOOD}\r\n");
+        let read = read_body(body.as_bytes(), &ctx).expect("good body");
+        assert_eq!(read.lines.len(), 4);
+        assert_eq!(read.records, 2);
+        assert_eq!(read.lines[3], GOOD.as_bytes());
+    }
+
+    #[test]
+    fn a_body_with_bad_lines_names_every_one() {
+        let ctx = Context::new("c", "r");
+        let body = format!("{GOOD}\nnot json\n\n[1]\n{GOOD}");
+        let bad = read_body(body.as_bytes(), &ctx).expect_err("bad lines");
+        let lines: Vec<u64> = bad.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 4]);
     }
 }

@@ -4,11 +4,14 @@
 //! Adding a source touches its own file, its line in [`SourceKind`], in [`parse_kind`] and in
 //! [`SourceKind::start`] (the registry).
 
+#[cfg(feature = "amqp")]
 pub mod amqp;
+#[cfg(any(feature = "amqp", feature = "nats"))]
 mod broker;
 pub mod etcd;
 pub mod file;
 pub mod http;
+#[cfg(feature = "nats")]
 pub mod nats;
 mod poll;
 pub mod probe;
@@ -82,7 +85,9 @@ impl SourceKind {
             SourceKind::File(c) => c,
             SourceKind::Stdin(c) => c,
             SourceKind::Http(c) => c,
+            #[cfg(feature = "amqp")]
             SourceKind::Amqp(c) => c,
+            #[cfg(feature = "nats")]
             SourceKind::Nats(c) => c,
             SourceKind::Probe(c) => c,
             SourceKind::Etcd(c) => c,
@@ -136,7 +141,9 @@ pub enum SourceKind {
     File(file::Config),
     Stdin(stdin::Config),
     Http(http::Config),
+    #[cfg(feature = "amqp")]
     Amqp(amqp::Config),
+    #[cfg(feature = "nats")]
     Nats(nats::Config),
     Probe(probe::Config),
     Etcd(etcd::Config),
@@ -218,8 +225,14 @@ fn parse_kind(
             SourceKind::Stdin(stdin::Config { common })
         }
         "http" => SourceKind::Http(read!(http, common)),
+        #[cfg(feature = "amqp")]
         "amqp" => SourceKind::Amqp(read!(amqp, common)),
+        #[cfg(feature = "nats")]
         "nats" => SourceKind::Nats(read!(nats, common)),
+        #[cfg(not(feature = "amqp"))]
+        "amqp" => return p.not_built(path, kind),
+        #[cfg(not(feature = "nats"))]
+        "nats" => return p.not_built(path, kind),
         "probe" => SourceKind::Probe(read!(probe, timing)),
         "etcd" => SourceKind::Etcd(read!(etcd, timing)),
         "zookeeper" => SourceKind::Zookeeper(read!(zookeeper, timing)),

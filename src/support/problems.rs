@@ -48,6 +48,17 @@ impl Problems {
         !d.is_zero()
     }
 
+    /// A `type` whose feature this herald was built without: said as such, not as unknown.
+    /// Always `None`, the section's value.
+    #[cfg(not(all(feature = "kafka", feature = "nats", feature = "amqp", feature = "otlp")))]
+    pub(crate) fn not_built<T>(&mut self, path: &str, kind: &str) -> Option<T> {
+        self.push(
+            format!("{path}.type"),
+            format!("this herald was built without {kind:?} (cargo feature `{kind}`)"),
+        );
+        None
+    }
+
     pub fn at_least_one(&mut self, table: &str, key: &str, n: u32) -> bool {
         if n == 0 {
             self.push(format!("{table}.{key}"), "must be at least 1");

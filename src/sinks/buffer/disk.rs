@@ -35,9 +35,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 pub use super::segments::BufferError;
-use super::segments::{err, recover, segment_path, write_acked, Segment, HEADER, MAX_RECORD};
+use super::segments::{
+    err, event, recover, segment_path, write_acked, Segment, HEADER, MAX_RECORD,
+};
 use super::{BufferConfig, Fsync, WhenFull};
-use crate::model::ClusterEvent;
 use crate::pipeline::Delivery;
 use crate::telemetry::events::EventDropped;
 use crate::telemetry::metrics::SinkMetrics;
@@ -464,11 +465,7 @@ fn read(name: &str, inner: &Inner, from: u64, to_sink: mpsc::Sender<Delivery>) {
             };
             let index = next;
             next += 1;
-            let parsed = String::from_utf8(payload).ok().and_then(|line| {
-                let event: ClusterEvent = serde_json::from_str(&line).ok()?;
-                Some((line, event))
-            });
-            let Some((line, event)) = parsed else {
+            let Some((line, event)) = event(payload) else {
                 tracing::error!(sink = %name, path = %path.display(), index, "disk buffer record is not an event; skipped");
                 continue;
             };

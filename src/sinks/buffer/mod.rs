@@ -3,7 +3,7 @@
 //! drops the newest events, counted.
 
 pub mod disk;
-pub(crate) mod segments;
+pub mod segments;
 
 use serde::Deserialize;
 

@@ -1,15 +1,21 @@
 //! The disk buffer's files: segments of length-prefixed, CRC32C-checked records, the ack
 //! file, and recovery of a damaged tail (see [`super::disk`] for the format).
+//!
+//! [`read`] and [`event`] take a segment's bytes and a record's payload as they are found on
+//! disk, which may be anything after a crash or a stranger's write.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::model::ClusterEvent;
+
 pub(super) const ACK_FILE: &str = "acked";
 pub(super) const HEADER: usize = 8;
 /// A record longer than this is corruption, not an event.
-pub(super) const MAX_RECORD: u32 = 64 << 20;
+pub const MAX_RECORD: u32 = 64 << 20;
+
 #[derive(Debug, thiserror::Error)]
 #[error("disk buffer {path}: {source}")]
 pub struct BufferError {
@@ -73,40 +79,62 @@ pub(super) fn write_acked(dir: &Path, acked: u64) -> Result<(), BufferError> {
     Ok(())
 }
 
-/// Scans one segment: its valid records, truncating a damaged tail.
-pub(super) fn scan(path: &Path) -> Result<(u64, u64), BufferError> {
-    let bytes = fs::read(path).map_err(err(path))?;
-    let (mut at, mut records) = (0usize, 0u64);
-    let damaged = loop {
-        let Some(header) = bytes.get(at..at + HEADER) else {
-            break at < bytes.len();
-        };
+/// A segment's contents: the records that read back whole, and where they end.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Records<'a> {
+    /// The payloads, in order.
+    pub payloads: Vec<&'a [u8]>,
+    /// Bytes taken by those records. Anything after them is a damaged tail.
+    pub end: usize,
+}
+
+/// Reads a segment file's bytes. The first record that is cut short, longer than
+/// [`MAX_RECORD`] or fails its checksum ends the segment: a crash cuts a write short, and
+/// nothing after a bad record can be trusted to start where its length says.
+pub fn read(bytes: &[u8]) -> Records<'_> {
+    let mut records = Records { payloads: Vec::new(), end: 0 };
+    while let Some(header) = bytes.get(records.end..records.end + HEADER) {
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         if len > MAX_RECORD {
-            break true;
+            break;
         }
-        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len as usize) else {
-            break true;
+        let start = records.end + HEADER;
+        let Some(payload) = bytes.get(start..start + len as usize) else {
+            break;
         };
         if crc32c::crc32c(payload) != crc {
-            break true;
+            break;
         }
-        at += HEADER + len as usize;
-        records += 1;
-    };
-    if damaged {
+        records.payloads.push(payload);
+        records.end = start + payload.len();
+    }
+    records
+}
+
+/// A record's payload as the event it holds, with its JSON line; `None` if it holds none.
+pub fn event(payload: Vec<u8>) -> Option<(String, ClusterEvent)> {
+    let line = String::from_utf8(payload).ok()?;
+    let event = serde_json::from_str(&line).ok()?;
+    Some((line, event))
+}
+
+/// Scans one segment: its valid records, truncating a damaged tail.
+pub(super) fn scan(path: &Path) -> Result<(u64, u64), BufferError> {
+    let bytes = fs::read(path).map_err(err(path))?;
+    let Records { payloads, end } = read(&bytes);
+    if end < bytes.len() {
         tracing::warn!(
             path = %path.display(),
-            offset = at,
-            dropped_bytes = bytes.len() - at,
+            offset = end,
+            dropped_bytes = bytes.len() - end,
             "disk buffer segment has a damaged tail (a write cut short by a crash, or corruption); truncated there"
         );
         let f = OpenOptions::new().write(true).open(path).map_err(err(path))?;
-        f.set_len(at as u64).map_err(err(path))?;
+        f.set_len(end as u64).map_err(err(path))?;
         f.sync_all().map_err(err(path))?;
     }
-    Ok((records, at as u64))
+    Ok((payloads.len() as u64, end as u64))
 }
 
 /// Opens (or creates) the buffer in `dir`: its segments, and the acknowledged index.
@@ -139,4 +167,42 @@ pub(super) fn recover(dir: &Path) -> Result<(VecDeque<Segment>, u64), BufferErro
         segments.push_back(seg);
     }
     Ok((segments, acked))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(payload: &[u8]) -> Vec<u8> {
+        let mut r = (payload.len() as u32).to_le_bytes().to_vec();
+        r.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        r.extend_from_slice(payload);
+        r
+    }
+
+    #[test]
+    fn a_damaged_record_ends_the_segment_and_what_is_kept_reads_back_whole() {
+        let mut bytes = [record(b"one"), record(b"two")].concat();
+        let whole = bytes.len();
+        let mut bad = record(b"three");
+        bad[4] ^= 1; // its checksum
+        bytes.extend_from_slice(&bad);
+        bytes.extend_from_slice(&record(b"four"));
+        let records = read(&bytes);
+        assert_eq!(records.payloads, [b"one".as_slice(), b"two".as_slice()]);
+        assert_eq!(records.end, whole);
+        assert_eq!(read(&bytes[..records.end]), records);
+
+        let cut = read(&bytes[..whole - 1]);
+        assert_eq!((cut.payloads.len(), cut.end), (1, HEADER + 3));
+        let huge =
+            (MAX_RECORD + 1).to_le_bytes().iter().chain(&[0; 4]).copied().collect::<Vec<_>>();
+        assert_eq!(read(&huge), Records { payloads: Vec::new(), end: 0 });
+    }
+
+    #[test]
+    fn a_payload_that_is_not_an_event_is_none() {
+        assert!(event(b"{\"kind\":".to_vec()).is_none());
+        assert!(event(vec![0xff, 0xfe]).is_none());
+    }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::model::{EventKind, Timestamp};
+use crate::model::{ClusterEvent, EventKind, Timestamp};
 use crate::pipeline::Delivery;
 use crate::sinks::buffer::segments::read_acked;
 use crate::sinks::{BufferConfig, BufferKind, Fsync, WhenFull};
