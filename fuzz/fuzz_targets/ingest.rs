@@ -33,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
         driver.line(&ctx, i as u64 + 1, Line::Text(line), None, &mut Unwatched);
     }
     let mut events = std::mem::take(&mut driver.events);
-    let snapshot = driver.engine.snapshot();
+    let Ok(snapshot) = driver.engine.snapshot() else {
+        panic!("the engine's state does not encode");
+    };
     let before = events.len();
     driver.engine.finish(&mut events);
     check(&events);
