@@ -64,8 +64,11 @@ impl Cluster {
     }
 
     /// Nothing left worth keeping: every per-entity key evicted, nothing pending, no half of
-    /// a two-phase change waiting, and no record for the key TTL. What the cluster-level
-    /// keys last emitted goes with it: a cluster that comes back starts afresh.
+    /// a two-phase change waiting, no record for the key TTL, and every cluster-level key
+    /// none or negative (leaderless, read-only, no split) — the eviction rule of DESIGN §5.2
+    /// applied to the keys a cluster has once. A membership list is not negative: a cluster
+    /// that emitted one stays. What a spent cluster's keys last emitted goes with it: a
+    /// cluster that comes back starts afresh.
     pub fn is_spent(&self, now: Timestamp) -> bool {
         self.views.is_empty()
             && self.peers.is_empty()
@@ -77,6 +80,10 @@ impl Cluster {
             && self.read_only.pending().is_none()
             && self.members.pending().is_none()
             && self.split.is_settled()
+            && !self.split.is_active()
+            && self.leader.emitted().is_none_or(|v| v.is_negative())
+            && self.read_only.emitted().is_none_or(|v| v.is_negative())
+            && self.members.emitted().is_none()
             && self.last_record.saturating_add(self.params.key_ttl) <= now
     }
 

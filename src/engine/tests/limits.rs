@@ -112,6 +112,16 @@ fn a_cluster_with_a_live_key_is_not_removed() {
 }
 
 #[test]
+fn a_cluster_whose_membership_was_emitted_is_not_removed() {
+    let p = Params { key_ttl: Nanos(60 * SEC), ..Params::default() };
+    let mut h = H::with(p);
+    h.at(t(0.0), "ctrl1", members(1, &["ctrl1", "ctrl2"]));
+    h.tick(t(1_000.0));
+    assert_eq!(only(&h.log, EventKind::MembersChanged).len(), 1);
+    assert_eq!(h.engine.clusters(), 1);
+}
+
+#[test]
 fn a_snapshot_keeps_the_caps_count_and_never_reuses_a_removed_clusters_index() {
     let p = Params { key_ttl: Nanos(60 * SEC), ..Params::default() };
     let mut h = H::with(p);
