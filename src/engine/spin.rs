@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 /// Most slots never complete a cycle (a terminator that lives on), so what completions need
 /// is boxed apart: at a million slots, every byte held inline counts twice (once more at the
 /// hash table's load factor).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(from = "Persisted", into = "Persisted")]
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(from = "Persisted")]
 pub struct SpinSlot {
     /// A `created` awaits its `deleted`.
     pub created: bool,
@@ -45,7 +45,7 @@ struct Cycles {
 }
 
 /// A slot as snapshots hold it: the fields in their order of snapshot format 1.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Persisted {
     created: bool,
     recent: Vec<Timestamp>,
@@ -59,21 +59,25 @@ struct Persisted {
     seen: Vec<(u32, Timestamp)>,
 }
 
-impl From<SpinSlot> for Persisted {
-    fn from(s: SpinSlot) -> Persisted {
-        let c = s.cycles.map(|c| *c).unwrap_or_default();
-        Persisted {
-            created: s.created,
-            recent: c.recent,
-            spinning: s.spinning,
-            episode_cycles: c.episode_cycles,
-            last_completion: c.last_completion,
-            start: c.start,
-            stop_seq: c.stop_seq,
-            suppressed: s.suppressed,
-            last_record: s.last_record,
-            seen: s.seen,
-        }
+/// Written as [`Persisted`] reads it, from borrowed fields: every commit snapshots every
+/// slot, and a copy of each on the way would cost an allocation per slot.
+impl Serialize for SpinSlot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let none = Cycles::default();
+        let c = self.cycles.as_deref().unwrap_or(&none);
+        let mut st = s.serialize_struct("Persisted", 10)?;
+        st.serialize_field("created", &self.created)?;
+        st.serialize_field("recent", &c.recent)?;
+        st.serialize_field("spinning", &self.spinning)?;
+        st.serialize_field("episode_cycles", &c.episode_cycles)?;
+        st.serialize_field("last_completion", &c.last_completion)?;
+        st.serialize_field("start", &c.start)?;
+        st.serialize_field("stop_seq", &c.stop_seq)?;
+        st.serialize_field("suppressed", &self.suppressed)?;
+        st.serialize_field("last_record", &self.last_record)?;
+        st.serialize_field("seen", &self.seen)?;
+        st.end()
     }
 }
 
