@@ -20,6 +20,7 @@
 //! - `snapshot`: the persisted form a restart resumes from
 
 mod cluster;
+mod entries;
 pub mod liveness;
 mod schedule;
 mod snapshot;
@@ -39,6 +40,7 @@ use cluster::{Cluster, StateKey};
 use schedule::{EvictionCheck, Schedule};
 
 pub use cluster::NodeId;
+pub use entries::Change;
 pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};
 
 /// Window lengths per kind of key (DESIGN §5.2).
@@ -194,6 +196,12 @@ pub struct Engine {
     /// Derived from the clusters: rebuilt on restore, not persisted.
     staging: BTreeSet<u32>,
     evicted: Vec<Evicted>,
+    /// Whether changes are tracked ([`Engine::track_changes`]); then, the clusters whose own
+    /// entry changed and the ones removed since the last [`Engine::changes`].
+    tracking: bool,
+    changed_clusters: rustc_hash::FxHashSet<u32>,
+    /// Tombstones of removed clusters' entries.
+    removed: Vec<Change>,
 }
 
 impl Engine {
@@ -209,6 +217,16 @@ impl Engine {
             schedule: Schedule::new(),
             staging: BTreeSet::new(),
             evicted: Vec::new(),
+            tracking: false,
+            changed_clusters: Default::default(),
+            removed: Vec::new(),
+        }
+    }
+
+    /// Notes that cluster `index`'s own entry changed, when tracking.
+    fn touch(&mut self, index: u32) {
+        if self.tracking {
+            self.changed_clusters.insert(index);
         }
     }
 
@@ -242,6 +260,7 @@ impl Engine {
             return Outcome::OverLimit;
         };
         self.tick(now.max(obs.at), out);
+        self.touch(index);
         let outcome = match self.clusters.get_mut(&index) {
             Some(cluster) => {
                 let before = cluster.keys();
@@ -294,15 +313,16 @@ impl Engine {
         self.next_cluster += 1;
         let name: Arc<str> = Arc::from(name);
         let params = self.config.params(&name);
-        self.clusters.insert(i, Cluster::new(name.clone(), i, params));
+        let mut cluster = Cluster::new(name.clone(), i, params);
+        if self.tracking {
+            cluster.track();
+            self.changed_clusters.insert(i);
+        }
+        self.clusters.insert(i, cluster);
         self.cluster_ids.insert(name, i);
         // The cluster's own check: it goes once it is spent (DESIGN §5.2).
         let due = self.schedule.now.max(at).saturating_add(params.key_ttl);
-        self.schedule.evictions.push(Reverse(EvictionCheck {
-            due,
-            cluster: i,
-            key: StateKey::Leader,
-        }));
+        self.schedule.push_eviction(EvictionCheck { due, cluster: i, key: StateKey::Leader });
         i
     }
 
@@ -333,6 +353,7 @@ impl Engine {
         }
         // No waiting half will meet its other half now (DESIGN §5.4a).
         for i in std::mem::take(&mut self.staging) {
+            self.touch(i);
             if let Some(cluster) = self.clusters.get_mut(&i) {
                 cluster.drop_staged(&mut self.schedule);
             }
@@ -386,6 +407,9 @@ impl Engine {
             let Some(cluster) = self.clusters.get_mut(&d.cluster) else {
                 continue;
             };
+            if self.tracking {
+                self.changed_clusters.insert(d.cluster);
+            }
             let before = cluster.keys();
             if let Some(event) = cluster.fire(&d.key, d.seq) {
                 cluster.count_emitted(event.kind);
@@ -398,6 +422,9 @@ impl Engine {
 
     fn expire_staged(&mut self) {
         let (clusters, schedule) = (&mut self.clusters, &mut self.schedule);
+        if self.tracking {
+            self.changed_clusters.extend(self.staging.iter().copied());
+        }
         self.staging.retain(|&i| clusters.get_mut(&i).is_some_and(|c| c.expire_staged(schedule)));
     }
 
@@ -407,6 +434,9 @@ impl Engine {
             let Some(cluster) = self.clusters.get_mut(&check.cluster) else {
                 continue;
             };
+            if self.tracking {
+                self.changed_clusters.insert(check.cluster);
+            }
             if check.key == StateKey::Leader {
                 // The cluster's own check.
                 if cluster.is_spent(now) {
@@ -415,7 +445,7 @@ impl Engine {
                     let due = cluster.last_record.saturating_add(cluster.params.key_ttl);
                     let due =
                         if due > now { due } else { now.saturating_add(cluster.params.key_ttl) };
-                    self.schedule.evictions.push(Reverse(EvictionCheck { due, ..check }));
+                    self.schedule.push_eviction(EvictionCheck { due, ..check });
                 }
                 continue;
             }
@@ -427,7 +457,7 @@ impl Engine {
                 }
                 Ok(None) => {}
                 Err(next) => {
-                    self.schedule.evictions.push(Reverse(EvictionCheck { due: next, ..check }))
+                    self.schedule.push_eviction(EvictionCheck { due: next, ..check })
                 }
             }
             self.keys = (self.keys + cluster.keys()).saturating_sub(before);
@@ -436,9 +466,14 @@ impl Engine {
 
     /// A spent cluster goes with its interned names; its metrics go with the eviction.
     fn remove_cluster(&mut self, index: u32) {
-        let Some(cluster) = self.clusters.remove(&index) else { return };
+        let Some(mut cluster) = self.clusters.remove(&index) else { return };
         self.cluster_ids.remove(&cluster.name);
         self.staging.remove(&index);
+        if self.tracking {
+            self.changed_clusters.remove(&index);
+            cluster.removed_entries(&mut self.removed);
+            self.removed.push((cluster::cluster_key(index), None));
+        }
         self.keys = self.keys.saturating_sub(cluster.keys());
         self.clusters_full_noticed = false;
         self.schedule.stats.evicted += 1;

@@ -9,6 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::cluster::StateKey;
@@ -42,6 +43,19 @@ pub(crate) struct Schedule {
     pub deadlines: BinaryHeap<Reverse<Deadline>>,
     pub evictions: BinaryHeap<Reverse<EvictionCheck>>,
     pub stats: Stats,
+    /// While the engine tracks changes: the heaps' entries pushed (`true`) and popped
+    /// (`false`) since the last commit, by entry key ([`super::entries`]).
+    #[serde(skip)]
+    pub log: Option<FxHashMap<Vec<u8>, bool>>,
+}
+
+/// Entry key prefixes of the heaps' elements.
+pub(crate) const DEADLINE: u8 = b'D';
+pub(crate) const EVICTION: u8 = b'V';
+
+fn heap_key<T: Serialize>(prefix: u8, item: &T) -> Vec<u8> {
+    // Encoding these plain structs cannot fail; an empty key would only be skipped.
+    postcard::to_extend(item, vec![prefix]).unwrap_or_default()
 }
 
 impl Schedule {
@@ -52,11 +66,36 @@ impl Schedule {
             deadlines: BinaryHeap::new(),
             evictions: BinaryHeap::new(),
             stats: Stats::default(),
+            log: None,
         }
     }
 
     pub fn push(&mut self, s: Scheduled, cluster: u32, key: StateKey) {
-        self.deadlines.push(Reverse(Deadline { due: s.due, at: s.at, seq: s.seq, cluster, key }));
+        let d = Deadline { due: s.due, at: s.at, seq: s.seq, cluster, key };
+        if let Some(log) = &mut self.log {
+            log.insert(heap_key(DEADLINE, &d), true);
+        }
+        self.deadlines.push(Reverse(d));
+    }
+
+    pub fn push_eviction(&mut self, check: EvictionCheck) {
+        if let Some(log) = &mut self.log {
+            log.insert(heap_key(EVICTION, &check), true);
+        }
+        self.evictions.push(Reverse(check));
+    }
+
+    /// A heap element left: an entry pushed since the last commit never reached the store
+    /// and is forgotten; an older one becomes a tombstone. Elements are unique (a deadline
+    /// by its sequence number, an eviction check by its key's one check), so a key pushed
+    /// in this commit is never also an older one.
+    fn popped(&mut self, key: impl FnOnce() -> Vec<u8>) {
+        if let Some(log) = &mut self.log {
+            let key = key();
+            if log.remove(&key) != Some(true) {
+                log.insert(key, false);
+            }
+        }
     }
 
     /// Arms the one eviction check a key has; it re-arms itself until the key goes.
@@ -68,23 +107,27 @@ impl Schedule {
         ttl: Nanos,
     ) {
         let due = last_record.saturating_add(ttl);
-        self.evictions.push(Reverse(EvictionCheck { due, cluster, key }));
+        self.push_eviction(EvictionCheck { due, cluster, key });
     }
 
     /// The next deadline due by engine time.
     pub fn pop_due(&mut self) -> Option<Deadline> {
-        match self.deadlines.peek() {
+        let d = match self.deadlines.peek() {
             Some(Reverse(d)) if d.due <= self.now => self.deadlines.pop().map(|Reverse(d)| d),
             _ => None,
-        }
+        }?;
+        self.popped(|| heap_key(DEADLINE, &d));
+        Some(d)
     }
 
     /// The next eviction check due by engine time.
     pub fn pop_eviction_due(&mut self) -> Option<EvictionCheck> {
-        match self.evictions.peek() {
+        let e = match self.evictions.peek() {
             Some(Reverse(e)) if e.due <= self.now => self.evictions.pop().map(|Reverse(e)| e),
             _ => None,
-        }
+        }?;
+        self.popped(|| heap_key(EVICTION, &e));
+        Some(e)
     }
 
     /// The earliest deadline or eviction check.

@@ -105,6 +105,26 @@ impl Engine {
                 extras.len()
             )));
         }
+        let clusters = clusters
+            .into_iter()
+            .zip(extras)
+            .map(|(mut cluster, extra)| {
+                cluster.hidden = extra.hidden.into_iter().collect();
+                cluster.emitted_by_kind = extra.emitted_by_kind;
+                cluster.last_record = extra.last_record;
+                cluster
+            })
+            .collect();
+        Engine::assemble(config, schedule, clusters)
+    }
+
+    /// An engine from restored clusters and schedule, whether from a snapshot or from
+    /// entries: checks what the bytes could not, and rebuilds what is derived.
+    pub(super) fn assemble(
+        config: EngineConfig,
+        schedule: Schedule,
+        clusters: Vec<Cluster>,
+    ) -> Result<Engine, SnapshotError> {
         let mut engine = Engine::new(config);
         engine.schedule = schedule;
         let checked: std::collections::HashSet<u32> = engine
@@ -115,12 +135,11 @@ impl Engine {
             .map(|Reverse(e)| e.cluster)
             .collect();
         let mut next = 0u32;
-        for (mut cluster, extra) in clusters.into_iter().zip(extras) {
+        for mut cluster in clusters {
             let i = cluster.index;
             if engine.clusters.contains_key(&i) || engine.cluster_ids.contains_key(&cluster.name) {
                 return Err(SnapshotError::Corrupt(format!("cluster {} twice", cluster.name)));
             }
-            cluster.hidden = extra.hidden.into_iter().collect();
             if let Some(id) = cluster.unknown_node() {
                 return Err(SnapshotError::Corrupt(format!(
                     "cluster {} holds node id {id}, which it has no name for",
@@ -128,8 +147,6 @@ impl Engine {
                 )));
             }
             cluster.params = engine.config.params(&cluster.name);
-            cluster.emitted_by_kind = extra.emitted_by_kind;
-            cluster.last_record = extra.last_record;
             next = next.max(i.saturating_add(1));
             if !checked.contains(&i) {
                 let due = cluster.last_record.saturating_add(cluster.params.key_ttl);

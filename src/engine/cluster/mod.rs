@@ -23,8 +23,10 @@
 mod derive;
 mod events;
 mod eviction;
+mod entries;
 mod held;
 mod key;
+mod keyed;
 mod names;
 mod records;
 mod split;
@@ -44,7 +46,11 @@ use super::{Outcome, Params};
 use crate::model::{EventKind, Observation, Signal, Timestamp};
 
 use derive::Touched;
+pub(crate) use entries::{
+    cluster_key, decode, encode, parse_cluster_key, ClusterKey, CLUSTER,
+};
 pub(crate) use key::StateKey;
+use keyed::Keyed;
 use names::Names;
 pub use names::NodeId;
 use split::SplitBrain;
@@ -74,9 +80,9 @@ pub(crate) struct Cluster {
     peers: HashMap<(NodeId, NodeId), PeerLink>,
     /// Per node: how many other reporters' latest peer record for it says disconnected.
     disconnected_by: HashMap<NodeId, u32>,
-    routers: HashMap<Arc<str>, RouterState>,
+    routers: Keyed<RouterState>,
     nodes: HashMap<NodeId, NodeLiveness>,
-    slots: HashMap<Arc<str>, SpinSlot>,
+    slots: Keyed<SpinSlot>,
     staging: Staging,
     /// Reverts and suppressed records, by the kind they would have produced.
     pub suppressed_by_kind: [u64; EventKind::ALL.len()],
@@ -125,9 +131,9 @@ impl Cluster {
             views: HashMap::default(),
             peers: HashMap::default(),
             disconnected_by: HashMap::default(),
-            routers: HashMap::default(),
+            routers: Keyed::default(),
             nodes: HashMap::default(),
-            slots: HashMap::default(),
+            slots: Keyed::default(),
             staging: Staging::default(),
             suppressed_by_kind: [0; EventKind::ALL.len()],
             touched: Touched::default(),

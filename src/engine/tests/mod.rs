@@ -4,7 +4,9 @@
 //! - `limits`: the caps on what input creates, spent clusters let go
 //! - `readings`: one test per precise reading of DESIGN §5.4a, named after the reading
 //! - `snapshot`: snapshots written by earlier releases still restore
+//! - `entries`: entries and their changes restore an engine that goes on unchanged
 
+mod entries;
 mod limits;
 mod readings;
 mod rules;

@@ -1,0 +1,297 @@
+//! A cluster as entries (DESIGN §7.1): one entry for the cluster itself (its names, its
+//! reporters, its cluster-level and node keys, its counters) and one per router and per
+//! terminator slot, the keys that can number millions. A record that flips one router
+//! therefore rewrites that router's entry and the cluster's small one, never the others.
+//!
+//! Keys: `C`, the cluster's index (big-endian, so a cluster's entries sort together), then
+//! nothing (the cluster), `r` and a router name, or `s` and a slot key. Values: the entry
+//! format's version byte, then postcard. Node keys (views, peers, liveness) stay in the
+//! cluster's entry: they name controllers and probe targets, a handful per cluster, and share
+//! its interner of node names, which every entry that holds a node id depends on.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap as HashMap;
+use serde::{Deserialize, Serialize};
+
+use super::key::StateKey;
+use super::names::{Names, NodeId};
+use super::split::SplitBrain;
+use super::staging::Staging;
+use super::values::{Leader, Members, NodeView, PeerLink, ReadOnly, Reporter};
+use super::Cluster;
+use crate::engine::liveness::NodeLiveness;
+use crate::engine::window::StabilityWindow;
+use crate::engine::Params;
+use crate::model::{EventKind, Timestamp};
+
+/// Leads every entry's value. Another one is refused on restore, never misread.
+pub const ENTRY_VERSION: u8 = 1;
+pub const CLUSTER: u8 = b'C';
+const ROUTER: u8 = b'r';
+const SLOT: u8 = b's';
+
+/// What a key of the `C` family names.
+pub enum ClusterKey<'a> {
+    Core(u32),
+    Router(u32, &'a str),
+    Slot(u32, &'a str),
+}
+
+pub fn cluster_key(index: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5);
+    k.push(CLUSTER);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn member_key(index: u32, tag: u8, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(6 + name.len());
+    k.push(CLUSTER);
+    k.extend_from_slice(&index.to_be_bytes());
+    k.push(tag);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Reads a key of the `C` family; `None` for anything else.
+pub fn parse_cluster_key(key: &[u8]) -> Option<ClusterKey<'_>> {
+    let rest = key.strip_prefix(&[CLUSTER])?;
+    let (index, rest) = rest.split_first_chunk::<4>()?;
+    let index = u32::from_be_bytes(*index);
+    let Some((&tag, name)) = rest.split_first() else {
+        return Some(ClusterKey::Core(index));
+    };
+    let name = std::str::from_utf8(name).ok()?;
+    match tag {
+        ROUTER => Some(ClusterKey::Router(index, name)),
+        SLOT => Some(ClusterKey::Slot(index, name)),
+        _ => None,
+    }
+}
+
+/// A value: the version byte, then postcard.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+    postcard::to_extend(value, vec![ENTRY_VERSION]).map_err(|e| e.to_string())
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    match bytes.split_first() {
+        Some((&ENTRY_VERSION, body)) => postcard::from_bytes(body).map_err(|e| e.to_string()),
+        Some((v, _)) => Err(format!("entry format {v} (this herald reads {ENTRY_VERSION})")),
+        None => Err("empty entry".into()),
+    }
+}
+
+/// A hash map in key order: the same state is then the same bytes, so a store or a
+/// compacted topic sees no change where there was none (and tests compare bytes).
+pub fn sorted<S, K, V>(map: &HashMap<K, V>, s: S) -> Result<S::Ok, S::Error>
+where
+    S: serde::Serializer,
+    K: Ord + Serialize,
+    V: Serialize,
+{
+    let mut pairs: Vec<(&K, &V)> = map.iter().collect();
+    pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    s.collect_map(pairs)
+}
+
+fn sorted_ref<S, K, V>(map: &&HashMap<K, V>, s: S) -> Result<S::Ok, S::Error>
+where
+    S: serde::Serializer,
+    K: Ord + Serialize,
+    V: Serialize,
+{
+    sorted(map, s)
+}
+
+/// The cluster's own entry, borrowed from it. Field order is the format.
+#[derive(Serialize)]
+struct CoreRef<'a> {
+    name: &'a str,
+    names: &'a Names,
+    reporters: &'a [NodeId],
+    #[serde(serialize_with = "sorted_ref")]
+    reporter_state: &'a HashMap<NodeId, Reporter>,
+    leader: &'a StabilityWindow<Leader>,
+    read_only: &'a StabilityWindow<ReadOnly>,
+    members: &'a StabilityWindow<Members>,
+    members_index: Option<u64>,
+    last_leader: Option<NodeId>,
+    split: &'a SplitBrain,
+    #[serde(serialize_with = "sorted_ref")]
+    views: &'a HashMap<NodeId, NodeView>,
+    #[serde(serialize_with = "sorted_ref")]
+    peers: &'a HashMap<(NodeId, NodeId), PeerLink>,
+    #[serde(serialize_with = "sorted_ref")]
+    disconnected_by: &'a HashMap<NodeId, u32>,
+    #[serde(serialize_with = "sorted_ref")]
+    nodes: &'a HashMap<NodeId, NodeLiveness>,
+    staging: &'a Staging,
+    suppressed_by_kind: &'a [u64; EventKind::ALL.len()],
+    emitted_by_kind: &'a [u64; EventKind::ALL.len()],
+    last_record: Timestamp,
+    hidden: &'a BTreeSet<StateKey>,
+}
+
+#[derive(Deserialize)]
+struct Core {
+    name: Arc<str>,
+    names: Names,
+    reporters: Vec<NodeId>,
+    reporter_state: HashMap<NodeId, Reporter>,
+    leader: StabilityWindow<Leader>,
+    read_only: StabilityWindow<ReadOnly>,
+    members: StabilityWindow<Members>,
+    members_index: Option<u64>,
+    last_leader: Option<NodeId>,
+    split: SplitBrain,
+    views: HashMap<NodeId, NodeView>,
+    peers: HashMap<(NodeId, NodeId), PeerLink>,
+    disconnected_by: HashMap<NodeId, u32>,
+    nodes: HashMap<NodeId, NodeLiveness>,
+    staging: Staging,
+    suppressed_by_kind: [u64; EventKind::ALL.len()],
+    emitted_by_kind: [u64; EventKind::ALL.len()],
+    last_record: Timestamp,
+    hidden: BTreeSet<StateKey>,
+}
+
+/// An entry as [`super::super::entries::Change`] carries it: key, value or tombstone.
+pub type Entry = (Vec<u8>, Option<Vec<u8>>);
+
+impl Cluster {
+    /// From now on, routers and slots remember what changed.
+    pub fn track(&mut self) {
+        self.routers.track();
+        self.slots.track();
+    }
+
+    /// Tombstones for the routers and slots that went since the last call, when the
+    /// cluster itself goes (it goes only once they are all gone).
+    pub fn removed_entries(&mut self, out: &mut Vec<Entry>) {
+        let index = self.index;
+        for (name, _) in self.routers.take_changed() {
+            out.push((member_key(index, ROUTER, &name), None));
+        }
+        for (name, _) in self.slots.take_changed() {
+            out.push((member_key(index, SLOT, &name), None));
+        }
+    }
+
+    /// The cluster's own entry.
+    pub fn core_entry(&self) -> Result<Entry, String> {
+        let core = CoreRef {
+            name: &self.name,
+            names: &self.names,
+            reporters: &self.reporters,
+            reporter_state: &self.reporter_state,
+            leader: &self.leader,
+            read_only: &self.read_only,
+            members: &self.members,
+            members_index: self.members_index,
+            last_leader: self.last_leader,
+            split: &self.split,
+            views: &self.views,
+            peers: &self.peers,
+            disconnected_by: &self.disconnected_by,
+            nodes: &self.nodes,
+            staging: &self.staging,
+            suppressed_by_kind: &self.suppressed_by_kind,
+            emitted_by_kind: &self.emitted_by_kind,
+            last_record: self.last_record,
+            hidden: &self.hidden,
+        };
+        Ok((cluster_key(self.index), Some(encode(&core)?)))
+    }
+
+    /// The router and slot entries changed since the last call (tombstones for the gone).
+    pub fn changed_entries(&mut self, out: &mut Vec<Entry>) -> Result<(), String> {
+        let index = self.index;
+        for (name, router) in self.routers.take_changed() {
+            let value = router.map(encode).transpose()?;
+            out.push((member_key(index, ROUTER, &name), value));
+        }
+        for (name, slot) in self.slots.take_changed() {
+            let value = slot.map(encode).transpose()?;
+            out.push((member_key(index, SLOT, &name), value));
+        }
+        Ok(())
+    }
+
+    /// Every entry of this cluster, its own first.
+    pub fn all_entries(&self, out: &mut Vec<Entry>) -> Result<(), String> {
+        out.push(self.core_entry()?);
+        for (name, router) in &self.routers {
+            out.push((member_key(self.index, ROUTER, name), Some(encode(router)?)));
+        }
+        for (name, slot) in &self.slots {
+            out.push((member_key(self.index, SLOT, name), Some(encode(slot)?)));
+        }
+        Ok(())
+    }
+
+    /// A cluster from its own entry; its routers and slots follow with
+    /// [`Cluster::restore_member`].
+    pub fn from_core(index: u32, value: &[u8], params: Params) -> Result<Cluster, String> {
+        let c: Core = decode(value)?;
+        let mut cluster = Cluster::new(c.name, index, params);
+        cluster.names = c.names;
+        cluster.reporters = c.reporters;
+        cluster.reporter_state = c.reporter_state;
+        cluster.leader = c.leader;
+        cluster.read_only = c.read_only;
+        cluster.members = c.members;
+        cluster.members_index = c.members_index;
+        cluster.last_leader = c.last_leader;
+        cluster.split = c.split;
+        cluster.views = c.views;
+        cluster.peers = c.peers;
+        cluster.disconnected_by = c.disconnected_by;
+        cluster.nodes = c.nodes;
+        cluster.staging = c.staging;
+        cluster.suppressed_by_kind = c.suppressed_by_kind;
+        cluster.emitted_by_kind = c.emitted_by_kind;
+        cluster.last_record = c.last_record;
+        cluster.hidden = c.hidden;
+        Ok(cluster)
+    }
+
+    /// A router's or a slot's entry, into this cluster.
+    pub fn restore_member(&mut self, key: &ClusterKey<'_>, value: &[u8]) -> Result<(), String> {
+        match key {
+            ClusterKey::Router(_, name) => self.routers.restore(Arc::from(*name), decode(value)?),
+            ClusterKey::Slot(_, name) => self.slots.restore(Arc::from(*name), decode(value)?),
+            ClusterKey::Core(_) => return Err("a cluster's entry twice".into()),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_keys_read_back_and_sort_by_cluster() {
+        let core = cluster_key(7);
+        let router = member_key(7, ROUTER, "edge-1");
+        let slot = member_key(7, SLOT, "svc/r/h");
+        assert!(matches!(parse_cluster_key(&core), Some(ClusterKey::Core(7))));
+        assert!(matches!(parse_cluster_key(&router), Some(ClusterKey::Router(7, "edge-1"))));
+        assert!(matches!(parse_cluster_key(&slot), Some(ClusterKey::Slot(7, "svc/r/h"))));
+        assert!(core < router && router < cluster_key(8));
+        assert!(parse_cluster_key(b"Cxx").is_none());
+        assert!(parse_cluster_key(&member_key(1, b'?', "x")).is_none());
+    }
+
+    #[test]
+    fn an_entry_of_another_format_is_refused() {
+        let mut bytes = encode(&5u32).unwrap();
+        assert_eq!(decode::<u32>(&bytes), Ok(5));
+        bytes[0] = 9;
+        assert!(decode::<u32>(&bytes).unwrap_err().contains("entry format 9"));
+        assert!(decode::<u32>(&[]).is_err());
+    }
+}

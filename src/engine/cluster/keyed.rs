@@ -1,0 +1,127 @@
+//! The maps of keys that can number millions (routers, terminator slots), which remember
+//! which of their keys changed, so that a commit writes those entries and not all of them.
+//!
+//! Every way to change a value goes through here and marks its key; reading does not. The
+//! marks exist only while the engine tracks changes (a daemon with a state store), so that
+//! `herald replay` pays nothing for them.
+
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub(crate) struct Keyed<V> {
+    map: HashMap<Arc<str>, V>,
+    /// Keys changed (or removed) since the last [`Keyed::take_changed`], when tracking.
+    changed: Option<HashSet<Arc<str>>>,
+}
+
+impl<V> Default for Keyed<V> {
+    fn default() -> Self {
+        Keyed { map: HashMap::default(), changed: None }
+    }
+}
+
+impl<V> Keyed<V> {
+    pub fn track(&mut self) {
+        self.changed.get_or_insert_with(HashSet::default);
+    }
+
+    fn mark(&mut self, key: &Arc<str>) {
+        if let Some(changed) = &mut self.changed {
+            if !changed.contains(key) {
+                changed.insert(key.clone());
+            }
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.map.get(key)
+    }
+
+    pub fn get_key_value(&self, key: &str) -> Option<(&Arc<str>, &V)> {
+        self.map.get_key_value(key)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
+    /// The value of `key`, to change: the key is marked changed.
+    pub fn get_mut(&mut self, key: &Arc<str>) -> Option<&mut V> {
+        if self.map.contains_key(key) {
+            self.mark(key);
+        }
+        self.map.get_mut(key)
+    }
+
+    pub fn insert(&mut self, key: Arc<str>, value: V) {
+        self.mark(&key);
+        self.map.insert(key, value);
+    }
+
+    pub fn remove(&mut self, key: &Arc<str>) -> Option<V> {
+        let removed = self.map.remove(key);
+        if removed.is_some() {
+            self.mark(key);
+        }
+        removed
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.map.keys()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.map.values()
+    }
+
+    /// The keys changed since the last call, each with its value now (`None`: removed).
+    pub fn take_changed(&mut self) -> Vec<(Arc<str>, Option<&V>)> {
+        let Some(changed) = self.changed.as_mut().filter(|c| !c.is_empty()) else {
+            return Vec::new();
+        };
+        let keys = std::mem::take(changed);
+        keys.into_iter()
+            .map(|k| {
+                let v = self.map.get(&k);
+                (k, v)
+            })
+            .collect()
+    }
+
+    /// Restores one entry, unmarked.
+    pub fn restore(&mut self, key: Arc<str>, value: V) {
+        self.map.insert(key, value);
+    }
+}
+
+impl<'a, V> IntoIterator for &'a Keyed<V> {
+    type Item = (&'a Arc<str>, &'a V);
+    type IntoIter = std::collections::hash_map::Iter<'a, Arc<str>, V>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.map.iter()
+    }
+}
+
+/// Snapshots (format 2) hold the map as a plain map.
+impl<V: Serialize> Serialize for Keyed<V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.map.serialize(s)
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Keyed<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Keyed { map: HashMap::deserialize(d)?, changed: None })
+    }
+}

@@ -1,0 +1,182 @@
+//! The engine's state as entries (DESIGN §7.1), and what changed since the last commit.
+//!
+//! An entry is a stable byte key and a versioned value. The families, by the key's first
+//! byte:
+//! - `E`: the engine's own (engine time, the sequence numbers, counters, the next cluster
+//!   index), one entry;
+//! - `C`: each cluster's entry, and one per router and per terminator slot
+//!   (`cluster::entries`);
+//! - `D`, `V`: each deadline and each eviction check on the schedule, the element itself
+//!   as the key and an empty value, so that restoring puts back exactly the heaps the engine
+//!   had, superseded deadlines included.
+//!
+//! [`Engine::changes`] hands over the entries changed since the last call, a tombstone
+//! (`None`) for each that is gone; a store that applies them in order holds what
+//! [`Engine::entries`] would give, and [`Engine::from_entries`] rebuilds an engine that
+//! behaves exactly as this one. The same records are what a changelog topic carries.
+
+use std::cmp::Reverse;
+
+use serde::{Deserialize, Serialize};
+
+use super::cluster::{parse_cluster_key, Cluster, ClusterKey, CLUSTER};
+use super::schedule::{Deadline, EvictionCheck, Schedule, DEADLINE, EVICTION};
+use super::window::Sequence;
+use super::{Engine, EngineConfig, SnapshotError, Stats};
+use crate::model::Timestamp;
+
+/// An entry's key, and its value or `None` for a tombstone.
+pub type Change = (Vec<u8>, Option<Vec<u8>>);
+
+const ENGINE: &[u8] = b"E";
+
+/// The engine's own entry. Field order is the format.
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    now: Timestamp,
+    seq: Sequence,
+    stats: Stats,
+    next_cluster: u32,
+}
+
+fn encode_error(e: String) -> SnapshotError {
+    SnapshotError::Encode(e)
+}
+
+impl Engine {
+    /// From now on the engine remembers what changes, for [`Engine::changes`]. Until then
+    /// (as in `herald replay`) it pays nothing for it.
+    pub fn track_changes(&mut self) {
+        if self.tracking {
+            return;
+        }
+        self.tracking = true;
+        self.schedule.log = Some(Default::default());
+        for cluster in self.clusters.values_mut() {
+            cluster.track();
+        }
+    }
+
+    /// The entries changed since the last call (or since tracking began), tombstones for
+    /// the gone ones, in no particular order; each key at most once.
+    pub fn changes(&mut self) -> Result<Vec<Change>, SnapshotError> {
+        let mut out = Vec::new();
+        out.push(self.meta_entry()?);
+        out.append(&mut self.removed);
+        let mut changed: Vec<u32> = self.changed_clusters.drain().collect();
+        changed.sort_unstable();
+        for index in changed {
+            let Some(cluster) = self.clusters.get_mut(&index) else { continue };
+            out.push(cluster.core_entry().map_err(encode_error)?);
+            cluster.changed_entries(&mut out).map_err(encode_error)?;
+        }
+        if let Some(log) = &mut self.schedule.log {
+            out.extend(log.drain().map(|(k, put)| (k, put.then(Vec::new))));
+        }
+        Ok(out)
+    }
+
+    /// Every entry the engine holds, as puts: what a fresh store starts from.
+    pub fn entries(&self) -> Result<Vec<Change>, SnapshotError> {
+        let mut out = vec![self.meta_entry()?];
+        let mut clusters: Vec<&Cluster> = self.clusters.values().collect();
+        clusters.sort_by_key(|c| c.index);
+        for cluster in clusters {
+            cluster.all_entries(&mut out).map_err(encode_error)?;
+        }
+        let heap = |prefix: u8, bytes: Result<Vec<u8>, postcard::Error>| {
+            bytes.map(|k| (k, Some(Vec::new()))).map_err(|e| {
+                SnapshotError::Encode(format!("{} entry: {e}", char::from(prefix)))
+            })
+        };
+        for Reverse(d) in &self.schedule.deadlines {
+            out.push(heap(DEADLINE, postcard::to_extend(d, vec![DEADLINE]))?);
+        }
+        for Reverse(e) in &self.schedule.evictions {
+            out.push(heap(EVICTION, postcard::to_extend(e, vec![EVICTION]))?);
+        }
+        Ok(out)
+    }
+
+    fn meta_entry(&self) -> Result<Change, SnapshotError> {
+        let meta = Meta {
+            now: self.schedule.now,
+            seq: self.schedule.seq.clone(),
+            stats: self.schedule.stats.clone(),
+            next_cluster: self.next_cluster,
+        };
+        let value = super::cluster::encode(&meta).map_err(encode_error)?;
+        Ok((ENGINE.to_vec(), Some(value)))
+    }
+
+    /// An engine rebuilt from the entries a store holds (any order), with the parameters
+    /// of `config`. Whatever the bytes, the answer is an engine or an error naming the entry.
+    pub fn from_entries<K, V>(
+        config: EngineConfig,
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Engine, SnapshotError>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let mut schedule = Schedule::new();
+        let mut next_cluster = 0;
+        let mut clusters: rustc_hash::FxHashMap<u32, Cluster> = Default::default();
+        let mut members: Vec<(Vec<u8>, V)> = Vec::new();
+        for (key, value) in entries {
+            let key = key.as_ref();
+            let corrupt = |why: String| {
+                SnapshotError::Corrupt(format!("entry {}: {why}", String::from_utf8_lossy(key)))
+            };
+            match key.first() {
+                Some(b'E') if key == ENGINE => {
+                    let meta: Meta = super::cluster::decode(value.as_ref()).map_err(corrupt)?;
+                    schedule.now = meta.now;
+                    schedule.seq = meta.seq;
+                    schedule.stats = meta.stats;
+                    next_cluster = meta.next_cluster;
+                }
+                Some(&CLUSTER) => match parse_cluster_key(key) {
+                    Some(ClusterKey::Core(index)) => {
+                        let params = EngineConfig::default().defaults;
+                        let cluster = Cluster::from_core(index, value.as_ref(), params)
+                            .map_err(corrupt)?;
+                        if clusters.insert(index, cluster).is_some() {
+                            return Err(corrupt("a cluster's entry twice".into()));
+                        }
+                    }
+                    Some(_) => members.push((key.to_vec(), value)),
+                    None => return Err(corrupt("not an entry key".into())),
+                },
+                Some(&DEADLINE) => {
+                    let d: Deadline = postcard::from_bytes(&key[1..])
+                        .map_err(|e| corrupt(format!("deadline: {e}")))?;
+                    schedule.deadlines.push(Reverse(d));
+                }
+                Some(&EVICTION) => {
+                    let e: EvictionCheck = postcard::from_bytes(&key[1..])
+                        .map_err(|e| corrupt(format!("eviction check: {e}")))?;
+                    schedule.evictions.push(Reverse(e));
+                }
+                _ => return Err(corrupt("not an entry key".into())),
+            }
+        }
+        for (key, value) in members {
+            let corrupt = |why: String| {
+                SnapshotError::Corrupt(format!("entry {}: {why}", String::from_utf8_lossy(&key)))
+            };
+            let Some(parsed) = parse_cluster_key(&key) else { continue };
+            let (ClusterKey::Router(index, _) | ClusterKey::Slot(index, _) | ClusterKey::Core(index)) =
+                parsed;
+            let cluster = clusters
+                .get_mut(&index)
+                .ok_or_else(|| corrupt(format!("no entry for its cluster {index}")))?;
+            cluster.restore_member(&parsed, value.as_ref()).map_err(corrupt)?;
+        }
+        let mut clusters: Vec<Cluster> = clusters.into_values().collect();
+        clusters.sort_by_key(|c| c.index);
+        let mut engine = Engine::assemble(config, schedule, clusters)?;
+        engine.next_cluster = engine.next_cluster.max(next_cluster);
+        Ok(engine)
+    }
+}
