@@ -25,7 +25,6 @@ use crate::server::{self, Limits, Readiness, ServerState};
 use crate::sinks::buffer::{disk, BufferKind, WhenFull};
 use crate::sinks::{SinkConfig, SinkContext, SinkError, SinkKind, SinkTask};
 use crate::sources::SourceContext;
-use crate::state::StateDir;
 use crate::telemetry::gauges::StateGauges;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::view::{SharedView, View};
@@ -150,10 +149,19 @@ async fn start(
 ) -> Result<Started, DaemonError> {
     let (metrics, view, readiness) = (&shared.metrics, &shared.view, &shared.readiness);
     let (queues, running) = start_sinks(config, sinks, metrics, view, readiness).await?;
-    let store = Store::new(config.state.dir.clone().map(StateDir::new));
-    if !store.is_some() {
-        tracing::warn!("no [state] dir: a restart will start from scratch");
-    }
+    let store = match &config.state.dir {
+        // Opening reads nothing but the store's format; a migration writes once.
+        Some(dir) => {
+            let (dir, engine) = (dir.clone(), config.engine.clone());
+            tokio::task::spawn_blocking(move || Store::open(&dir, &engine))
+                .await
+                .map_err(|e| PipelineError::Commit(e.to_string()))??
+        }
+        None => {
+            tracing::warn!("no [state] dir: a restart will start from scratch");
+            Store::none()
+        }
+    };
     let mut task =
         EngineTask::restore(config.engine.clone(), store, metrics.clone(), view.clone(), clock)?;
     task.connect(Fanout::new(queues)).await?;

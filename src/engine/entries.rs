@@ -85,9 +85,9 @@ impl Engine {
             cluster.all_entries(&mut out).map_err(encode_error)?;
         }
         let heap = |prefix: u8, bytes: Result<Vec<u8>, postcard::Error>| {
-            bytes.map(|k| (k, Some(Vec::new()))).map_err(|e| {
-                SnapshotError::Encode(format!("{} entry: {e}", char::from(prefix)))
-            })
+            bytes
+                .map(|k| (k, Some(Vec::new())))
+                .map_err(|e| SnapshotError::Encode(format!("{} entry: {e}", char::from(prefix))))
         };
         for Reverse(d) in &self.schedule.deadlines {
             out.push(heap(DEADLINE, postcard::to_extend(d, vec![DEADLINE]))?);
@@ -139,8 +139,8 @@ impl Engine {
                 Some(&CLUSTER) => match parse_cluster_key(key) {
                     Some(ClusterKey::Core(index)) => {
                         let params = EngineConfig::default().defaults;
-                        let cluster = Cluster::from_core(index, value.as_ref(), params)
-                            .map_err(corrupt)?;
+                        let cluster =
+                            Cluster::from_core(index, value.as_ref(), params).map_err(corrupt)?;
                         if clusters.insert(index, cluster).is_some() {
                             return Err(corrupt("a cluster's entry twice".into()));
                         }
@@ -166,8 +166,9 @@ impl Engine {
                 SnapshotError::Corrupt(format!("entry {}: {why}", String::from_utf8_lossy(&key)))
             };
             let Some(parsed) = parse_cluster_key(&key) else { continue };
-            let (ClusterKey::Router(index, _) | ClusterKey::Slot(index, _) | ClusterKey::Core(index)) =
-                parsed;
+            let (ClusterKey::Router(index, _)
+            | ClusterKey::Slot(index, _)
+            | ClusterKey::Core(index)) = parsed;
             let cluster = clusters
                 .get_mut(&index)
                 .ok_or_else(|| corrupt(format!("no entry for its cluster {index}")))?;

@@ -456,9 +456,7 @@ impl Engine {
                     self.evicted.push(evicted);
                 }
                 Ok(None) => {}
-                Err(next) => {
-                    self.schedule.push_eviction(EvictionCheck { due: next, ..check })
-                }
+                Err(next) => self.schedule.push_eviction(EvictionCheck { due: next, ..check }),
             }
             self.keys = (self.keys + cluster.keys()).saturating_sub(before);
         }

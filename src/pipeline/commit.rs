@@ -1,42 +1,129 @@
-//! The commit: one consistent cut on disk — the engine snapshot, each source's position and
-//! the outbox — written before any event of it reaches a sink.
+//! The commit: one transaction of the state store — the engine's changed entries, the
+//! positions that moved, the outbox's added and removed events — written before any event of
+//! it reaches a sink.
 //!
-//! The write is blocking file IO (temp file, fsync, rename, fsync of the directory): it runs
-//! on a blocking thread, never on an async worker, so a slow disk cannot stall the HTTP
-//! server or the broker clients that share the workers.
+//! The write is blocking IO (a write batch synced to disk): it runs on a blocking thread,
+//! never on an async worker, so a slow disk cannot stall the HTTP server or the broker
+//! clients that share the workers.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use super::PipelineError;
-use crate::state::{State, StateDir};
+use crate::engine::{Engine, EngineConfig};
+use crate::state::{Commit, Position, StateStore};
 
 /// Where commits go; `None` without a `[state] dir` (nothing survives a restart).
 #[derive(Clone)]
-pub struct Store(Option<Arc<StateDir>>);
+pub struct Store(Option<Arc<StateStore>>);
+
+/// What the previous run left.
+pub struct Restored {
+    pub engine: Engine,
+    pub positions: BTreeMap<String, Position>,
+    /// The outbox, oldest first: (its key in the store, the JSON line).
+    pub outbox: Vec<(u64, String)>,
+}
 
 impl Store {
-    pub fn new(dir: Option<StateDir>) -> Store {
-        Store(dir.map(Arc::new))
+    pub fn none() -> Store {
+        Store(None)
+    }
+
+    /// Opens the store under `dir`, migrating a single-file state of format 2 found there.
+    pub fn open(dir: &Path, config: &EngineConfig) -> Result<Store, PipelineError> {
+        let (store, legacy) = StateStore::open(dir)?;
+        if let Some(state) = legacy {
+            let engine = match state.engine.is_empty() {
+                true => Engine::new(config.clone()),
+                false => Engine::restore(config.clone(), &state.engine)?,
+            };
+            store.migrate(dir, engine.entries()?, state)?;
+        }
+        Ok(Store(Some(Arc::new(store))))
     }
 
     pub fn is_some(&self) -> bool {
         self.0.is_some()
     }
 
-    /// The state persisted by the previous run, or an empty one.
-    pub fn load(&self) -> Result<State, PipelineError> {
-        match &self.0 {
-            Some(dir) => Ok(dir.load()?.unwrap_or_default()),
-            None => Ok(State::default()),
+    /// The engine, positions and outbox the previous run committed, or fresh ones. The
+    /// engine tracks its changes from here when there is a store.
+    pub fn load(&self, config: EngineConfig) -> Result<Restored, PipelineError> {
+        let Some(store) = &self.0 else {
+            let engine = Engine::new(config);
+            return Ok(Restored { engine, positions: BTreeMap::new(), outbox: Vec::new() });
+        };
+        let mut failed = None;
+        let entries = store.engine_entries().map_while(|r| match r {
+            Ok(kv) => Some(kv),
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        });
+        let engine = Engine::from_entries(config, entries);
+        if let Some(e) = failed {
+            return Err(e.into());
         }
+        let mut engine = engine?;
+        engine.track_changes();
+        Ok(Restored { engine, positions: store.positions()?, outbox: store.outbox()? })
     }
 
-    /// Writes `state` on a blocking thread (nothing without a store).
-    pub async fn save(&self, state: State) -> Result<(), PipelineError> {
-        let Some(dir) = self.0.clone() else { return Ok(()) };
-        tokio::task::spawn_blocking(move || dir.save(&state))
+    /// Commits `commit` on a blocking thread (nothing without a store).
+    pub async fn commit(&self, commit: Commit) -> Result<(), PipelineError> {
+        let Some(store) = self.0.clone() else { return Ok(()) };
+        if commit.is_empty() {
+            return Ok(());
+        }
+        tokio::task::spawn_blocking(move || store.commit(commit))
             .await
             .map_err(|e| PipelineError::Commit(e.to_string()))??;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{legacy, BACKUP};
+
+    /// A state file written by the release before the store, by `herald run` with a NATS
+    /// source (so with its applied messages' hashes), a stdout sink and a NATS sink that was
+    /// down (so with an outbox), killed while a router's window was pending.
+    const V2: &[u8] = include_bytes!("../../tests/data/state-v2.bin");
+
+    #[test]
+    fn a_format_2_state_file_is_migrated_once_and_kept_as_a_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(legacy::FILE_NAME), V2).unwrap();
+        let old = legacy::decode(V2).unwrap();
+        assert!(!old.outbox.is_empty() && !old.positions["bus"].applied.is_empty());
+        let config = EngineConfig::default();
+        let before = Engine::restore(config.clone(), &old.engine).unwrap();
+
+        let store = Store::open(dir.path(), &config).unwrap();
+        assert!(!dir.path().join(legacy::FILE_NAME).exists());
+        assert_eq!(std::fs::read(dir.path().join(BACKUP)).unwrap(), V2, "kept as it was");
+        let restored = store.load(config.clone()).unwrap();
+        let sorted = |e: &Engine| {
+            let mut entries = e.entries().unwrap();
+            entries.sort();
+            entries
+        };
+        assert_eq!(sorted(&restored.engine), sorted(&before));
+        assert_eq!(restored.positions, old.positions);
+        let lines: Vec<String> = restored.outbox.into_iter().map(|(_, l)| l).collect();
+        assert_eq!(lines, old.outbox);
+        let pending = restored.engine.next_deadline();
+        assert!(pending.is_some(), "the pending window is still there");
+        drop(store);
+
+        // Once: the next start opens the store and finds no file to migrate.
+        let again = Store::open(dir.path(), &config).unwrap().load(config).unwrap();
+        assert_eq!(again.positions, old.positions);
+        assert_eq!(again.engine.next_deadline(), pending);
     }
 }

@@ -61,11 +61,15 @@ impl Outbox {
         }
     }
 
-    /// Forgets the events every sink holds.
-    pub fn trim(&mut self, held: u64) {
+    /// Forgets the events every sink holds; returns their sequence numbers.
+    pub fn trim(&mut self, held: u64) -> Vec<u64> {
+        let mut gone = Vec::new();
         while self.events.front().is_some_and(|(seq, _)| *seq <= held) {
-            self.events.pop_front();
+            if let Some((seq, _)) = self.events.pop_front() {
+                gone.push(seq);
+            }
         }
+        gone
     }
 
     /// Whether a commit would drop held events from the outbox on disk.
@@ -78,6 +82,11 @@ impl Outbox {
         !self.events.is_empty() || !self.waiting.is_empty()
     }
 
+    /// The last sequence number handed out.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     pub fn len(&self) -> usize {
         self.events.len()
     }
@@ -86,9 +95,9 @@ impl Outbox {
         self.events.is_empty()
     }
 
-    /// The JSON lines not yet held, oldest first, as the state stores them.
-    pub fn lines(&self) -> impl Iterator<Item = &str> {
-        self.events.iter().map(|(_, l)| &**l)
+    /// The events not yet held, oldest first, as the state stores them.
+    pub fn lines(&self) -> impl Iterator<Item = (u64, &Arc<str>)> {
+        self.events.iter().map(|(seq, l)| (*seq, l))
     }
 }
 
@@ -122,8 +131,9 @@ mod tests {
         assert_eq!(second, [4, 5]);
         assert!(!o.trimmable(0));
         assert!(o.trimmable(2));
-        o.trim(2);
-        assert_eq!(o.lines().collect::<Vec<_>>(), ["line 2", "line 0", "line 1"]);
+        assert_eq!(o.trim(2), [1, 2]);
+        let lines: Vec<&str> = o.lines().map(|(_, l)| &**l).collect();
+        assert_eq!(lines, ["line 2", "line 0", "line 1"]);
         assert_eq!(o.len(), 3);
         o.trim(u64::MAX);
         assert!(o.is_empty());

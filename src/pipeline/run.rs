@@ -2,9 +2,9 @@
 //! hands each commit's events to the sinks.
 //!
 //! **Group commit.** The task applies whatever records are ready, then persists one
-//! consistent cut — the engine snapshot, the source positions of the records applied, and the
-//! outbox of events not yet held by every sink — and only then hands the new events to the
-//! sinks. An event therefore never reaches a sink before the state that produced it is on
+//! consistent cut — the engine entries that changed, the source positions of the records
+//! applied, and the outbox's new events and the ones every sink now holds — in one store
+//! transaction, and only then hands the new events to the sinks. An event therefore never reaches a sink before the state that produced it is on
 //! disk, and a position never advances past a record whose events could still be lost. A
 //! crash can cause a redelivery (same id), never a loss.
 //!
@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::commit::Store;
+use super::commit::{Restored, Store};
 use super::delivery::Delivery;
 use super::driver::{Driver, Watch};
 use super::fanout::Fanout;
@@ -31,7 +31,7 @@ use super::PipelineError;
 use crate::decode::{Context, DecodeError};
 use crate::engine::{Engine, EngineConfig, Evicted};
 use crate::model::{ClusterEvent, EventKind, Observation, Timestamp};
-use crate::state::{Position, State};
+use crate::state::{Commit, Position};
 use crate::support::clock::Clock;
 use crate::support::lines::Line;
 use crate::telemetry::events::{
@@ -61,7 +61,12 @@ struct Source {
 pub struct EngineTask {
     driver: Driver,
     positions: BTreeMap<String, Position>,
+    /// Sources whose position moved since the last commit.
+    moved: BTreeSet<String>,
     outbox: Outbox,
+    /// Outbox entries of the previous run the next commit replaces: the redelivered events
+    /// are numbered afresh, as the sinks' watermarks start afresh.
+    stale_outbox: Vec<u64>,
     /// Records applied since the last commit.
     dirty: bool,
     store: Store,
@@ -90,11 +95,7 @@ impl EngineTask {
         view: SharedView,
         clock: Clock,
     ) -> Result<EngineTask, PipelineError> {
-        let state = store.load()?;
-        let engine = match state.engine.is_empty() {
-            true => Engine::new(config),
-            false => Engine::restore(config, &state.engine)?,
-        };
+        let Restored { engine, positions, outbox: stored } = store.load(config)?;
         // `/state` and the gauges show after a restart what they showed before it, not an
         // empty view waiting for the next change (DESIGN §7.1).
         *view.lock().unwrap_or_else(|p| p.into_inner()) = View::restored(engine.stable_state());
@@ -102,13 +103,14 @@ impl EngineTask {
         metrics.keys.set(engine.keys() as i64);
         let mut outbox = Outbox::default();
         // The outbox holds lines herald wrote itself: one that does not parse back is a
-        // corrupt state file, reported, not delivered half-known.
+        // corrupt state, reported, not delivered half-known.
         let mut again = Vec::new();
-        for line in state.outbox {
+        let stale_outbox = stored.iter().map(|(seq, _)| *seq).collect();
+        for (_, line) in stored {
             match serde_json::from_str::<ClusterEvent>(&line) {
                 Ok(e) => again.push((Arc::from(line), Arc::new(e))),
                 Err(e) => {
-                    tracing::error!(error = %e, "an undelivered event in the state file is corrupt; skipped")
+                    tracing::error!(error = %e, "an undelivered event in the state store is corrupt; skipped")
                 }
             }
         }
@@ -121,8 +123,10 @@ impl EngineTask {
         let redeliver = outbox.enqueue(again);
         Ok(EngineTask {
             driver: Driver::new(engine),
-            positions: state.positions,
+            positions,
+            moved: BTreeSet::new(),
             outbox,
+            stale_outbox,
             dirty: false,
             store,
             metrics,
@@ -238,7 +242,8 @@ impl EngineTask {
                 for (number, bytes) in lines.iter() {
                     self.line(source, number, Line::Text(bytes), live, now);
                 }
-                self.positions.insert(name, position);
+                self.positions.insert(name.clone(), position);
+                self.moved.insert(name);
                 self.dirty = true;
             }
             Input::Batch { source, lines, live, on_commit, key, redelivery } => {
@@ -253,6 +258,7 @@ impl EngineTask {
                         position.applied.push(k);
                         let excess = position.applied.len().saturating_sub(RECENT_MESSAGES);
                         position.applied.drain(..excess);
+                        self.moved.insert(src.name.clone());
                     }
                     for (i, bytes) in lines.iter().enumerate() {
                         self.line(source, i as u64 + 1, Line::Text(bytes), live, now);
@@ -265,7 +271,8 @@ impl EngineTask {
                 let Some(src) = self.sources.get(source) else { return };
                 let name = src.name.clone();
                 self.line(source, line, Line::TooLong(len), false, now);
-                self.positions.insert(name, position);
+                self.positions.insert(name.clone(), position);
+                self.moved.insert(name);
                 self.dirty = true;
             }
             Input::Observed { source, observations } => {
@@ -350,16 +357,30 @@ impl EngineTask {
             }
         }
         let fresh = self.outbox.enqueue(lines);
-        self.outbox.trim(self.sinks.held());
+        let mut removed = self.outbox.trim(self.sinks.held());
         if self.store.is_some() {
-            // State that cannot be encoded fails the commit: writing an empty one would make
-            // the next start a fresh one, re-emitting every state.
-            let state = State {
-                engine: self.driver.engine.snapshot()?,
-                positions: self.positions.clone(),
-                outbox: self.outbox.lines().map(str::to_string).collect(),
-            };
-            self.store.save(state).await?;
+            // State that cannot be encoded fails the commit: leaving it out would make the
+            // next start forget what it held, re-emitting states or losing pending ones.
+            let positions = std::mem::take(&mut self.moved);
+            let positions = positions
+                .into_iter()
+                .filter_map(|name| Some((name.clone(), self.positions.get(&name)?.clone())))
+                .collect();
+            let mut added: Vec<(u64, Arc<str>)> =
+                fresh.iter().map(|d| (d.seq, d.line.clone())).collect();
+            if !self.stale_outbox.is_empty() {
+                // The first commit after a restart: the redelivered events under their new
+                // numbers, the old numbers gone where no new one takes their place.
+                let mut renumbered: Vec<(u64, Arc<str>)> =
+                    self.outbox.lines().map(|(seq, l)| (seq, l.clone())).collect();
+                renumbered.retain(|(seq, _)| !added.iter().any(|(a, _)| a == seq));
+                added.extend(renumbered);
+                let top = self.outbox.next_seq();
+                removed.extend(self.stale_outbox.drain(..).filter(|seq| *seq > top));
+            }
+            let commit =
+                Commit { engine: self.driver.engine.changes()?, positions, added, removed };
+            self.store.commit(commit).await?;
         }
         self.dirty = false;
         self.outbox.committed();
@@ -480,7 +501,7 @@ mod tests {
         let clock = Clock::starting_at(t0());
         let metrics = Arc::new(Metrics::with_clock(clock).expect("metrics"));
         let view = SharedView::default();
-        let store = Store::new(None);
+        let store = Store::none();
         let mut task =
             EngineTask::restore(EngineConfig::default(), store, metrics.clone(), view, clock)
                 .expect("engine task");

@@ -51,7 +51,7 @@ impl Cluster {
             Signal::Peer { peer, .. } => {
                 self.names.get(peer).is_none_or(|p| !self.peers.contains_key(&(r, p)))
             }
-            Signal::Router { router, .. } => !self.routers.contains_key(&**router),
+            Signal::Router { router, .. } => !self.routers.contains_key(router),
             Signal::Entity { slot, .. } | Signal::StagedEntity { slot, .. } => {
                 !self.slots.contains_key(slot_key(slot).as_str())
             }

@@ -21,9 +21,9 @@
 //! - [`held`]: the keys a cluster holds, whether it is spent, its stable state
 
 mod derive;
+mod entries;
 mod events;
 mod eviction;
-mod entries;
 mod held;
 mod key;
 mod keyed;
@@ -46,9 +46,7 @@ use super::{Outcome, Params};
 use crate::model::{EventKind, Observation, Signal, Timestamp};
 
 use derive::Touched;
-pub(crate) use entries::{
-    cluster_key, decode, encode, parse_cluster_key, ClusterKey, CLUSTER,
-};
+pub(crate) use entries::{cluster_key, decode, encode, parse_cluster_key, ClusterKey, CLUSTER};
 pub(crate) use key::StateKey;
 use keyed::Keyed;
 use names::Names;

@@ -106,7 +106,12 @@ fn apply(store: &mut BTreeMap<Vec<u8>, Vec<u8>>, changes: Vec<Change>) {
 }
 
 fn all(engine: &Engine) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    engine.entries().expect("entries").into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect()
+    engine
+        .entries()
+        .expect("entries")
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect()
 }
 
 proptest! {

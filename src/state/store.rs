@@ -1,0 +1,291 @@
+//! The store: fjall, an LSM tree, at `<[state] dir>/store`.
+//!
+//! Chosen by measurement of bytes written per changed key (BENCHMARKS.md): a commit of a few
+//! entries appends them to fjall's journal and, later, to one sorted table by compaction,
+//! where a copy-on-write B-tree (redb) rewrites every page on the path to each changed key at
+//! every commit — 8 to 11 KiB per changed key here at 20 to 100 changes per commit, against
+//! a few hundred bytes for fjall.
+//!
+//! One keyspace; each key's first byte says what it is:
+//! - `#version`: the store's format version ([`STORE_VERSION`]);
+//! - `e` and an engine entry's key ([`crate::engine::Engine::changes`]);
+//! - `p` and a source's name: its [`Position`] (postcard);
+//! - `o` and an outbox sequence number (big-endian): an event's JSON line.
+//!
+//! A commit is one write batch, synced to disk before it returns: all of it survives a
+//! crash, or none of it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use super::legacy::{self, State};
+use super::{Position, StateError};
+
+/// The store's format. Another one is refused with a clear message, never misread.
+pub const STORE_VERSION: u32 = 3;
+const DIR: &str = "store";
+const VERSION_KEY: &[u8] = b"#version";
+const ENGINE: u8 = b'e';
+const POSITION: u8 = b'p';
+const OUTBOX: u8 = b'o';
+/// Beside the store once migrated: the format-2 file, kept as it was.
+pub const BACKUP: &str = "state.bin.v2";
+
+/// What one commit writes.
+#[derive(Default)]
+pub struct Commit {
+    /// Changed engine entries; `None` removes one.
+    pub engine: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// The positions that moved.
+    pub positions: Vec<(String, Position)>,
+    /// Events added to the outbox: (sequence number, JSON line).
+    pub added: Vec<(u64, Arc<str>)>,
+    /// Sequence numbers of events every sink now holds.
+    pub removed: Vec<u64>,
+}
+
+impl Commit {
+    pub fn is_empty(&self) -> bool {
+        self.engine.is_empty()
+            && self.positions.is_empty()
+            && self.added.is_empty()
+            && self.removed.is_empty()
+    }
+}
+
+pub struct StateStore {
+    db: Database,
+    ks: Keyspace,
+    path: PathBuf,
+}
+
+fn prefixed(prefix: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(prefix);
+    k.extend_from_slice(key);
+    k
+}
+
+fn outbox_key(seq: u64) -> Vec<u8> {
+    prefixed(OUTBOX, &seq.to_be_bytes())
+}
+
+impl StateStore {
+    /// Opens (or creates) the store under `dir`. A format-2 file found beside a new store is
+    /// returned to be migrated with [`StateStore::migrate`]; the caller turns its engine
+    /// snapshot into entries.
+    pub fn open(dir: &Path) -> Result<(StateStore, Option<State>), StateError> {
+        let path = dir.join(DIR);
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StateError::Io { path: dir.to_path_buf(), source })?;
+        let fail =
+            |e: fjall::Error| StateError::Store { path: path.clone(), reason: e.to_string() };
+        let db = Database::builder(&path).open().map_err(fail)?;
+        let ks = db.keyspace("state", KeyspaceCreateOptions::default).map_err(fail)?;
+        let store = StateStore { db, ks, path: path.clone() };
+        let legacy_path = dir.join(legacy::FILE_NAME);
+        match store.ks.get(VERSION_KEY).map_err(fail)? {
+            Some(v) if *v == STORE_VERSION.to_le_bytes() => {
+                // Migrated before a crash that came ahead of the backup's rename.
+                store.keep_backup(&legacy_path)?;
+                Ok((store, None))
+            }
+            Some(v) => {
+                let found = match <[u8; 4]>::try_from(&*v) {
+                    Ok(b) => u32::from_le_bytes(b).to_string(),
+                    Err(_) => format!("{:?}", String::from_utf8_lossy(&v)),
+                };
+                Err(StateError::StoreVersion { path, found })
+            }
+            None if !store.ks.is_empty().map_err(fail)? => Err(StateError::Store {
+                path,
+                reason: "it holds no format version: not a herald state store".into(),
+            }),
+            None => match legacy::load(&legacy_path)? {
+                Some(state) => Ok((store, Some(state))),
+                None => {
+                    store.write(Commit::default(), true)?;
+                    Ok((store, None))
+                }
+            },
+        }
+    }
+
+    /// Writes a format-2 state into this new store in one transaction — the engine's
+    /// entries, the positions, the outbox — then keeps the old file beside it.
+    pub fn migrate(
+        &self,
+        dir: &Path,
+        engine: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        state: State,
+    ) -> Result<(), StateError> {
+        let commit = Commit {
+            engine,
+            positions: state.positions.into_iter().collect(),
+            added: state.outbox.into_iter().zip(1..).map(|(l, i)| (i, Arc::from(l))).collect(),
+            removed: Vec::new(),
+        };
+        self.write(commit, true)?;
+        self.keep_backup(&dir.join(legacy::FILE_NAME))
+    }
+
+    fn keep_backup(&self, legacy_path: &Path) -> Result<(), StateError> {
+        if !legacy_path.exists() {
+            return Ok(());
+        }
+        let backup = legacy_path.with_file_name(BACKUP);
+        std::fs::rename(legacy_path, &backup)
+            .map_err(|source| StateError::Io { path: backup.clone(), source })?;
+        tracing::info!(backup = %backup.display(), "state migrated from the single-file format 2 into the store; the old file is kept");
+        Ok(())
+    }
+
+    fn fail(&self, e: fjall::Error) -> StateError {
+        StateError::Store { path: self.path.clone(), reason: e.to_string() }
+    }
+
+    fn corrupt(&self, reason: String) -> StateError {
+        StateError::Corrupt { path: self.path.clone(), reason }
+    }
+
+    /// The engine's entries, in key order, without the store's prefix.
+    pub fn engine_entries(
+        &self,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, fjall::Slice), StateError>> + '_ {
+        self.ks.prefix([ENGINE]).map(|g| {
+            let (k, v) = g.into_inner().map_err(|e| self.fail(e))?;
+            Ok((k[1..].to_vec(), v))
+        })
+    }
+
+    pub fn positions(&self) -> Result<BTreeMap<String, Position>, StateError> {
+        let mut out = BTreeMap::new();
+        for g in self.ks.prefix([POSITION]) {
+            let (k, v) = g.into_inner().map_err(|e| self.fail(e))?;
+            let name = String::from_utf8(k[1..].to_vec())
+                .map_err(|_| self.corrupt("a source name is not UTF-8".into()))?;
+            let position = postcard::from_bytes(&v)
+                .map_err(|e| self.corrupt(format!("position of source {name}: {e}")))?;
+            out.insert(name, position);
+        }
+        Ok(out)
+    }
+
+    /// The outbox, oldest first: (its key's sequence number, the JSON line).
+    pub fn outbox(&self) -> Result<Vec<(u64, String)>, StateError> {
+        let mut out = Vec::new();
+        for g in self.ks.prefix([OUTBOX]) {
+            let (k, v) = g.into_inner().map_err(|e| self.fail(e))?;
+            let seq = <[u8; 8]>::try_from(&k[1..])
+                .map(u64::from_be_bytes)
+                .map_err(|_| self.corrupt("an outbox key is not a sequence number".into()))?;
+            let line = String::from_utf8(v.to_vec())
+                .map_err(|_| self.corrupt(format!("outbox event {seq} is not UTF-8")))?;
+            out.push((seq, line));
+        }
+        Ok(out)
+    }
+
+    /// Commits `c` as one transaction, synced before it returns.
+    pub fn commit(&self, c: Commit) -> Result<(), StateError> {
+        self.write(c, false)
+    }
+
+    fn write(&self, c: Commit, version: bool) -> Result<(), StateError> {
+        if c.is_empty() && !version {
+            return Ok(());
+        }
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        if version {
+            batch.insert(&self.ks, VERSION_KEY, STORE_VERSION.to_le_bytes());
+        }
+        for (key, value) in c.engine {
+            let key = prefixed(ENGINE, &key);
+            match value {
+                Some(v) => batch.insert(&self.ks, key, v),
+                None => batch.remove(&self.ks, key),
+            }
+        }
+        for (name, position) in c.positions {
+            let value = postcard::to_stdvec(&position)
+                .map_err(|e| self.corrupt(format!("position of source {name}: {e}")))?;
+            batch.insert(&self.ks, prefixed(POSITION, name.as_bytes()), value);
+        }
+        for seq in c.removed {
+            batch.remove(&self.ks, outbox_key(seq));
+        }
+        for (seq, line) in c.added {
+            batch.insert(&self.ks, outbox_key(seq), line.as_bytes());
+        }
+        batch.commit().map_err(|e| self.fail(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position(offset: u64) -> Position {
+        Position { file_id: Some((1, 2)), offset, line: 3, applied: vec![9, 10] }
+    }
+
+    #[test]
+    fn a_commit_reads_back_after_the_store_is_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, legacy) = StateStore::open(dir.path()).unwrap();
+            assert!(legacy.is_none());
+            let c = Commit {
+                engine: vec![(b"E".to_vec(), Some(vec![1, 2])), (b"Cx".to_vec(), Some(vec![3]))],
+                positions: vec![("log".into(), position(77))],
+                added: vec![(1, Arc::from("one")), (2, Arc::from("two"))],
+                removed: vec![],
+            };
+            store.commit(c).unwrap();
+            let c = Commit {
+                engine: vec![(b"Cx".to_vec(), None)],
+                positions: vec![("log".into(), position(99))],
+                added: vec![(3, Arc::from("three"))],
+                removed: vec![1],
+            };
+            store.commit(c).unwrap();
+        }
+        let (store, _) = StateStore::open(dir.path()).unwrap();
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = store
+            .engine_entries()
+            .map(|r| r.map(|(k, v)| (k, v.to_vec())))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(entries, vec![(b"E".to_vec(), vec![1, 2])]);
+        assert_eq!(store.positions().unwrap()["log"], position(99));
+        assert_eq!(store.outbox().unwrap(), vec![(2, "two".into()), (3, "three".into())]);
+    }
+
+    #[test]
+    fn a_store_of_another_format_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, _) = StateStore::open(dir.path()).unwrap();
+            let mut batch = store.db.batch().durability(Some(PersistMode::SyncAll));
+            batch.insert(&store.ks, VERSION_KEY, 9u32.to_le_bytes());
+            batch.commit().unwrap();
+        }
+        let err = StateStore::open(dir.path()).err().expect("refused").to_string();
+        assert!(err.contains("state store format 9 is not supported"), "{err}");
+        assert!(err.contains("reads format 3"), "{err}");
+    }
+
+    #[test]
+    fn a_format_2_file_of_another_version_is_refused_not_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = legacy::encode(&State::default()).unwrap();
+        bytes[8] = 7;
+        std::fs::write(dir.path().join(legacy::FILE_NAME), bytes).unwrap();
+        let err = StateStore::open(dir.path()).err().expect("refused").to_string();
+        assert!(err.contains("state format 7 is not supported"), "{err}");
+        assert!(dir.path().join(legacy::FILE_NAME).exists(), "the file is left as it was");
+    }
+}
