@@ -8,8 +8,12 @@
 - decode_generic: one line per generic signal, valid and broken.
 - ingest: whole logs and slices of them, as /ingest bodies.
 - config: the shipped configs and every TOML text in the config and integration tests.
-- state_file, segment: real files. `herald run` reads a log into a state directory, with a
-  disk-buffered sink, and stops on SIGTERM: its state.bin and the buffer's segment are kept.
+- segment: real files. `herald run` reads a log into a state directory, with a
+  disk-buffered sink, and stops on SIGTERM: the buffer's segments are kept.
+- state_file: the single-file state (format 2) of tests/data, as the release before the store
+  wrote it.
+- entries: the engine entries of engines after generated logs, written by the ignored test
+  `write_entries_fuzz_seeds` (`cargo test --lib`).
 
 Each seed is named by the SHA-1 of its bytes, as libFuzzer names what it adds, so running the
 script again adds nothing twice. The fuzzers' own finds go to the same folders.
@@ -170,7 +174,6 @@ def run_seeds(logs):
             daemon.send_signal(signal.SIGTERM)
             if daemon.wait(timeout=30) != 0:
                 sys.exit(f"herald run exited {daemon.returncode} on {config}")
-            put("state_file", Path(d, "state", "state.bin").read_bytes())
             buffers = Path(d, "state", "buffers")
             for seg in sorted(buffers.rglob("*.seg")):
                 data = seg.read_bytes()
@@ -180,6 +183,18 @@ def run_seeds(logs):
                     put("segment", data[: len(data) * 2 // 3])
 
 
+def state_seeds():
+    put("state_file", (ROOT / "tests" / "data" / "state-v2.bin").read_bytes())
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run(
+            ["cargo", "test", "--lib", "-q", "--", "--ignored", "write_entries_fuzz_seeds"],
+            cwd=ROOT, env={**os.environ, "HERALD_FUZZ_SEEDS": d}, check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        for seed in sorted(Path(d).iterdir()):
+            put("entries", seed.read_bytes())
+
+
 def main():
     if not os.access(HERALD, os.X_OK):
         sys.exit(f"{HERALD}: not an executable herald; build one (cargo build) or name it")
@@ -187,6 +202,7 @@ def main():
     ingest_seeds(logs, generic)
     config_seeds()
     run_seeds(logs)
+    state_seeds()
 
 
 if __name__ == "__main__":

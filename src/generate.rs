@@ -22,6 +22,8 @@ pub struct Options {
     pub controllers: u32,
     pub routers: u32,
     pub services: u32,
+    /// After the startup, only router flips.
+    pub router_flips: bool,
     /// Start of the log, in Unix nanoseconds.
     pub start: i64,
 }
@@ -34,6 +36,7 @@ impl Default for Options {
             controllers: 3,
             routers: 20,
             services: 10,
+            router_flips: false,
             // 2025-01-10T18:00:00Z
             start: 1_736_532_000_000_000_000,
         }
@@ -84,6 +87,15 @@ pub fn write<W: Write>(opts: &Options, out: &mut W) -> io::Result<()> {
     sim.startup();
     sim.flush()?;
     while sim.written < sim.opts.lines {
+        if sim.opts.router_flips {
+            sim.t += sim.rng.random_range(1..10) * MS;
+            let r = sim.rng.random_range(1..=sim.opts.routers);
+            let Some(offline) = sim.offline.get_mut(r as usize) else { continue };
+            let online = std::mem::replace(offline, !*offline);
+            sim.router(sim.t, r, online);
+            sim.flush()?;
+            continue;
+        }
         sim.t += sim.rng.random_range(5..100) * MS;
         sim.scene()?;
         sim.flush()?;

@@ -96,6 +96,13 @@ enum Command {
         /// Controllers per cluster.
         #[arg(long, default_value_t = 3)]
         controllers: u32,
+        /// Routers: each comes online in the startup burst.
+        #[arg(long, default_value_t = 20)]
+        routers: u32,
+        /// After the startup burst, only router changes (a random router flips each time):
+        /// a log whose state is its routers, for the state store's benchmarks.
+        #[arg(long)]
+        router_flips: bool,
     },
 }
 
@@ -189,10 +196,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             replay(engine, Context::new(cluster, reporter), &input)
         }
-        Command::Generate { seed, lines, controllers } => {
+        Command::Generate { seed, lines, controllers, routers, router_flips } => {
             let stdout = io::stdout().lock();
             let mut out = BufWriter::with_capacity(1 << 16, stdout);
-            let opts = herald::generate::Options { seed, lines, controllers, ..Default::default() };
+            let opts = herald::generate::Options {
+                seed,
+                lines,
+                controllers,
+                routers,
+                router_flips,
+                ..Default::default()
+            };
             herald::generate::write(&opts, &mut out).context("writing the log")?;
             out.flush().context("writing the log")?;
             Ok(())

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 
 use super::*;
 
@@ -40,12 +41,12 @@ fn signal(kind: u8, arg: u8) -> Signal<'static> {
         1 => leaderless(),
         2 => gained(),
         3 => lost(),
-        4 => peer(node, arg % 2 == 0),
+        4 => peer(node, arg.is_multiple_of(2)),
         5 => router(&format!("edge-{}", arg % 3), arg < 2),
         6 => router(&format!("edge-{}", arg % 3), false),
         7 => members(u64::from(arg) + 1, &NODES[..usize::from(arg % 3) + 2]),
-        8 => Signal::ReadOnly { read_only: arg % 2 == 0 },
-        9 => probe(node, arg % 3 != 0),
+        8 => Signal::ReadOnly { read_only: arg.is_multiple_of(2) },
+        9 => probe(node, !arg.is_multiple_of(3)),
         10 => Signal::Entity { op: EntityOp::Created, slot: slot(arg) },
         11 => Signal::Entity { op: EntityOp::Deleted, slot: slot(arg) },
         12 => Signal::StagedEntity {
@@ -213,4 +214,35 @@ fn entries_that_do_not_read_back_are_refused_with_their_key() {
     store.remove(&core);
     store.insert(router_key, router_value);
     assert!(Engine::from_entries(config(), store).is_err(), "a router without its cluster");
+}
+
+/// Not a test: writes the `entries` fuzz target's seeds (run by `fuzz/make-seeds.py`) into
+/// `$HERALD_FUZZ_SEEDS`: the entries of engines after generated logs, each entry's key and
+/// value preceded by their lengths (two bytes each, little-endian).
+#[test]
+#[ignore]
+fn write_entries_fuzz_seeds() {
+    let Some(dir) = std::env::var_os("HERALD_FUZZ_SEEDS") else { return };
+    let runner = proptest::test_runner::TestRunner::deterministic();
+    let mut runner = runner;
+    for n in 0..16 {
+        let steps = proptest::collection::vec(step(), 1..120)
+            .new_tree(&mut runner)
+            .expect("steps")
+            .current();
+        let mut engine = Engine::new(config());
+        run(&mut engine, &steps, T0, &mut Vec::new());
+        let mut bytes = Vec::new();
+        for (k, v) in all(&engine) {
+            let (Ok(kl), Ok(vl)) = (u16::try_from(k.len()), u16::try_from(v.len())) else {
+                continue;
+            };
+            bytes.extend_from_slice(&kl.to_le_bytes());
+            bytes.extend_from_slice(&vl.to_le_bytes());
+            bytes.extend_from_slice(&k);
+            bytes.extend_from_slice(&v);
+        }
+        std::fs::write(std::path::Path::new(&dir).join(format!("generated-{n}")), bytes)
+            .expect("seed");
+    }
 }
