@@ -169,13 +169,13 @@ if only & {"2", "3"}:
         if p.poll() is not None:
             raise SystemExit("herald run exited early")
         time.sleep(0.5)
-    # Until the load is applied and its compactions have settled.
-    prev = -1
-    while True:
+    # Until the load is applied and its flushes and compactions have settled: nothing
+    # written for 30 s.
+    prev, still = -1, 0
+    while still < 6:
         time.sleep(5)
         now = write_bytes(p.pid)
-        if now == prev:
-            break
+        still = still + 1 if now == prev else 0
         prev = now
     if "2" in only:
         before = write_bytes(p.pid)
