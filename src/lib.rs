@@ -15,7 +15,7 @@
 //!   outbox, commit, fan-out and shutdown; knows no concrete source or sink.
 //! - [`engine`]: sans-IO state machines — stability windows, derived cluster state, spin and
 //!   liveness detection. Time is passed in; nothing here does IO.
-//! - [`state`]: what survives a restart — engine snapshot, positions, outbox.
+//! - [`state`]: what survives a restart — engine entries, positions, outbox, in one store.
 //! - [`telemetry`]: metrics, the stable view, the state gauges, internal events.
 //! - [`decode`]: bytes to observations — OpenZiti events of every version, the generic format.
 //! - [`model`]: [`model::Observation`] (decoded input) and [`model::ClusterEvent`] (output).

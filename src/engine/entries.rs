@@ -145,7 +145,19 @@ impl Engine {
                             return Err(corrupt("a cluster's entry twice".into()));
                         }
                     }
-                    Some(_) => members.push((key.to_vec(), value)),
+                    // A store gives a cluster's own entry before its routers' and slots':
+                    // those are attached at once, and only others wait.
+                    Some(member) => {
+                        let (ClusterKey::Router(index, _)
+                        | ClusterKey::Slot(index, _)
+                        | ClusterKey::Core(index)) = member;
+                        match clusters.get_mut(&index) {
+                            Some(c) => {
+                                c.restore_member(&member, value.as_ref()).map_err(corrupt)?
+                            }
+                            None => members.push((key.to_vec(), value)),
+                        }
+                    }
                     None => return Err(corrupt("not an entry key".into())),
                 },
                 Some(&DEADLINE) => {

@@ -17,7 +17,8 @@
 //! - `cluster`: one cluster's keys, the facts they come from, and the events they emit
 //! - [`liveness`], [`spin`]: the node-liveness and terminator-spin state machines
 //! - `schedule`: engine time, the one deadline heap, eviction checks, counters
-//! - `snapshot`: the persisted form a restart resumes from
+//! - `entries`: the state as per-key entries and their changes, what the store persists
+//! - `snapshot`: the single-snapshot form of earlier releases, read to migrate them
 
 mod cluster;
 mod entries;

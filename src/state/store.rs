@@ -56,6 +56,16 @@ impl Commit {
     }
 }
 
+/// An engine entry's key as the store holds it, read without its prefix: a view of the same
+/// bytes, not a copy (a million entries are read at startup).
+pub struct EntryKey(fjall::Slice);
+
+impl AsRef<[u8]> for EntryKey {
+    fn as_ref(&self) -> &[u8] {
+        self.0.get(1..).unwrap_or_default()
+    }
+}
+
 pub struct StateStore {
     db: Database,
     ks: Keyspace,
@@ -154,10 +164,10 @@ impl StateStore {
     /// The engine's entries, in key order, without the store's prefix.
     pub fn engine_entries(
         &self,
-    ) -> impl Iterator<Item = Result<(Vec<u8>, fjall::Slice), StateError>> + '_ {
+    ) -> impl Iterator<Item = Result<(EntryKey, fjall::Slice), StateError>> + '_ {
         self.ks.prefix([ENGINE]).map(|g| {
             let (k, v) = g.into_inner().map_err(|e| self.fail(e))?;
-            Ok((k[1..].to_vec(), v))
+            Ok((EntryKey(k), v))
         })
     }
 
