@@ -266,7 +266,7 @@ mod tests {
         let (store, _) = StateStore::open(dir.path()).unwrap();
         let entries: Vec<(Vec<u8>, Vec<u8>)> = store
             .engine_entries()
-            .map(|r| r.map(|(k, v)| (k, v.to_vec())))
+            .map(|r| r.map(|(k, v)| (k.as_ref().to_vec(), v.to_vec())))
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(entries, vec![(b"E".to_vec(), vec![1, 2])]);
