@@ -2,7 +2,8 @@
 //! positions that moved, the outbox's added and removed events — written before any event of
 //! it reaches a sink.
 //!
-//! The write is blocking IO (a write batch synced to disk): it runs on a blocking thread,
+//! The write is blocking IO (a write batch synced to disk): the engine task runs it on a
+//! blocking thread,
 //! never on an async worker, so a slow disk cannot stall the HTTP server or the broker
 //! clients that share the workers.
 
@@ -72,16 +73,12 @@ impl Store {
         Ok(Restored { engine, positions: store.positions()?, outbox: store.outbox()? })
     }
 
-    /// Commits `commit` on a blocking thread (nothing without a store).
-    pub async fn commit(&self, commit: Commit) -> Result<(), PipelineError> {
-        let Some(store) = self.0.clone() else { return Ok(()) };
-        if commit.is_empty() {
-            return Ok(());
+    /// Commits `commit` on this thread, which may block (nothing without a store).
+    pub fn commit_blocking(&self, commit: Commit) -> Result<(), crate::state::StateError> {
+        match &self.0 {
+            Some(store) => store.commit(commit),
+            None => Ok(()),
         }
-        tokio::task::spawn_blocking(move || store.commit(commit))
-            .await
-            .map_err(|e| PipelineError::Commit(e.to_string()))??;
-        Ok(())
     }
 }
 

@@ -14,6 +14,12 @@ use super::delivery::Delivery;
 use super::input::OnCommit;
 use crate::model::ClusterEvent;
 
+/// The batches of one commit, and the last event it holds.
+pub struct Sealed {
+    mark: u64,
+    batches: Vec<OnCommit>,
+}
+
 #[derive(Default)]
 pub struct Outbox {
     /// Events not yet held by every sink, oldest first: (sequence number, JSON line).
@@ -46,9 +52,20 @@ impl Outbox {
 
     /// The batches applied so far are committed: they wait for the events emitted until now.
     pub fn committed(&mut self) {
-        let mark = self.next_seq;
-        for f in self.uncommitted.drain(..) {
-            self.waiting.push_back((mark, f));
+        let sealed = self.seal();
+        self.committed_sealed(sealed);
+    }
+
+    /// The batches applied so far, and the events emitted until now, as one commit whose
+    /// write is under way: batches applied meanwhile belong to the next one.
+    pub fn seal(&mut self) -> Sealed {
+        Sealed { mark: self.next_seq, batches: std::mem::take(&mut self.uncommitted) }
+    }
+
+    /// A sealed commit is on disk: its batches wait for its events.
+    pub fn committed_sealed(&mut self, sealed: Sealed) {
+        for f in sealed.batches {
+            self.waiting.push_back((sealed.mark, f));
         }
     }
 

@@ -4,7 +4,9 @@
 //! **Group commit.** The task applies whatever records are ready, then persists one
 //! consistent cut — the engine entries that changed, the source positions of the records
 //! applied, and the outbox's new events and the ones every sink now holds — in one store
-//! transaction, and only then hands the new events to the sinks. An event therefore never reaches a sink before the state that produced it is on
+//! transaction, and only then hands the new events to the sinks. While a commit is written
+//! (on a blocking thread) the task applies the next records; commits reach the disk in order,
+//! one at a time. An event therefore never reaches a sink before the state that produced it is on
 //! disk, and a position never advances past a record whose events could still be lost. A
 //! crash can cause a redelivery (same id), never a loss.
 //!
@@ -26,7 +28,7 @@ use super::delivery::Delivery;
 use super::driver::{Driver, Watch};
 use super::fanout::Fanout;
 use super::input::Input;
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Sealed};
 use super::PipelineError;
 use crate::decode::{Context, DecodeError};
 use crate::engine::{Engine, EngineConfig, Evicted};
@@ -87,6 +89,16 @@ pub struct EngineTask {
     skew_warned: BTreeSet<(String, String)>,
     /// Events of the previous run not seen held by every sink, to deliver again.
     redeliver: Vec<Delivery>,
+    /// The commit being written while the engine applies the next records.
+    inflight: Option<InFlight>,
+}
+
+/// A commit whose store write is under way: its events go to the sinks, and its batches are
+/// acknowledged, once the write is on disk.
+struct InFlight {
+    write: tokio::task::JoinHandle<Result<(), crate::state::StateError>>,
+    fresh: Vec<Delivery>,
+    sealed: Sealed,
 }
 
 impl EngineTask {
@@ -142,6 +154,7 @@ impl EngineTask {
             evicted: Vec::new(),
             skew_warned: BTreeSet::new(),
             redeliver,
+            inflight: None,
         })
     }
 
@@ -185,9 +198,22 @@ impl EngineTask {
         let mut open = true;
         loop {
             let wake = self.wake_in(last_commit);
+            let writing = self.inflight.is_some();
+            let inflight = self.inflight.as_mut().map(|f| &mut f.write);
             let first = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
+                done = async { inflight?.await.ok() }, if writing => {
+                    // The write is on disk: its events go out now, not with the next commit.
+                    if let Some(f) = self.inflight.take() {
+                        let written = done.unwrap_or_else(|| Err(crate::state::StateError::Store {
+                            path: std::path::PathBuf::new(),
+                            reason: "the commit's writer stopped".into(),
+                        }));
+                        self.settled(f.fresh, f.sealed, written).await?;
+                    }
+                    continue;
+                }
                 msg = rx.recv(), if open => msg,
                 _ = tokio::time::sleep(wake) => None,
             };
@@ -227,6 +253,7 @@ impl EngineTask {
     /// that each sink drains and ends.
     pub async fn drain(&mut self) -> Result<(), PipelineError> {
         self.commit().await?;
+        self.settle().await?;
         self.sinks.close();
         Ok(())
     }
@@ -236,6 +263,7 @@ impl EngineTask {
     pub async fn finish(&mut self) -> Result<usize, PipelineError> {
         self.dirty = true;
         self.commit().await?;
+        self.settle().await?;
         Ok(self.outbox.len())
     }
 
@@ -380,19 +408,45 @@ impl EngineTask {
             if !self.stale_outbox.is_empty() {
                 // The first commit after a restart: the redelivered events under their new
                 // numbers, the old numbers gone where no new one takes their place.
-                let mut renumbered: Vec<(u64, Arc<str>)> =
-                    self.outbox.lines().map(|(seq, l)| (seq, l.clone())).collect();
-                renumbered.retain(|(seq, _)| !added.iter().any(|(a, _)| a == seq));
-                added.extend(renumbered);
+                // The fresh events are the outbox's newest: the others are the redelivered.
+                let first_fresh = fresh.first().map_or(u64::MAX, |d| d.seq);
+                let renumbered = self.outbox.lines().filter(|(seq, _)| *seq < first_fresh);
+                added.extend(renumbered.map(|(seq, l)| (seq, l.clone())));
                 let top = self.outbox.next_seq();
                 removed.extend(self.stale_outbox.drain(..).filter(|seq| *seq > top));
             }
             let commit =
                 Commit { engine: self.driver.engine.changes()?, positions, added, removed };
-            self.store.commit(commit).await?;
+            self.dirty = false;
+            let sealed = self.outbox.seal();
+            // Commits reach the disk in order: the previous one first.
+            self.settle().await?;
+            let store = self.store.clone();
+            let write = tokio::task::spawn_blocking(move || store.commit_blocking(commit));
+            self.inflight = Some(InFlight { write, fresh, sealed });
+            return Ok(());
         }
         self.dirty = false;
         self.outbox.committed();
+        self.outbox.release(self.sinks.held());
+        self.sinks.dispatch(fresh).await
+    }
+
+    /// Waits for the commit under way, if any, then hands its events to the sinks.
+    async fn settle(&mut self) -> Result<(), PipelineError> {
+        let Some(f) = self.inflight.take() else { return Ok(()) };
+        let written = f.write.await.map_err(|e| PipelineError::Commit(e.to_string()))?;
+        self.settled(f.fresh, f.sealed, written).await
+    }
+
+    async fn settled(
+        &mut self,
+        fresh: Vec<Delivery>,
+        sealed: Sealed,
+        written: Result<(), crate::state::StateError>,
+    ) -> Result<(), PipelineError> {
+        written?;
+        self.outbox.committed_sealed(sealed);
         self.outbox.release(self.sinks.held());
         self.sinks.dispatch(fresh).await
     }
