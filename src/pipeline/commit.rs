@@ -3,9 +3,8 @@
 //! it reaches a sink.
 //!
 //! The write is blocking IO (a write batch synced to disk): the engine task runs it on a
-//! blocking thread,
-//! never on an async worker, so a slow disk cannot stall the HTTP server or the broker
-//! clients that share the workers.
+//! blocking thread, never on an async worker, so a slow disk cannot stall the HTTP server or
+//! the broker clients that share the workers.
 
 use std::collections::BTreeMap;
 use std::path::Path;
