@@ -20,7 +20,7 @@ use std::cmp::Reverse;
 use serde::{Deserialize, Serialize};
 
 use super::cluster::{parse_cluster_key, Cluster, ClusterKey, CLUSTER};
-use super::schedule::{Deadline, EvictionCheck, Schedule, DEADLINE, EVICTION};
+use super::schedule::{heap_key, Deadline, EvictionCheck, Schedule, DEADLINE, EVICTION};
 use super::window::Sequence;
 use super::{Engine, EngineConfig, SnapshotError, Stats};
 use crate::model::Timestamp;
@@ -84,16 +84,13 @@ impl Engine {
         for cluster in clusters {
             cluster.all_entries(&mut out).map_err(encode_error)?;
         }
-        let heap = |prefix: u8, bytes: Result<Vec<u8>, postcard::Error>| {
-            bytes
-                .map(|k| (k, Some(Vec::new())))
-                .map_err(|e| SnapshotError::Encode(format!("{} entry: {e}", char::from(prefix))))
-        };
+        // The keys the schedule logs its pushes under, so that a store built from changes
+        // and one built from here hold the same bytes.
         for Reverse(d) in &self.schedule.deadlines {
-            out.push(heap(DEADLINE, postcard::to_extend(d, vec![DEADLINE]))?);
+            out.push((heap_key(DEADLINE, d), Some(Vec::new())));
         }
         for Reverse(e) in &self.schedule.evictions {
-            out.push(heap(EVICTION, postcard::to_extend(e, vec![EVICTION]))?);
+            out.push((heap_key(EVICTION, e), Some(Vec::new())));
         }
         Ok(out)
     }
@@ -147,17 +144,10 @@ impl Engine {
                     }
                     // A store gives a cluster's own entry before its routers' and slots':
                     // those are attached at once, and only others wait.
-                    Some(member) => {
-                        let (ClusterKey::Router(index, _)
-                        | ClusterKey::Slot(index, _)
-                        | ClusterKey::Core(index)) = member;
-                        match clusters.get_mut(&index) {
-                            Some(c) => {
-                                c.restore_member(&member, value.as_ref()).map_err(corrupt)?
-                            }
-                            None => members.push((key.to_vec(), value)),
-                        }
-                    }
+                    Some(member) => match clusters.get_mut(&member.index()) {
+                        Some(c) => c.restore_member(&member, value.as_ref()).map_err(corrupt)?,
+                        None => members.push((key.to_vec(), value)),
+                    },
                     None => return Err(corrupt("not an entry key".into())),
                 },
                 Some(&DEADLINE) => {

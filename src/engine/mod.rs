@@ -224,7 +224,8 @@ impl Engine {
         }
     }
 
-    /// Notes that cluster `index`'s own entry changed, when tracking.
+    /// Notes that cluster `index`'s own entry changed, when tracking. An index with no
+    /// cluster (a removed one's late deadline) is skipped by [`Engine::changes`].
     fn touch(&mut self, index: u32) {
         if self.tracking {
             self.changed_clusters.insert(index);
@@ -317,8 +318,8 @@ impl Engine {
         let mut cluster = Cluster::new(name.clone(), i, params);
         if self.tracking {
             cluster.track();
-            self.changed_clusters.insert(i);
         }
+        self.touch(i);
         self.clusters.insert(i, cluster);
         self.cluster_ids.insert(name, i);
         // The cluster's own check: it goes once it is spent (DESIGN §5.2).
@@ -405,12 +406,10 @@ impl Engine {
 
     fn fire_due(&mut self, out: &mut Vec<ClusterEvent>) {
         while let Some(d) = self.schedule.pop_due() {
+            self.touch(d.cluster);
             let Some(cluster) = self.clusters.get_mut(&d.cluster) else {
                 continue;
             };
-            if self.tracking {
-                self.changed_clusters.insert(d.cluster);
-            }
             let before = cluster.keys();
             if let Some(event) = cluster.fire(&d.key, d.seq) {
                 cluster.count_emitted(event.kind);
@@ -432,12 +431,10 @@ impl Engine {
     fn evict_due(&mut self) {
         while let Some(check) = self.schedule.pop_eviction_due() {
             let now = self.schedule.now;
+            self.touch(check.cluster);
             let Some(cluster) = self.clusters.get_mut(&check.cluster) else {
                 continue;
             };
-            if self.tracking {
-                self.changed_clusters.insert(check.cluster);
-            }
             if check.key == StateKey::Leader {
                 // The cluster's own check.
                 if cluster.is_spent(now) {

@@ -53,7 +53,8 @@ pub(crate) struct Schedule {
 pub(crate) const DEADLINE: u8 = b'D';
 pub(crate) const EVICTION: u8 = b'V';
 
-fn heap_key<T: Serialize>(prefix: u8, item: &T) -> Vec<u8> {
+/// A heap element's entry key: its prefix, then the element itself.
+pub(crate) fn heap_key<T: Serialize>(prefix: u8, item: &T) -> Vec<u8> {
     // Encoding these plain structs cannot fail; an empty key would only be skipped.
     postcard::to_extend(item, vec![prefix]).unwrap_or_default()
 }

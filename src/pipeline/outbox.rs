@@ -50,12 +50,6 @@ impl Outbox {
         self.uncommitted.push(f);
     }
 
-    /// The batches applied so far are committed: they wait for the events emitted until now.
-    pub fn committed(&mut self) {
-        let sealed = self.seal();
-        self.committed_sealed(sealed);
-    }
-
     /// The batches applied so far, and the events emitted until now, as one commit whose
     /// write is under way: batches applied meanwhile belong to the next one.
     pub fn seal(&mut self) -> Sealed {
@@ -167,7 +161,8 @@ mod tests {
         o.enqueue(events(2));
         o.release(u64::MAX);
         assert_eq!(ran.load(Ordering::SeqCst), 0, "not committed yet");
-        o.committed();
+        let sealed = o.seal();
+        o.committed_sealed(sealed);
         o.release(1);
         assert_eq!(ran.load(Ordering::SeqCst), 0, "event 2 is not held yet");
         assert!(o.is_busy());

@@ -6,9 +6,9 @@
 //! applied, and the outbox's new events and the ones every sink now holds — in one store
 //! transaction, and only then hands the new events to the sinks. While a commit is written
 //! (on a blocking thread) the task applies the next records; commits reach the disk in order,
-//! one at a time. An event therefore never reaches a sink before the state that produced it is on
-//! disk, and a position never advances past a record whose events could still be lost. A
-//! crash can cause a redelivery (same id), never a loss.
+//! one at a time. An event therefore never reaches a sink before the state that produced it
+//! is on disk, and a position never advances past a record whose events could still be lost.
+//! A crash can cause a redelivery (same id), never a loss.
 //!
 //! **Live time** (DESIGN §5.1). Engine time is the latest record time, clamped to the wall
 //! clock; while every source is caught up (nothing waiting to be read), it also follows the
@@ -203,13 +203,14 @@ impl EngineTask {
             let first = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                done = async { inflight?.await.ok() }, if writing => {
+                written = async {
+                    match inflight {
+                        Some(write) => write.await,
+                        None => std::future::pending().await,
+                    }
+                }, if writing => {
                     // The write is on disk: its events go out now, not with the next commit.
                     if let Some(f) = self.inflight.take() {
-                        let written = done.unwrap_or_else(|| Err(crate::state::StateError::Store {
-                            path: std::path::PathBuf::new(),
-                            reason: "the commit's writer stopped".into(),
-                        }));
                         self.settled(f.fresh, f.sealed, written).await?;
                     }
                     continue;
@@ -395,57 +396,56 @@ impl EngineTask {
         }
         let fresh = self.outbox.enqueue(lines);
         let mut removed = self.outbox.trim(self.sinks.held());
-        if self.store.is_some() {
-            // State that cannot be encoded fails the commit: leaving it out would make the
-            // next start forget what it held, re-emitting states or losing pending ones.
-            let positions = std::mem::take(&mut self.moved);
-            let positions = positions
-                .into_iter()
-                .filter_map(|name| Some((name.clone(), self.positions.get(&name)?.clone())))
-                .collect();
-            let mut added: Vec<(u64, Arc<str>)> =
-                fresh.iter().map(|d| (d.seq, d.line.clone())).collect();
-            if !self.stale_outbox.is_empty() {
-                // The first commit after a restart: the redelivered events under their new
-                // numbers, the old numbers gone where no new one takes their place.
-                // The fresh events are the outbox's newest: the others are the redelivered.
-                let first_fresh = fresh.first().map_or(u64::MAX, |d| d.seq);
-                let renumbered = self.outbox.lines().filter(|(seq, _)| *seq < first_fresh);
-                added.extend(renumbered.map(|(seq, l)| (seq, l.clone())));
-                let top = self.outbox.next_seq();
-                removed.extend(self.stale_outbox.drain(..).filter(|seq| *seq > top));
-            }
-            let commit =
-                Commit { engine: self.driver.engine.changes()?, positions, added, removed };
-            self.dirty = false;
-            let sealed = self.outbox.seal();
-            // Commits reach the disk in order: the previous one first.
-            self.settle().await?;
-            let store = self.store.clone();
-            let write = tokio::task::spawn_blocking(move || store.commit_blocking(commit));
-            self.inflight = Some(InFlight { write, fresh, sealed });
-            return Ok(());
-        }
         self.dirty = false;
-        self.outbox.committed();
-        self.outbox.release(self.sinks.held());
-        self.sinks.dispatch(fresh).await
+        if !self.store.is_some() {
+            let sealed = self.outbox.seal();
+            return self.settled(fresh, sealed, Ok(Ok(()))).await;
+        }
+        // State that cannot be encoded fails the commit: leaving it out would make the
+        // next start forget what it held, re-emitting states or losing pending ones.
+        let positions = std::mem::take(&mut self.moved);
+        let positions = positions
+            .into_iter()
+            .filter_map(|name| Some((name.clone(), self.positions.get(&name)?.clone())))
+            .collect();
+        let mut added: Vec<(u64, Arc<str>)> =
+            fresh.iter().map(|d| (d.seq, d.line.clone())).collect();
+        if !self.stale_outbox.is_empty() {
+            // The first commit after a restart: the redelivered events under their new
+            // numbers, the old numbers gone where no new one takes their place.
+            // The fresh events are the outbox's newest: the others are the redelivered.
+            let first_fresh = fresh.first().map_or(u64::MAX, |d| d.seq);
+            let renumbered = self.outbox.lines().filter(|(seq, _)| *seq < first_fresh);
+            added.extend(renumbered.map(|(seq, l)| (seq, l.clone())));
+            let top = self.outbox.next_seq();
+            removed.extend(self.stale_outbox.drain(..).filter(|seq| *seq > top));
+        }
+        let commit = Commit { engine: self.driver.engine.changes()?, positions, added, removed };
+        let sealed = self.outbox.seal();
+        // Commits reach the disk in order: the previous one first.
+        self.settle().await?;
+        let store = self.store.clone();
+        let write = tokio::task::spawn_blocking(move || store.commit_blocking(commit));
+        self.inflight = Some(InFlight { write, fresh, sealed });
+        Ok(())
     }
 
     /// Waits for the commit under way, if any, then hands its events to the sinks.
     async fn settle(&mut self) -> Result<(), PipelineError> {
         let Some(f) = self.inflight.take() else { return Ok(()) };
-        let written = f.write.await.map_err(|e| PipelineError::Commit(e.to_string()))?;
+        let written = f.write.await;
         self.settled(f.fresh, f.sealed, written).await
     }
 
+    /// A commit is on disk (or failed, which ends the task): its batches wait for its events,
+    /// which go to the sinks.
     async fn settled(
         &mut self,
         fresh: Vec<Delivery>,
         sealed: Sealed,
-        written: Result<(), crate::state::StateError>,
+        written: Result<Result<(), crate::state::StateError>, tokio::task::JoinError>,
     ) -> Result<(), PipelineError> {
-        written?;
+        written.map_err(|e| PipelineError::Commit(e.to_string()))??;
         self.outbox.committed_sealed(sealed);
         self.outbox.release(self.sinks.held());
         self.sinks.dispatch(fresh).await

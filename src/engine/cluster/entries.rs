@@ -39,6 +39,14 @@ pub enum ClusterKey<'a> {
     Slot(u32, &'a str),
 }
 
+impl ClusterKey<'_> {
+    pub fn index(&self) -> u32 {
+        match *self {
+            ClusterKey::Core(i) | ClusterKey::Router(i, _) | ClusterKey::Slot(i, _) => i,
+        }
+    }
+}
+
 pub fn cluster_key(index: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(5);
     k.push(CLUSTER);

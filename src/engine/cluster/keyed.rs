@@ -27,11 +27,10 @@ impl<V> Keyed<V> {
         self.changed.get_or_insert_with(HashSet::default);
     }
 
-    fn mark(&mut self, key: &Arc<str>) {
-        if let Some(changed) = &mut self.changed {
-            if !changed.contains(key) {
-                changed.insert(key.clone());
-            }
+    fn mark(changed: &mut Option<HashSet<Arc<str>>>, key: &Arc<str>) {
+        if let Some(changed) = changed {
+            // One lookup: a key already marked just drops the clone.
+            changed.insert(key.clone());
         }
     }
 
@@ -49,23 +48,20 @@ impl<V> Keyed<V> {
 
     /// The value of `key`, to change: the key is marked changed.
     pub fn get_mut(&mut self, key: &Arc<str>) -> Option<&mut V> {
-        if self.map.contains_key(key) {
-            self.mark(key);
-        }
-        self.map.get_mut(key)
+        let value = self.map.get_mut(key)?;
+        Self::mark(&mut self.changed, key);
+        Some(value)
     }
 
     pub fn insert(&mut self, key: Arc<str>, value: V) {
-        self.mark(&key);
+        Self::mark(&mut self.changed, &key);
         self.map.insert(key, value);
     }
 
     pub fn remove(&mut self, key: &Arc<str>) -> Option<V> {
-        let removed = self.map.remove(key);
-        if removed.is_some() {
-            self.mark(key);
-        }
-        removed
+        let removed = self.map.remove(key)?;
+        Self::mark(&mut self.changed, key);
+        Some(removed)
     }
 
     pub fn len(&self) -> usize {
