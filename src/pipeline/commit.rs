@@ -22,8 +22,8 @@ pub struct Store(Option<Arc<StateStore>>);
 pub struct Restored {
     pub engine: Engine,
     pub positions: BTreeMap<String, Position>,
-    /// The outbox, oldest first: (its key in the store, the JSON line).
-    pub outbox: Vec<(u64, String)>,
+    /// The outbox, oldest first, by chunk: (its key in the store, its JSON lines).
+    pub outbox: Vec<(u64, Vec<String>)>,
 }
 
 impl Store {
@@ -111,7 +111,7 @@ mod tests {
         };
         assert_eq!(sorted(&restored.engine), sorted(&before));
         assert_eq!(restored.positions, old.positions);
-        let lines: Vec<String> = restored.outbox.into_iter().map(|(_, l)| l).collect();
+        let lines: Vec<String> = restored.outbox.into_iter().flat_map(|(_, l)| l).collect();
         assert_eq!(lines, old.outbox);
         let pending = restored.engine.next_deadline();
         assert!(pending.is_some(), "the pending window is still there");

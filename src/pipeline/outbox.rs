@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::delivery::Delivery;
 use super::input::OnCommit;
 use crate::model::ClusterEvent;
+use crate::state::{Chunk, CHUNK_EVENTS};
 
 /// The batches of one commit, and the last event it holds.
 pub struct Sealed {
@@ -30,6 +31,9 @@ pub struct Outbox {
     /// Committed batches waiting for every sink to hold the events produced by then: (the
     /// sequence number to wait for, what to do then).
     waiting: VecDeque<(u64, OnCommit)>,
+    /// The chunks the store holds (or will, once the commit under way is written), oldest
+    /// first: (first, last sequence number).
+    chunks: VecDeque<(u64, u64)>,
 }
 
 impl Outbox {
@@ -72,15 +76,41 @@ impl Outbox {
         }
     }
 
-    /// Forgets the events every sink holds; returns their sequence numbers.
+    /// Forgets the events every sink holds; returns the stored chunks that go with them
+    /// (all of whose events are held), by their first sequence number.
     pub fn trim(&mut self, held: u64) -> Vec<u64> {
-        let mut gone = Vec::new();
         while self.events.front().is_some_and(|(seq, _)| *seq <= held) {
-            if let Some((seq, _)) = self.events.pop_front() {
-                gone.push(seq);
+            self.events.pop_front();
+        }
+        let mut gone = Vec::new();
+        while self.chunks.front().is_some_and(|(_, last)| *last <= held) {
+            if let Some((first, _)) = self.chunks.pop_front() {
+                gone.push(first);
             }
         }
         gone
+    }
+
+    /// Cuts events for the store into chunks of consecutive sequence numbers, remembered
+    /// until [`Outbox::trim`] lets them go. `events` come in ascending order, after every
+    /// event already chunked.
+    pub fn chunk<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = (u64, &'a Arc<str>)>,
+    ) -> Vec<Chunk> {
+        let mut out: Vec<Chunk> = Vec::new();
+        for (seq, line) in events {
+            match out.last_mut() {
+                Some(c)
+                    if c.first + c.lines.len() as u64 == seq && c.lines.len() < CHUNK_EVENTS =>
+                {
+                    c.lines.push(line.clone())
+                }
+                _ => out.push(Chunk { first: seq, lines: vec![line.clone()] }),
+            }
+        }
+        self.chunks.extend(out.iter().map(|c| (c.first, c.first + c.lines.len() as u64 - 1)));
+        out
     }
 
     /// Whether a commit would drop held events from the outbox on disk.
@@ -142,12 +172,28 @@ mod tests {
         assert_eq!(second, [4, 5]);
         assert!(!o.trimmable(0));
         assert!(o.trimmable(2));
-        assert_eq!(o.trim(2), [1, 2]);
+        o.trim(2);
         let lines: Vec<&str> = o.lines().map(|(_, l)| &**l).collect();
         assert_eq!(lines, ["line 2", "line 0", "line 1"]);
         assert_eq!(o.len(), 3);
         o.trim(u64::MAX);
         assert!(o.is_empty());
+    }
+
+    #[test]
+    fn a_stored_chunk_goes_once_every_sink_holds_its_last_event() {
+        let mut o = Outbox::default();
+        let n = CHUNK_EVENTS + 2;
+        let d = o.enqueue(events(n));
+        let chunks = o.chunk(d.iter().map(|d| (d.seq, &d.line)));
+        let sizes: Vec<(u64, usize)> = chunks.iter().map(|c| (c.first, c.lines.len())).collect();
+        assert_eq!(sizes, [(1, CHUNK_EVENTS), (CHUNK_EVENTS as u64 + 1, 2)]);
+        assert_eq!(&*chunks[1].lines[1], format!("line {}", n - 1));
+        assert!(o.trim(CHUNK_EVENTS as u64 - 1).is_empty(), "its last event is not held");
+        assert_eq!(o.len(), 3);
+        assert_eq!(o.trim(CHUNK_EVENTS as u64 + 1), [1]);
+        assert_eq!(o.trim(n as u64), [CHUNK_EVENTS as u64 + 1]);
+        assert!(!o.is_busy());
     }
 
     #[test]

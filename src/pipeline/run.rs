@@ -121,8 +121,8 @@ impl EngineTask {
         // The outbox holds lines herald wrote itself: one that does not parse back is a
         // corrupt state, reported, not delivered half-known.
         let mut again = Vec::new();
-        let stale_outbox = stored.iter().map(|(seq, _)| *seq).collect();
-        for (_, line) in stored {
+        let stale_outbox = stored.iter().map(|(first, _)| *first).collect();
+        for line in stored.into_iter().flat_map(|(_, lines)| lines) {
             match serde_json::from_str::<ClusterEvent>(&line) {
                 Ok(e) => again.push((Arc::from(line), Arc::new(e))),
                 Err(e) => {
@@ -408,17 +408,24 @@ impl EngineTask {
             .into_iter()
             .filter_map(|name| Some((name.clone(), self.positions.get(&name)?.clone())))
             .collect();
-        let mut added: Vec<(u64, Arc<str>)> =
-            fresh.iter().map(|d| (d.seq, d.line.clone())).collect();
+        let mut added = Vec::new();
         if !self.stale_outbox.is_empty() {
             // The first commit after a restart: the redelivered events under their new
-            // numbers, the old numbers gone where no new one takes their place.
-            // The fresh events are the outbox's newest: the others are the redelivered.
+            // numbers (the outbox's oldest, before the fresh ones), and the old chunks gone
+            // where no new chunk takes their key.
             let first_fresh = fresh.first().map_or(u64::MAX, |d| d.seq);
-            let renumbered = self.outbox.lines().filter(|(seq, _)| *seq < first_fresh);
-            added.extend(renumbered.map(|(seq, l)| (seq, l.clone())));
-            let top = self.outbox.next_seq();
-            removed.extend(self.stale_outbox.drain(..).filter(|seq| *seq > top));
+            let renumbered: Vec<(u64, Arc<str>)> = self
+                .outbox
+                .lines()
+                .filter(|(seq, _)| *seq < first_fresh)
+                .map(|(seq, l)| (seq, l.clone()))
+                .collect();
+            added = self.outbox.chunk(renumbered.iter().map(|(seq, l)| (*seq, l)));
+        }
+        added.extend(self.outbox.chunk(fresh.iter().map(|d| (d.seq, &d.line))));
+        if !self.stale_outbox.is_empty() {
+            let kept: BTreeSet<u64> = added.iter().map(|c| c.first).collect();
+            removed.extend(self.stale_outbox.drain(..).filter(|first| !kept.contains(first)));
         }
         let commit = Commit { engine: self.driver.engine.changes()?, positions, added, removed };
         let sealed = self.outbox.seal();

@@ -10,7 +10,13 @@
 //! - `#version`: the store's format version ([`STORE_VERSION`]);
 //! - `e` and an engine entry's key ([`crate::engine::Engine::changes`]);
 //! - `p` and a source's name: its [`Position`] (postcard);
-//! - `o` and an outbox sequence number (big-endian): an event's JSON line.
+//! - `o` and an outbox sequence number (big-endian): a chunk of consecutive events, their
+//!   JSON lines joined by newlines, the first numbered by the key.
+//!
+//! The outbox is stored by chunks, not by event: a commit that emits a million events (a
+//! startup burst) writes two thousand entries, not a million, and removes as few once the
+//! sinks hold them. A chunk goes once every sink holds its last event; after a crash its
+//! events that were already held are delivered again (the same ids), as at-least-once allows.
 //!
 //! A commit is one write batch, synced to disk before it returns: all of it survives a
 //! crash, or none of it.
@@ -41,11 +47,23 @@ pub struct Commit {
     pub engine: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// The positions that moved.
     pub positions: Vec<(String, Position)>,
-    /// Events added to the outbox: (sequence number, JSON line).
-    pub added: Vec<(u64, Arc<str>)>,
-    /// Sequence numbers of events every sink now holds.
+    /// Chunks added to the outbox.
+    pub added: Vec<Chunk>,
+    /// Chunks every sink now holds, by their first sequence number.
     pub removed: Vec<u64>,
 }
+
+/// Consecutive outbox events stored as one entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    /// The first event's sequence number; the others follow one by one.
+    pub first: u64,
+    pub lines: Vec<Arc<str>>,
+}
+
+/// Events per chunk at most: large enough that a burst costs few entries, small enough that
+/// a chunk is never a large value, and that few held events are delivered again after a crash.
+pub const CHUNK_EVENTS: usize = 512;
 
 impl Commit {
     pub fn is_empty(&self) -> bool {
@@ -135,7 +153,15 @@ impl StateStore {
         let commit = Commit {
             engine,
             positions: state.positions.into_iter().collect(),
-            added: state.outbox.into_iter().zip(1..).map(|(l, i)| (i, Arc::from(l))).collect(),
+            added: state
+                .outbox
+                .chunks(CHUNK_EVENTS)
+                .zip((1u64..).step_by(CHUNK_EVENTS))
+                .map(|(lines, first)| Chunk {
+                    first,
+                    lines: lines.iter().map(|l| Arc::from(l.as_str())).collect(),
+                })
+                .collect(),
             removed: Vec::new(),
         };
         self.write(commit, true)?;
@@ -184,17 +210,17 @@ impl StateStore {
         Ok(out)
     }
 
-    /// The outbox, oldest first: (its key's sequence number, the JSON line).
-    pub fn outbox(&self) -> Result<Vec<(u64, String)>, StateError> {
+    /// The outbox, oldest first, by chunk: (its first sequence number, its JSON lines).
+    pub fn outbox(&self) -> Result<Vec<(u64, Vec<String>)>, StateError> {
         let mut out = Vec::new();
         for g in self.ks.prefix([OUTBOX]) {
             let (k, v) = g.into_inner().map_err(|e| self.fail(e))?;
             let seq = <[u8; 8]>::try_from(&k[1..])
                 .map(u64::from_be_bytes)
                 .map_err(|_| self.corrupt("an outbox key is not a sequence number".into()))?;
-            let line = String::from_utf8(v.to_vec())
-                .map_err(|_| self.corrupt(format!("outbox event {seq} is not UTF-8")))?;
-            out.push((seq, line));
+            let text = std::str::from_utf8(&v)
+                .map_err(|_| self.corrupt(format!("outbox chunk {seq} is not UTF-8")))?;
+            out.push((seq, text.split('\n').map(str::to_string).collect()));
         }
         Ok(out)
     }
@@ -232,8 +258,15 @@ impl StateStore {
         for seq in c.removed {
             batch.remove(&self.ks, outbox_key(seq));
         }
-        for (seq, line) in c.added {
-            batch.insert(&self.ks, outbox_key(seq), line.as_bytes());
+        for chunk in c.added {
+            let mut value = Vec::with_capacity(chunk.lines.iter().map(|l| l.len() + 1).sum());
+            for (i, line) in chunk.lines.iter().enumerate() {
+                if i > 0 {
+                    value.push(b'\n');
+                }
+                value.extend_from_slice(line.as_bytes());
+            }
+            batch.insert(&self.ks, outbox_key(chunk.first), value);
         }
         batch.commit().map_err(|e| self.fail(e))
     }
@@ -242,6 +275,10 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chunk(first: u64, lines: &[&str]) -> Chunk {
+        Chunk { first, lines: lines.iter().map(|l| Arc::from(*l)).collect() }
+    }
 
     fn position(offset: u64) -> Position {
         Position { file_id: Some((1, 2)), offset, line: 3, applied: vec![9, 10] }
@@ -256,14 +293,14 @@ mod tests {
             let c = Commit {
                 engine: vec![(b"E".to_vec(), Some(vec![1, 2])), (b"Cx".to_vec(), Some(vec![3]))],
                 positions: vec![("log".into(), position(77))],
-                added: vec![(1, Arc::from("one")), (2, Arc::from("two"))],
+                added: vec![chunk(1, &["one", "two"]), chunk(3, &["three"])],
                 removed: vec![],
             };
             store.commit(c).unwrap();
             let c = Commit {
                 engine: vec![(b"Cx".to_vec(), None)],
                 positions: vec![("log".into(), position(99))],
-                added: vec![(3, Arc::from("three"))],
+                added: vec![chunk(4, &["four", "five"])],
                 removed: vec![1],
             };
             store.commit(c).unwrap();
@@ -276,7 +313,11 @@ mod tests {
             .unwrap();
         assert_eq!(entries, vec![(b"E".to_vec(), vec![1, 2])]);
         assert_eq!(store.positions().unwrap()["log"], position(99));
-        assert_eq!(store.outbox().unwrap(), vec![(2, "two".into()), (3, "three".into())]);
+        let outbox = store.outbox().unwrap();
+        assert_eq!(
+            outbox,
+            vec![(3, vec!["three".into()]), (4, vec!["four".into(), "five".into()])]
+        );
     }
 
     #[test]
