@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::delivery::Delivery;
 use super::input::OnCommit;
 use crate::model::ClusterEvent;
-use crate::state::{Chunk, CHUNK_EVENTS};
+use crate::state::{chunks, Chunk};
 
 /// The batches of one commit, and the last event it holds.
 pub struct Sealed {
@@ -34,6 +34,8 @@ pub struct Outbox {
     /// The chunks the store holds (or will, once the commit under way is written), oldest
     /// first: (first, last sequence number).
     chunks: VecDeque<(u64, u64)>,
+    /// The last sequence number given to the store in a chunk.
+    chunked: u64,
 }
 
 impl Outbox {
@@ -91,25 +93,14 @@ impl Outbox {
         gone
     }
 
-    /// Cuts events for the store into chunks of consecutive sequence numbers, remembered
-    /// until [`Outbox::trim`] lets them go. `events` come in ascending order, after every
-    /// event already chunked.
-    pub fn chunk<'a>(
-        &mut self,
-        events: impl IntoIterator<Item = (u64, &'a Arc<str>)>,
-    ) -> Vec<Chunk> {
-        let mut out: Vec<Chunk> = Vec::new();
-        for (seq, line) in events {
-            match out.last_mut() {
-                Some(c)
-                    if c.first + c.lines.len() as u64 == seq && c.lines.len() < CHUNK_EVENTS =>
-                {
-                    c.lines.push(line.clone())
-                }
-                _ => out.push(Chunk { first: seq, lines: vec![line.clone()] }),
-            }
-        }
+    /// Cuts the events not yet given to the store into chunks of consecutive sequence
+    /// numbers, remembered until [`Outbox::trim`] lets them go. After a restart the first
+    /// call takes the redelivered events too, under their new numbers.
+    pub fn chunk_new(&mut self) -> Vec<Chunk> {
+        let start = self.events.partition_point(|(seq, _)| *seq <= self.chunked);
+        let out = chunks(self.events.range(start..).map(|(seq, l)| (*seq, l.clone())));
         self.chunks.extend(out.iter().map(|c| (c.first, c.first + c.lines.len() as u64 - 1)));
+        self.chunked = self.next_seq;
         out
     }
 
@@ -146,6 +137,7 @@ impl Outbox {
 mod tests {
     use super::*;
     use crate::model::{EventKind, Timestamp};
+    use crate::state::CHUNK_EVENTS;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn events(n: usize) -> Vec<(Arc<str>, Arc<ClusterEvent>)> {
@@ -184,8 +176,8 @@ mod tests {
     fn a_stored_chunk_goes_once_every_sink_holds_its_last_event() {
         let mut o = Outbox::default();
         let n = CHUNK_EVENTS + 2;
-        let d = o.enqueue(events(n));
-        let chunks = o.chunk(d.iter().map(|d| (d.seq, &d.line)));
+        o.enqueue(events(n));
+        let chunks = o.chunk_new();
         let sizes: Vec<(u64, usize)> = chunks.iter().map(|c| (c.first, c.lines.len())).collect();
         assert_eq!(sizes, [(1, CHUNK_EVENTS), (CHUNK_EVENTS as u64 + 1, 2)]);
         assert_eq!(&*chunks[1].lines[1], format!("line {}", n - 1));

@@ -408,22 +408,10 @@ impl EngineTask {
             .into_iter()
             .filter_map(|name| Some((name.clone(), self.positions.get(&name)?.clone())))
             .collect();
-        let mut added = Vec::new();
+        let added = self.outbox.chunk_new();
         if !self.stale_outbox.is_empty() {
-            // The first commit after a restart: the redelivered events under their new
-            // numbers (the outbox's oldest, before the fresh ones), and the old chunks gone
-            // where no new chunk takes their key.
-            let first_fresh = fresh.first().map_or(u64::MAX, |d| d.seq);
-            let renumbered: Vec<(u64, Arc<str>)> = self
-                .outbox
-                .lines()
-                .filter(|(seq, _)| *seq < first_fresh)
-                .map(|(seq, l)| (seq, l.clone()))
-                .collect();
-            added = self.outbox.chunk(renumbered.iter().map(|(seq, l)| (*seq, l)));
-        }
-        added.extend(self.outbox.chunk(fresh.iter().map(|d| (d.seq, &d.line))));
-        if !self.stale_outbox.is_empty() {
+            // The first commit after a restart: `added` holds the redelivered events under
+            // their new numbers; the old chunks go where no new chunk takes their key.
             let kept: BTreeSet<u64> = added.iter().map(|c| c.first).collect();
             removed.extend(self.stale_outbox.drain(..).filter(|first| !kept.contains(first)));
         }

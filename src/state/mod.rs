@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use legacy::{decode, FormatError, State};
-pub use store::{Chunk, Commit, StateStore, BACKUP, CHUNK_EVENTS, STORE_VERSION};
+pub use store::{chunks, Chunk, Commit, StateStore, BACKUP, CHUNK_EVENTS, STORE_VERSION};
 
 /// Where a source is in its input.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -65,6 +65,20 @@ pub struct Chunk {
 /// a chunk is never a large value, and that few held events are delivered again after a crash.
 pub const CHUNK_EVENTS: usize = 512;
 
+/// Cuts events, in ascending order, into chunks of consecutive sequence numbers.
+pub fn chunks(events: impl IntoIterator<Item = (u64, Arc<str>)>) -> Vec<Chunk> {
+    let mut out: Vec<Chunk> = Vec::new();
+    for (seq, line) in events {
+        match out.last_mut() {
+            Some(c) if c.first + c.lines.len() as u64 == seq && c.lines.len() < CHUNK_EVENTS => {
+                c.lines.push(line)
+            }
+            _ => out.push(Chunk { first: seq, lines: vec![line] }),
+        }
+    }
+    out
+}
+
 impl Commit {
     pub fn is_empty(&self) -> bool {
         self.engine.is_empty()
@@ -153,15 +167,7 @@ impl StateStore {
         let commit = Commit {
             engine,
             positions: state.positions.into_iter().collect(),
-            added: state
-                .outbox
-                .chunks(CHUNK_EVENTS)
-                .zip((1u64..).step_by(CHUNK_EVENTS))
-                .map(|(lines, first)| Chunk {
-                    first,
-                    lines: lines.iter().map(|l| Arc::from(l.as_str())).collect(),
-                })
-                .collect(),
+            added: chunks(state.outbox.into_iter().zip(1..).map(|(l, i)| (i, Arc::from(l)))),
             removed: Vec::new(),
         };
         self.write(commit, true)?;
