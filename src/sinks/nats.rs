@@ -44,13 +44,15 @@ impl Config {
 
 // ---- running ------------------------------------------------------------------------------
 
-use std::collections::VecDeque;
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::PublishAckFuture};
+use async_nats::jetstream::context::{PublishAckFuture, PublishError};
+use async_nats::jetstream::{self, publish::PublishAck};
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::mpsc::Receiver;
 
 use super::SinkError;
@@ -61,6 +63,15 @@ use crate::telemetry::metrics::SinkMetrics;
 
 /// A PubAck on its way.
 type AckFuture = <PublishAckFuture as IntoFuture>::IntoFuture;
+
+/// A publish awaiting its PubAck, with the recoveries counted when it was made (see
+/// `failed_since`).
+type Pending =
+    Pin<Box<dyn Future<Output = (Delivery, Result<PublishAck, PublishError>, u64)> + Send>>;
+
+fn pending(d: Delivery, ack: AckFuture, recoveries: u64) -> Pending {
+    Box::pin(async move { (d, ack.await, recoveries) })
+}
 
 /// JetStream publishes awaiting their PubAck at once.
 const IN_FLIGHT: usize = 1024;
@@ -243,8 +254,11 @@ pub async fn run(
             }
         }
     };
-    // Each publish with the recoveries counted when it was made (see `failed_since`).
-    let mut in_flight: VecDeque<(Delivery, AckFuture, u64)> = VecDeque::new();
+    // Every PubAck is awaited at once, not only the oldest: async-nats starts an ack's
+    // timeout when the future is first polled, so awaiting them one by one turned the acks a
+    // broker restart lost into one timeout after another (1,024 × 5 s). Results still come
+    // out in publish order, which the watermark needs.
+    let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut open = true;
     while open || !in_flight.is_empty() {
         tokio::select! {
@@ -252,34 +266,26 @@ pub async fn run(
                 Some(d) => {
                     let subject = subject(&prefix, &d.event.cluster, d.event.kind.as_str());
                     let f = publish(&js, &subject, &d, &metrics, &reach).await;
-                    in_flight.push_back((d, f, reach.recoveries()));
+                    in_flight.push_back(pending(d, f, reach.recoveries()));
                 }
                 None => open = false,
             },
-            ack = async {
-                match in_flight.front_mut() {
-                    Some((_, f, _)) => f.await,
-                    None => std::future::pending().await,
+            Some((d, ack, then)) = in_flight.next(), if !in_flight.is_empty() => match ack {
+                Ok(_) => {
+                    reach.reached();
+                    metrics.acked(d.event.stable_at);
+                    acked.store(d.seq, Ordering::Release);
                 }
-            }, if !in_flight.is_empty() => {
-                let Some((d, _, then)) = in_flight.pop_front() else { continue };
-                match ack {
-                    Ok(_) => {
-                        reach.reached();
-                        metrics.acked(d.event.stable_at);
-                        acked.store(d.seq, Ordering::Release);
-                    }
-                    Err(e) => {
-                        // No ack (timeout, the server restarted): publish again; the Msg-Id
-                        // keeps the stream from storing it twice.
-                        DeliveryFailed.emit(&metrics);
-                        reach.failed_since(then, format_args!("no PubAck for {}: {e}", d.event.id));
-                        let subject = subject(&prefix, &d.event.cluster, d.event.kind.as_str());
-                        let f = publish(&js, &subject, &d, &metrics, &reach).await;
-                        in_flight.push_front((d, f, reach.recoveries()));
-                    }
+                Err(e) => {
+                    // No ack (timeout, the server restarted): publish again; the Msg-Id
+                    // keeps the stream from storing it twice.
+                    DeliveryFailed.emit(&metrics);
+                    reach.failed_since(then, format_args!("no PubAck for {}: {e}", d.event.id));
+                    let subject = subject(&prefix, &d.event.cluster, d.event.kind.as_str());
+                    let f = publish(&js, &subject, &d, &metrics, &reach).await;
+                    in_flight.push_front(pending(d, f, reach.recoveries()));
                 }
-            }
+            },
         }
     }
     let _ = client.flush().await;

@@ -28,7 +28,7 @@ fn workload(dir: &Path) -> (PathBuf, Vec<ClusterEvent>) {
     (log, want)
 }
 
-fn herald_run(dir: &Path, log: &Path, sink: &str) -> Child {
+pub fn herald_run(dir: &Path, log: &Path, sink: &str) -> Child {
     let cfg = tail_config(dir, log, sink);
     herald()
         .args(["run", "--config", cfg.to_str().unwrap()])
@@ -45,7 +45,7 @@ fn herald_run(dir: &Path, log: &Path, sink: &str) -> Child {
         .expect("start herald run")
 }
 
-fn signal(child: &mut Child, sig: &str) {
+pub fn signal(child: &mut Child, sig: &str) {
     Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill");
     let _ = child.wait();
 }
@@ -82,7 +82,7 @@ fn check(what: &str, got: &[ClusterEvent], want: &[ClusterEvent]) -> usize {
 }
 
 /// A broker this test owns: stopped and started at will, its contents read back.
-trait Broker {
+pub trait Broker {
     fn up(&mut self);
     fn down(&mut self);
     /// herald's `[sinks.*]` table for it, with `extra` appended.
@@ -317,6 +317,33 @@ fn jetstream_stopped_for_60s_mid_stream_loses_nothing() {
     stopped_for_60s(&mut nats, dir.path(), &log, &want, "jetstream after a 60 s outage");
 }
 
+/// The connection drops while a thousand PubAcks are on their way: every one of them is lost.
+/// They time out together, so the stream is complete soon after; awaited one after another
+/// (as they once were), the lost acks alone took 1,024 × 5 s.
+#[test]
+fn jetstream_acks_lost_with_the_connection_time_out_together_not_one_after_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, want) = workload(dir.path());
+    let nats = NatsServer::start(dir.path());
+    let proxy = Proxy::start(nats.port);
+    // A few hundred events in, the acks stop coming while herald keeps publishing up to its
+    // in-flight limit; then the connection goes, and the held-back acks with it.
+    proxy.stall_after(256 * 1024);
+    let sink = nats.sink("").replace(&nats.url(), &format!("nats://127.0.0.1:{}", proxy.port));
+    let mut child = herald_run(dir.path(), &log, &sink);
+    assert!(eventually(|| proxy.stalled()), "herald publishes through the proxy");
+    std::thread::sleep(Duration::from_secs(2));
+    let stalled_at = nats.count();
+    proxy.close();
+    std::thread::sleep(Duration::from_secs(1));
+    proxy.open();
+    let got = nats.wait_for(want.len(), Duration::from_secs(120));
+    // Not a shutdown test: with acks awaited one after another, it would take as long.
+    signal(&mut child, "-KILL");
+    assert!(stalled_at < want.len(), "the acks stopped mid-stream: {stalled_at} of {}", want.len());
+    check("jetstream after a thousand lost acks", &got, &want);
+}
+
 #[test]
 fn disk_buffer_killed_while_jetstream_is_down_delivers_everything_after() {
     let dir = tempfile::tempdir().unwrap();
@@ -332,14 +359,15 @@ fn disk_buffer_killed_while_jetstream_is_down_delivers_everything_after() {
 // reading client's — goes through it; closing it is a broker outage (connections reset, new
 // ones refused) while tansu keeps the topic in memory.
 
-struct Tansu {
+pub struct Tansu {
     child: Child,
-    proxy: Proxy,
-    topic: String,
+    pub proxy: Proxy,
+    pub topic: String,
+    listen: String,
 }
 
 impl Tansu {
-    fn start() -> Tansu {
+    pub fn start() -> Tansu {
         let port = free_port();
         let proxy = Proxy::start(port);
         let listen = format!("tcp://127.0.0.1:{port}");
@@ -356,17 +384,37 @@ impl Tansu {
             eventually(|| std::net::TcpStream::connect(&addr).is_ok()),
             "tansu listening on {addr}"
         );
-        let t = Tansu { child, proxy, topic: "herald".into() };
-        let out = Command::new("tansu")
-            .args(["topic", "create", &t.topic, "--partitions", "3", "--broker", &listen])
-            .output()
-            .expect("tansu topic create");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let t = Tansu { child, proxy, topic: "herald".into(), listen };
+        t.create(&t.topic);
         t
     }
 
-    fn bootstrap(&self) -> String {
+    /// Creates a topic of three partitions.
+    pub fn create(&self, topic: &str) {
+        let out = Command::new("tansu")
+            .args(["topic", "create", topic, "--partitions", "3", "--broker", &self.listen])
+            .output()
+            .expect("tansu topic create");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.proxy.port)
+    }
+
+    /// Every record of `topic`, duplicates included, as kafka-python reads it: partition,
+    /// offset, key, headers, value.
+    pub fn records(&self, topic: &str) -> Vec<serde_json::Value> {
+        let out = Command::new("python3")
+            .arg(repo("tests/kafka_consume.py"))
+            .args([&self.bootstrap(), topic, "0", "60"])
+            .output()
+            .expect("python3 with kafka-python (scripts/services.sh installs it)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a record"))
+            .collect()
     }
 }
 
@@ -392,18 +440,9 @@ impl Broker for Tansu {
     }
 
     fn events(&self) -> Vec<ClusterEvent> {
-        let out = Command::new("python3")
-            .arg(repo("tests/kafka_consume.py"))
-            .args([&self.bootstrap(), &self.topic, "0", "60"])
-            .output()
-            .expect("python3 with kafka-python (scripts/services.sh installs it)");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| {
-                let r: serde_json::Value = serde_json::from_str(l).expect("a record");
-                serde_json::from_value(r["value"].clone()).expect("an event")
-            })
+        self.records(&self.topic)
+            .into_iter()
+            .map(|r| serde_json::from_value(r["value"].clone()).expect("an event"))
             .collect()
     }
 

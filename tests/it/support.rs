@@ -198,6 +198,10 @@ pub struct Proxy {
     pub port: u16,
     upstream: u16,
     up: Arc<std::sync::atomic::AtomicBool>,
+    /// While set, what the upstream sends is held back (what the client sends still flows).
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+    /// Once the client has sent this many bytes in all, `stalled` is set.
+    stall_after: Arc<std::sync::atomic::AtomicUsize>,
     conns: Arc<Mutex<Vec<std::net::TcpStream>>>,
 }
 
@@ -207,6 +211,8 @@ impl Proxy {
             port: free_port(),
             upstream,
             up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            stalled: Arc::default(),
+            stall_after: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
             conns: Arc::default(),
         };
         p.open();
@@ -218,7 +224,11 @@ impl Proxy {
             std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("proxy listens");
         listener.set_nonblocking(true).expect("nonblocking");
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stalled.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.stall_after.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
         let (up, conns, upstream) = (self.up.clone(), self.conns.clone(), self.upstream);
+        let (stalled, stall_after) = (self.stalled.clone(), self.stall_after.clone());
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         std::thread::spawn(move || {
             while up.load(std::sync::atomic::Ordering::SeqCst) {
                 let Ok((client, _)) = listener.accept() else {
@@ -229,10 +239,29 @@ impl Proxy {
                     continue;
                 };
                 let _ = client.set_nonblocking(false);
-                for (from, to) in [(&client, &server), (&server, &client)] {
+                for upstream_side in [false, true] {
+                    let (from, to) =
+                        if upstream_side { (&server, &client) } else { (&client, &server) };
                     let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    let (stalled, stall_after, sent) =
+                        (stalled.clone(), stall_after.clone(), sent.clone());
                     std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
+                        use std::io::{Read, Write};
+                        use std::sync::atomic::Ordering::SeqCst;
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            while upstream_side && stalled.load(SeqCst) {
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            if !upstream_side
+                                && sent.fetch_add(n, SeqCst) + n >= stall_after.load(SeqCst)
+                            {
+                                stalled.store(true, SeqCst);
+                            }
+                        }
                         let _ = to.shutdown(std::net::Shutdown::Both);
                     });
                 }
@@ -240,6 +269,16 @@ impl Proxy {
             }
             // The listener is dropped here: new connections are refused.
         });
+    }
+
+    /// Holds back what the upstream sends, from the moment the client has sent `bytes` over
+    /// the connections accepted from now on, until `close` (which drops it) or `open`.
+    pub fn stall_after(&self, bytes: usize) {
+        self.stall_after.store(bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn close(&self) {
