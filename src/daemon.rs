@@ -18,9 +18,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ServerConfig};
+use crate::pipeline::edge::EdgeTask;
 use crate::pipeline::fanout::{Fanout, Full, SinkQueue};
 use crate::pipeline::run::EngineTask;
-use crate::pipeline::{commit::Store, Acked, Clock, Input, PipelineError, Shutdown};
+use crate::pipeline::{commit::Store, Acked, Clock, Forward, Input, PipelineError, Shutdown};
 use crate::server::{self, Limits, Readiness, ServerState};
 use crate::sinks::buffer::{disk, BufferKind, WhenFull};
 use crate::sinks::{SinkConfig, SinkContext, SinkError, SinkKind, SinkTask};
@@ -62,9 +63,65 @@ struct Running {
     task: SinkTask,
 }
 
+/// What runs between the sources and the sinks: the engine, or an edge's forwarding
+/// (DESIGN §10), which has no engine.
+enum Task {
+    // One per process: boxed so that the enum is as small as the edge.
+    Engine(Box<EngineTask>),
+    Edge(EdgeTask),
+}
+
+impl Task {
+    fn position(&self, name: &str) -> Option<crate::state::Position> {
+        match self {
+            Task::Engine(t) => t.position(name),
+            Task::Edge(t) => t.position(name),
+        }
+    }
+
+    fn add_source(&mut self, name: &str, context: crate::decode::Context, pushes: bool) -> usize {
+        match self {
+            Task::Engine(t) => t.add_source(name, context, pushes),
+            Task::Edge(t) => t.add_source(name, context),
+        }
+    }
+
+    fn sinks(&self) -> usize {
+        match self {
+            Task::Engine(t) => t.sinks(),
+            Task::Edge(t) => t.sinks(),
+        }
+    }
+
+    async fn run(
+        &mut self,
+        rx: mpsc::Receiver<Input>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), PipelineError> {
+        match self {
+            Task::Engine(t) => t.run(rx, shutdown).await,
+            Task::Edge(t) => t.run(rx, shutdown).await,
+        }
+    }
+
+    async fn drain(&mut self) -> Result<(), PipelineError> {
+        match self {
+            Task::Engine(t) => t.drain().await,
+            Task::Edge(t) => t.drain().await,
+        }
+    }
+
+    async fn finish(&mut self) -> Result<usize, PipelineError> {
+        match self {
+            Task::Engine(t) => t.finish().await,
+            Task::Edge(t) => t.finish().await,
+        }
+    }
+}
+
 /// Everything started: what the run and the stop need.
 struct Started {
-    task: EngineTask,
+    task: Task,
     rx: mpsc::Receiver<Input>,
     sinks: Vec<Running>,
     sources: Shutdown,
@@ -148,7 +205,17 @@ async fn start(
     clock: Clock,
 ) -> Result<Started, DaemonError> {
     let (metrics, view, readiness) = (&shared.metrics, &shared.view, &shared.readiness);
-    let (queues, running) = start_sinks(config, sinks, metrics, view, readiness).await?;
+    let edge = sinks.iter().any(|(_, s)| s.kind.raw());
+    let (queues, raw, running) = match edge {
+        true => {
+            let (raw, running) = start_raw_sinks(sinks, metrics, view, readiness).await?;
+            (Vec::new(), raw, running)
+        }
+        false => {
+            let (queues, running) = start_sinks(config, sinks, metrics, view, readiness).await?;
+            (queues, Vec::new(), running)
+        }
+    };
     let store = match &config.state.dir {
         // Opening reads nothing but the store's format; a migration writes once.
         Some(dir) => {
@@ -162,9 +229,21 @@ async fn start(
             Store::none()
         }
     };
-    let mut task =
-        EngineTask::restore(config.engine.clone(), store, metrics.clone(), view.clone(), clock)?;
-    task.connect(Fanout::new(queues)).await?;
+    let mut task = if edge {
+        let mut task = EdgeTask::restore(store, metrics.clone())?;
+        task.connect(Fanout::new(raw));
+        Task::Edge(task)
+    } else {
+        let mut task = EngineTask::restore(
+            config.engine.clone(),
+            store,
+            metrics.clone(),
+            view.clone(),
+            clock,
+        )?;
+        task.connect(Fanout::new(queues)).await?;
+        Task::Engine(Box::new(task))
+    };
     readiness.up("state");
 
     let (tx, rx) = mpsc::channel::<Input>(INPUTS);
@@ -348,6 +427,51 @@ async fn start_sinks(
         running.push(Running { name, task });
     }
     Ok((queues, running))
+}
+
+/// Starts an edge's raw sinks (`herald check` refuses any other sink beside them, and a
+/// disk buffer in front of them), each ready before the next.
+#[cfg(feature = "kafka")]
+async fn start_raw_sinks(
+    configured: Vec<(String, SinkConfig)>,
+    metrics: &Arc<Metrics>,
+    view: &SharedView,
+    readiness: &Readiness,
+) -> Result<(Vec<SinkQueue<Forward>>, Vec<Running>), DaemonError> {
+    let (mut queues, mut running) = (Vec::new(), Vec::new());
+    for (name, sink) in configured {
+        let SinkKind::Kafka(kafka) = &sink.kind else { continue };
+        let (tx, rx) = mpsc::channel(sink.buffer.max_events);
+        let acked = Acked::default();
+        let sm = metrics.sink(&name);
+        let ctx = SinkContext {
+            name: name.clone(),
+            metrics: sm.clone(),
+            acked: acked.clone(),
+            telemetry: metrics.clone(),
+            view: view.clone(),
+        };
+        let task = kafka.start_raw(ctx, rx).await?;
+        readiness.up(&format!("sink {name}"));
+        let when_full = match sink.buffer.when_full {
+            WhenFull::DropNewest => Full::DropNewest,
+            _ => Full::Block,
+        };
+        queues.push(SinkQueue { name: name.clone(), tx: Some(tx), metrics: sm, acked, when_full });
+        running.push(Running { name, task });
+    }
+    Ok((queues, running))
+}
+
+/// Without Kafka there is no raw sink, so no edge.
+#[cfg(not(feature = "kafka"))]
+async fn start_raw_sinks(
+    _: Vec<(String, SinkConfig)>,
+    _: &Arc<Metrics>,
+    _: &SharedView,
+    _: &Readiness,
+) -> Result<(Vec<SinkQueue<Forward>>, Vec<Running>), DaemonError> {
+    Ok((Vec::new(), Vec::new()))
 }
 
 /// Runs a disk-buffered sink to its end: once the pipeline has closed the queue and the

@@ -346,6 +346,37 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, Problems> {
         }
     }
 
+    // Each instance in a group owns the clusters of its partitions: a record from anywhere
+    // else would give a cluster a second engine on another instance (DESIGN §10).
+    #[cfg(feature = "kafka")]
+    if let Some(grouped) =
+        source_map.iter().find(|(_, s)| matches!(s, SourceKind::Kafka(_))).map(|(n, _)| n.clone())
+    {
+        for name in source_map.keys().filter(|n| **n != grouped) {
+            p.push(
+                format!("sources.{name}"),
+                format!("sources.{grouped} reads a Kafka consumer group, and an instance in a group takes no other source"),
+            );
+        }
+    }
+
+    // An edge runs no engine (DESIGN §10): there are no events for another sink to take.
+    if sink_map.values().any(|s| s.kind.raw()) {
+        for (name, sink) in &sink_map {
+            if !sink.kind.raw() {
+                p.push(
+                    format!("sinks.{name}.type"),
+                    "a kafka sink with encoding = \"raw\" makes this an edge, which forwards records and emits no events: every sink must be a raw kafka sink",
+                );
+            } else if sink.buffer.kind == sinks::BufferKind::Disk {
+                p.push(
+                    format!("sinks.{name}.buffer.type"),
+                    "a raw kafka sink takes no disk buffer: a source's position moves only once Kafka holds its records, so the source itself keeps what Kafka does not have yet",
+                );
+            }
+        }
+    }
+
     // The sources' routes share the server: one path, one source.
     let mut paths: BTreeMap<&str, &str> = BTreeMap::new();
     for (name, source) in &source_map {

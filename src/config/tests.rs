@@ -369,3 +369,45 @@ fn an_http_source_path_is_a_plain_path_of_its_own() {
         assert_eq!(p, [format!("sources.a.path: {server:?} is one of the server's own paths")]);
     }
 }
+
+/// An edge forwards records and emits no events: a sink that takes events beside a raw kafka
+/// sink, or a disk buffer in front of one, is refused with its key path.
+#[cfg(feature = "kafka")]
+#[test]
+fn a_raw_kafka_sink_makes_an_edge_that_takes_no_other_sink() {
+    let raw = "[sinks.edge]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"records\"\nencoding = \"raw\"\n";
+    let c = ok(raw);
+    assert!(c.sinks["edge"].kind.raw());
+    let got = problems(&format!("{raw}[sinks.out]\ntype = \"stdout\"\n"));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("sinks.out.type: a kafka sink with encoding = \"raw\""), "{got:?}");
+    let got = problems(&format!("{raw}[sinks.edge.buffer]\ntype = \"disk\"\ndir = \"/tmp/b\"\n"));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("sinks.edge.buffer.type: a raw kafka sink takes no disk buffer"));
+    let got = problems(&raw.replace("\"raw\"\n", "\"avro\"\n"));
+    assert!(got[0].starts_with("sinks.edge.encoding"), "{got:?}");
+}
+
+/// An instance in a consumer group owns its partitions' clusters: another source beside the
+/// kafka source is refused, and the offsets herald commits itself cannot be configured away.
+#[cfg(feature = "kafka")]
+#[test]
+fn a_kafka_group_source_takes_no_other_source() {
+    let kafka = "[sources.group]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"raw\"\ngroup_id = \"core\"\n";
+    assert!(matches!(ok(kafka).sources["group"], SourceKind::Kafka(_)));
+    let got = problems(&format!("{kafka}[sources.tail]\ntype = \"stdin\"\n"));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("sources.tail: sources.group reads a Kafka consumer group"),
+        "{got:?}"
+    );
+    let got =
+        problems(&format!("{kafka}[sources.group.client]\n\"enable.auto.commit\" = \"true\"\n"));
+    assert!(
+        got[0].starts_with("sources.group.client.enable.auto.commit: herald sets this itself"),
+        "{got:?}"
+    );
+    let got =
+        problems("[sources.group]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"raw\"\n");
+    assert_eq!(got, ["sources.group.group_id: missing"]);
+}

@@ -9,10 +9,15 @@
 //! | `members`     | `members`: [id], `index`: raft index                      |
 //! | `read_only`   | `read_only`: bool                                         |
 //! | `node`        | `node`: id, `online`: bool — a liveness verdict (`via: poll`) |
+//! |               | optional `via`, `down_after`, `up_after`: one probe attempt  |
 //! | `entity`      | `entity_type`, `entity_id`, `slot`, `op`: created/deleted |
 //!
 //! A `slot` is an object `{"service", "router", "host"}` (host optional), or a string that
 //! names the slot on its own (it becomes the `service` of spin events).
+//!
+//! An edge (DESIGN §10) forwards what its probes and pollers find as generic lines
+//! ([`line`]); a probe's attempt keeps its `via` and thresholds, so the core counts
+//! consecutive failures exactly as a local probe would.
 
 use std::borrow::Cow;
 
@@ -52,10 +57,24 @@ pub(crate) fn decode<'a>(obj: &RawObject<'a>) -> Result<Decoded<'a>, Reason> {
         "node" => Signal::NodeCheck {
             node: obj.req_id("node")?,
             ok: obj.req_bool("online")?,
-            via: Via::Poll,
-            // A generic record is a verdict the emitter already reached, not one attempt.
-            down_after: 1,
-            up_after: 1,
+            via: match obj.opt_str("via")?.as_deref() {
+                None | Some("poll") => Via::Poll,
+                Some("probe") => Via::Probe,
+                Some("peers") => Via::Peers,
+                Some(other) => {
+                    return Err(Reason::Invalid {
+                        field: "via",
+                        why: format!(
+                            "{:?} is none of \"poll\", \"probe\", \"peers\"",
+                            crate::model::clip(other)
+                        ),
+                    })
+                }
+            },
+            // Without thresholds a generic record is a verdict the emitter already reached,
+            // not one attempt.
+            down_after: threshold(obj, "down_after")?,
+            up_after: threshold(obj, "up_after")?,
         },
         "entity" => {
             obj.req_id("entity_type")?;
@@ -83,6 +102,62 @@ pub(crate) fn decode<'a>(obj: &RawObject<'a>) -> Result<Decoded<'a>, Reason> {
         at: obj.req_time("ts")?,
         signal,
     }))
+}
+
+fn threshold(obj: &RawObject<'_>, name: &'static str) -> Result<u32, Reason> {
+    if !obj.has(name) {
+        return Ok(1);
+    }
+    match u32::try_from(obj.req_u64(name)?) {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(Reason::Invalid { field: name, why: "not between 1 and 2^32 - 1".into() }),
+    }
+}
+
+/// The generic line that says what `obs` says, for the signals a probe or a poller finds
+/// (`None` for the OpenZiti-only ones: routers and two-phase entity changes, which an edge
+/// forwards as the lines it read).
+pub fn line(obs: &Observation<'_>) -> Option<String> {
+    use serde_json::{json, Value};
+    let mut v = json!({
+        "ts": obs.at.rfc3339().as_str(),
+        "cluster": &*obs.cluster,
+        "reporter": &*obs.reporter,
+    });
+    let fields = match &obs.signal {
+        Signal::View { leader } => json!({"signal": "leader", "leader": leader.as_deref()}),
+        Signal::SelfLeader { is_leader } => {
+            json!({"signal": "self_leader", "is_leader": is_leader})
+        }
+        Signal::Peer { peer, connected } => {
+            json!({"signal": "peer", "peer": &**peer, "connected": connected})
+        }
+        Signal::Members { index, members } => {
+            let members: Vec<&str> = members.iter().map(|m| &**m).collect();
+            json!({"signal": "members", "index": index, "members": members})
+        }
+        Signal::ReadOnly { read_only } => json!({"signal": "read_only", "read_only": read_only}),
+        Signal::NodeCheck { node, ok, via, down_after, up_after } => json!({
+            "signal": "node", "node": &**node, "online": ok, "via": via.as_str(),
+            "down_after": down_after, "up_after": up_after,
+        }),
+        Signal::Entity { op, slot } => json!({
+            "signal": "entity",
+            "entity_type": "terminators",
+            "entity_id": format!("{}/{}/{}", slot.service, slot.router, slot.host),
+            "op": match op { EntityOp::Created => "created", EntityOp::Deleted => "deleted" },
+            "slot": match (slot.router.is_empty(), slot.host.is_empty()) {
+                // A slot named on its own (see above).
+                (true, true) => json!(&*slot.service),
+                _ => json!({"service": &*slot.service, "router": &*slot.router, "host": &*slot.host}),
+            },
+        }),
+        Signal::Router { .. } | Signal::StagedEntity { .. } | Signal::Commit { .. } => return None,
+    };
+    if let (Value::Object(v), Value::Object(f)) = (&mut v, fields) {
+        v.extend(f);
+    }
+    Some(v.to_string())
 }
 
 fn slot<'a>(obj: &RawObject<'a>) -> Result<Slot<'a>, Reason> {
@@ -125,6 +200,61 @@ mod tests {
 
     fn line(rest: &str) -> String {
         format!("{{{HEAD},{rest}}}")
+    }
+
+    /// An edge's probe and poller findings travel as generic lines: each reads back as the
+    /// observation it was, a probe attempt with its thresholds included.
+    #[test]
+    fn a_probe_or_poller_finding_reads_back_from_its_generic_line() {
+        use crate::model::{Observation, Slot, Timestamp};
+        use std::borrow::Cow;
+        let at = Timestamp::parse("2025-03-01T10:00:00.123456789Z").unwrap();
+        let signals = [
+            Signal::View { leader: Some("n2".into()) },
+            Signal::View { leader: None },
+            Signal::SelfLeader { is_leader: true },
+            Signal::Peer { peer: "n3".into(), connected: false },
+            Signal::Members { index: 7, members: vec!["n1".into(), "n2".into()] },
+            Signal::ReadOnly { read_only: true },
+            Signal::NodeCheck {
+                node: "n1".into(),
+                ok: false,
+                via: Via::Probe,
+                down_after: 2,
+                up_after: 3,
+            },
+            Signal::NodeCheck {
+                node: "n1".into(),
+                ok: true,
+                via: Via::Poll,
+                down_after: 1,
+                up_after: 1,
+            },
+            Signal::Entity {
+                op: EntityOp::Created,
+                slot: Slot { service: "s".into(), router: "r".into(), host: Cow::Borrowed("") },
+            },
+        ];
+        for signal in signals {
+            let obs = Observation { cluster: "c \"1\"".into(), reporter: "n1".into(), at, signal };
+            let line = super::line(&obs).expect("a generic line");
+            assert_eq!(ok(&line), obs, "{line}");
+        }
+        let router = Observation {
+            cluster: "c".into(),
+            reporter: "n1".into(),
+            at,
+            signal: Signal::Router { router: "r".into(), online: true },
+        };
+        assert_eq!(super::line(&router), None, "an OpenZiti-only signal has no generic line");
+    }
+
+    #[test]
+    fn node_thresholds_out_of_range_are_errors() {
+        let bad = line(r#""signal":"node","node":"n1","online":false,"down_after":0"#);
+        assert!(matches!(reason(&bad), Reason::Invalid { field: "down_after", .. }));
+        let bad = line(r#""signal":"node","node":"n1","online":false,"via":"radio""#);
+        assert!(matches!(reason(&bad), Reason::Invalid { field: "via", .. }));
     }
 
     #[test]

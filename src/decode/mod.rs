@@ -241,6 +241,9 @@ known_fields! {
     read_only => "read_only",
     node => "node",
     online => "online",
+    via => "via",
+    down_after => "down_after",
+    up_after => "up_after",
     entity_type => "entity_type",
     entity_id => "entity_id",
     slot => "slot",
@@ -268,7 +271,7 @@ impl<'a> RawObject<'a> {
     }
 
     pub fn has(&self, name: &'static str) -> bool {
-        self.field(name).is_some()
+        self.get(name).is_some()
     }
 
     /// The raw value of `name`. Only names declared in `known_fields!` are ever present;

@@ -72,6 +72,14 @@ impl Store {
         Ok(Restored { engine, positions: store.positions()?, outbox: store.outbox()? })
     }
 
+    /// The sources' positions the previous run committed (an edge keeps nothing else).
+    pub fn positions(&self) -> Result<BTreeMap<String, Position>, PipelineError> {
+        match &self.0 {
+            Some(store) => Ok(store.positions()?),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
     /// Commits `commit` on this thread, which may block (nothing without a store).
     pub fn commit_blocking(&self, commit: Commit) -> Result<(), crate::state::StateError> {
         match &self.0 {

@@ -19,6 +19,18 @@ pub struct Delivery {
     pub event: Arc<ClusterEvent>,
 }
 
+/// One raw record on its way from an edge to Kafka (DESIGN §10): the line as a source read it
+/// (or, for a probe's or poller's finding, its generic line), keyed by cluster.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    pub seq: u64,
+    pub line: Arc<str>,
+    /// The record's cluster: the source's for OpenZiti records, a generic record's own.
+    pub cluster: Arc<str>,
+    /// The record's reporter (OpenZiti records before v1.3 take the source's).
+    pub reporter: Arc<str>,
+}
+
 /// A sink's acknowledgement watermark, shared between the sink (which raises it, with
 /// `Release`) and the pipeline (which reads it, with `Acquire`).
 pub type Acked = Arc<AtomicU64>;

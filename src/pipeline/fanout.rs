@@ -1,4 +1,4 @@
-//! Fan-out: a commit's events to every sink's bounded queue.
+//! Fan-out: a commit's events (or an edge's raw records) to every sink's bounded queue.
 //!
 //! A sink with `when_full = "block"` holds the pipeline while its queue is full
 //! (backpressure); one with `drop_newest` drops, counted. A disk-buffered sink always takes
@@ -20,22 +20,27 @@ pub enum Full {
 }
 
 /// The pipeline's end of one sink.
-pub struct SinkQueue {
+pub struct SinkQueue<T = Delivery> {
     pub name: String,
     /// `None` once closed at shutdown.
-    pub tx: Option<mpsc::Sender<Delivery>>,
+    pub tx: Option<mpsc::Sender<T>>,
     pub metrics: SinkMetrics,
     pub acked: Acked,
     pub when_full: Full,
 }
 
-#[derive(Default)]
-pub struct Fanout {
-    sinks: Vec<SinkQueue>,
+pub struct Fanout<T = Delivery> {
+    sinks: Vec<SinkQueue<T>>,
 }
 
-impl Fanout {
-    pub fn new(sinks: Vec<SinkQueue>) -> Fanout {
+impl<T> Default for Fanout<T> {
+    fn default() -> Self {
+        Fanout { sinks: Vec::new() }
+    }
+}
+
+impl<T: Clone> Fanout<T> {
+    pub fn new(sinks: Vec<SinkQueue<T>>) -> Fanout<T> {
         Fanout { sinks }
     }
 
@@ -60,7 +65,7 @@ impl Fanout {
         }
     }
 
-    pub async fn dispatch(&mut self, deliveries: Vec<Delivery>) -> Result<(), PipelineError> {
+    pub async fn dispatch(&mut self, deliveries: Vec<T>) -> Result<(), PipelineError> {
         let open = || self.sinks.iter().filter_map(|s| Some((s, s.tx.as_ref()?)));
         for (sink, tx) in open() {
             let depth = tx.max_capacity() - tx.capacity();
@@ -108,7 +113,7 @@ mod tests {
         let queue = |name: &str, acked: u64| {
             let a = Acked::default();
             a.store(acked, std::sync::atomic::Ordering::Release);
-            let (tx, _rx) = mpsc::channel(4);
+            let (tx, _rx) = mpsc::channel::<Delivery>(4);
             SinkQueue {
                 name: name.into(),
                 tx: Some(tx),

@@ -21,7 +21,8 @@ pub enum Input {
     /// `on_commit` runs once their effect is persisted and every event produced by then is
     /// acknowledged by every sink: the source acknowledges upstream only then.
     /// `redelivery`: the broker marked the message redelivered; `key`: a hash of its bytes, to
-    /// recognise one whose effect is already applied.
+    /// recognise one whose effect is already applied. `context`: the cluster and reporter
+    /// the message itself names (an edge's raw record), instead of the source's.
     Batch {
         source: usize,
         lines: Vec<Vec<u8>>,
@@ -29,6 +30,7 @@ pub enum Input {
         on_commit: OnCommit,
         key: Option<u64>,
         redelivery: bool,
+        context: Option<crate::decode::Context>,
     },
     /// The source stopped for good (end of stdin) or failed.
     Ended { source: usize, error: Option<String> },

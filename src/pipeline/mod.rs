@@ -13,6 +13,7 @@
 pub mod commit;
 pub mod delivery;
 pub mod driver;
+pub mod edge;
 pub mod fanout;
 pub mod feed;
 pub mod input;
@@ -21,7 +22,7 @@ pub mod run;
 pub mod shutdown;
 
 pub use crate::support::clock::Clock;
-pub use delivery::{Acked, Delivery};
+pub use delivery::{Acked, Delivery, Forward};
 pub use input::{Input, Lines, OnCommit};
 pub use shutdown::{Shutdown, Stop};
 

@@ -281,7 +281,7 @@ impl EngineTask {
                 self.moved.insert(name);
                 self.dirty = true;
             }
-            Input::Batch { source, lines, live, on_commit, key, redelivery } => {
+            Input::Batch { source, lines, live, on_commit, key, redelivery, context } => {
                 let Some(src) = self.sources.get(source) else { return };
                 let position = self.positions.entry(src.name.clone()).or_default();
                 let seen = key.is_some_and(|k| position.applied.contains(&k));
@@ -296,7 +296,8 @@ impl EngineTask {
                         self.moved.insert(src.name.clone());
                     }
                     for (i, bytes) in lines.iter().enumerate() {
-                        self.line(source, i as u64 + 1, Line::Text(bytes), live, now);
+                        let line = Line::Text(bytes);
+                        self.line_in(source, context.as_ref(), i as u64 + 1, line, live, now);
                     }
                 }
                 self.outbox.after_commit(on_commit);
@@ -340,10 +341,24 @@ impl EngineTask {
     /// Decodes and observes one line, counting its outcome. `live`: the record arrived in
     /// real time, so it tells the reporter's clock offset; `now`: when it arrived.
     fn line(&mut self, source: usize, number: u64, line: Line<'_>, live: bool, now: Timestamp) {
+        self.line_in(source, None, number, line, live, now)
+    }
+
+    /// [`Self::line`] with the cluster and reporter a message names itself, if it does.
+    fn line_in(
+        &mut self,
+        source: usize,
+        context: Option<&Context>,
+        number: u64,
+        line: Line<'_>,
+        live: bool,
+        now: Timestamp,
+    ) {
         let Some(src) = self.sources.get(source) else { return };
+        let context = context.unwrap_or(&src.context);
         let mut watch =
             Live { src, now, live, metrics: &self.metrics, skew_warned: &mut self.skew_warned };
-        match self.driver.line(&src.context, number, line, Some(now), &mut watch) {
+        match self.driver.line(context, number, line, Some(now), &mut watch) {
             // Counted with its log line, by the watch.
             None | Some(RecordOutcome::DecodeError) => {}
             Some(outcome) => RecordRead { outcome }.emit(&src.metrics),
@@ -593,6 +608,7 @@ mod tests {
                 on_commit,
                 key: None,
                 redelivery: false,
+                context: None,
             };
             self.tx.send(batch).await.expect("engine task takes input");
             self.advance(Duration::ZERO).await;

@@ -17,6 +17,18 @@ pub struct Config {
     /// librdkafka options passed through as they are (SASL, TLS, …).
     #[serde(default)]
     pub client: BTreeMap<String, String>,
+    /// `json` (the events) or `raw`: an edge's sink, which forwards the records its sources
+    /// read, not events (DESIGN §10).
+    #[serde(default)]
+    pub encoding: Encoding,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    #[default]
+    Json,
+    Raw,
 }
 
 impl Config {
@@ -43,7 +55,7 @@ use tokio::sync::mpsc::Receiver;
 
 use super::SinkError;
 use crate::model::ClusterEvent;
-use crate::pipeline::Delivery;
+use crate::pipeline::{Delivery, Forward};
 use crate::support::retry::Backoff;
 use crate::telemetry::events::{DeliveryFailed, Reachability};
 use crate::telemetry::metrics::SinkMetrics;
@@ -74,8 +86,50 @@ pub struct DeliveryReports {
 /// Rides along with each message to its delivery report.
 pub struct Opaque {
     seq: u64,
-    event: Arc<ClusterEvent>,
     line: Arc<str>,
+    record: Record,
+}
+
+/// What a message carries: an event, or an edge's raw record (DESIGN §10).
+#[derive(Clone)]
+enum Record {
+    Event(Arc<ClusterEvent>),
+    Raw { cluster: Arc<str>, reporter: Arc<str> },
+}
+
+impl From<Delivery> for Opaque {
+    fn from(d: Delivery) -> Opaque {
+        Opaque { seq: d.seq, line: d.line, record: Record::Event(d.event) }
+    }
+}
+
+impl From<Forward> for Opaque {
+    fn from(f: Forward) -> Opaque {
+        Opaque {
+            seq: f.seq,
+            line: f.line,
+            record: Record::Raw { cluster: f.cluster, reporter: f.reporter },
+        }
+    }
+}
+
+impl Record {
+    /// The message key: the cluster, so that a cluster's records stay in order.
+    fn key(&self) -> &str {
+        match self {
+            Record::Event(e) => &e.cluster,
+            Record::Raw { cluster, .. } => cluster,
+        }
+    }
+
+    fn headers(&self, source: &str) -> OwnedHeaders {
+        match self {
+            Record::Event(e) => headers(e, source),
+            Record::Raw { cluster, reporter } => OwnedHeaders::new_with_capacity(2)
+                .insert(Header { key: "herald-cluster", value: Some(&**cluster) })
+                .insert(Header { key: "herald-reporter", value: Some(&**reporter) }),
+        }
+    }
 }
 
 impl DeliveryReports {
@@ -99,10 +153,17 @@ impl DeliveryReports {
         }
     }
 
-    fn pass_over(&self, seq: u64, event: &ClusterEvent, error: &KafkaError) {
+    fn pass_over(&self, opaque: &Opaque, error: &KafkaError) {
         DeliveryFailed.emit(&self.metrics);
-        tracing::error!(sink = %self.name, id = %event.id, kind = %event.kind, error = %error, "kafka can never take this event: it is passed over");
-        self.settle(seq);
+        match &opaque.record {
+            Record::Event(event) => {
+                tracing::error!(sink = %self.name, id = %event.id, kind = %event.kind, error = %error, "kafka can never take this event: it is passed over")
+            }
+            Record::Raw { cluster, reporter } => {
+                tracing::error!(sink = %self.name, cluster = %cluster, reporter = %reporter, bytes = opaque.line.len(), error = %error, "kafka can never take this record: it is passed over")
+            }
+        }
+        self.settle(opaque.seq);
     }
 }
 
@@ -144,10 +205,12 @@ impl ProducerContext for DeliveryReports {
         match result {
             Ok(_) => {
                 self.reach.reached();
-                self.metrics.acked(opaque.event.stable_at);
+                if let Record::Event(event) = &opaque.record {
+                    self.metrics.acked(event.stable_at);
+                }
                 self.settle(opaque.seq);
             }
-            Err((e, _)) if undeliverable(e) => self.pass_over(opaque.seq, &opaque.event, e),
+            Err((e, _)) if undeliverable(e) => self.pass_over(&opaque, e),
             // librdkafka gave up on this message although the broker may take it (with
             // idempotence, a broker that lost a producer's state fails the queued batches):
             // it is produced again, same id. Only a local refusal is final.
@@ -195,6 +258,18 @@ fn undeliverable(e: &KafkaError) -> bool {
 impl super::Sink for Config {
     async fn start(&self, ctx: super::SinkContext, rx: super::Queue) -> super::Started {
         // Ready means a successful metadata fetch: wait for it before anything is read.
+        let connected = connect(&ctx.name, self, &ctx.metrics, ctx.acked).await?;
+        Ok(tokio::spawn(run(self.clone(), connected, rx, ctx.metrics)))
+    }
+}
+
+impl Config {
+    /// Starts an edge's raw sink: what it forwards are records, not events.
+    pub async fn start_raw(
+        &self,
+        ctx: super::SinkContext,
+        rx: Receiver<Forward>,
+    ) -> super::Started {
         let connected = connect(&ctx.name, self, &ctx.metrics, ctx.acked).await?;
         Ok(tokio::spawn(run(self.clone(), connected, rx, ctx.metrics)))
     }
@@ -295,12 +370,13 @@ fn headers(e: &ClusterEvent, source: &str) -> OwnedHeaders {
 }
 
 /// Delivers events to the topic, keyed by cluster (a cluster's events stay in order), with
-/// CloudEvents binary-mode headers. Each is acknowledged on its delivery report, in outbox
-/// order. librdkafka retries while the broker is away; the queue waits meanwhile.
-pub async fn run(
+/// CloudEvents binary-mode headers (an edge's raw records with `herald-cluster` and
+/// `herald-reporter`). Each is acknowledged on its delivery report, in outbox order.
+/// librdkafka retries while the broker is away; the queue waits meanwhile.
+pub async fn run<T: Into<Opaque>>(
     config: Config,
     connected: Connected,
-    mut rx: Receiver<Delivery>,
+    mut rx: Receiver<T>,
     metrics: SinkMetrics,
 ) -> Result<(), SinkError> {
     let producer = connected.producer;
@@ -322,15 +398,16 @@ pub async fn run(
         }
         out.again().await;
         for d in batch.drain(..) {
+            let opaque: Opaque = d.into();
             // Sequence numbers this sink never saw were dropped upstream (when_full =
             // "drop_newest"): settle them, or the watermark would wait on them for ever.
             if let Some(last) = last {
-                for skipped in last + 1..d.seq {
+                for skipped in last + 1..opaque.seq {
                     producer.context().settle(skipped);
                 }
             }
-            last = Some(d.seq);
-            out.send(Box::new(Opaque { seq: d.seq, event: d.event, line: d.line })).await;
+            last = Some(opaque.seq);
+            out.send(Box::new(opaque)).await;
         }
     }
     // Closing: everything handed over is delivered (or reported) before the state is saved;
@@ -375,11 +452,11 @@ impl Out<'_> {
     async fn send(&self, mut opaque: Box<Opaque>) {
         let mut backoff = Backoff::new(Duration::from_millis(100));
         loop {
-            let (event, line) = (opaque.event.clone(), opaque.line.clone());
+            let (what, line) = (opaque.record.clone(), opaque.line.clone());
             let record = BaseRecord::with_opaque_to(self.topic, opaque)
-                .key(event.cluster.as_str())
+                .key(what.key())
                 .payload(line.as_bytes())
-                .headers(headers(&event, self.source));
+                .headers(what.headers(self.source));
             match self.producer.send(record) {
                 Ok(()) => return,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
@@ -388,7 +465,7 @@ impl Out<'_> {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 Err((e, r)) if undeliverable(&e) => {
-                    self.producer.context().pass_over(r.delivery_opaque.seq, &event, &e);
+                    self.producer.context().pass_over(&r.delivery_opaque, &e);
                     return;
                 }
                 Err((e, r)) => {

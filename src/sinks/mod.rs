@@ -66,6 +66,15 @@ impl SinkKind {
         matches!(self, SinkKind::Prometheus(_))
     }
 
+    /// A kafka sink with `encoding = "raw"`: it makes this instance an edge (DESIGN §10).
+    pub fn raw(&self) -> bool {
+        #[cfg(feature = "kafka")]
+        if let SinkKind::Kafka(k) = self {
+            return k.encoding == kafka::Encoding::Raw;
+        }
+        false
+    }
+
     /// The registry: starts the configured type. `None` for a scraped sink.
     pub async fn start(&self, ctx: SinkContext, rx: Queue) -> Result<Option<SinkTask>, SinkError> {
         Ok(Some(match self {

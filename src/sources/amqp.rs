@@ -139,7 +139,10 @@ async fn session(
                 drop(settled);
             });
         });
-        if tx.send(Input::Batch { source, lines, live, on_commit, key, redelivery }).await.is_err()
+        if tx
+            .send(Input::Batch { source, lines, live, on_commit, key, redelivery, context: None })
+            .await
+            .is_err()
         {
             return Ok(());
         }

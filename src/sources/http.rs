@@ -194,6 +194,7 @@ async fn ingest_body(
         on_commit,
         key: None,
         redelivery: false,
+        context: None,
     };
     if ingest.ctx.tx.send(batch).await.is_err() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "herald is shutting down");

@@ -6,11 +6,13 @@
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
-#[cfg(any(feature = "amqp", feature = "nats"))]
+#[cfg(any(feature = "amqp", feature = "nats", feature = "kafka"))]
 mod broker;
 pub mod etcd;
 pub mod file;
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod poll;
@@ -89,6 +91,8 @@ impl SourceKind {
             SourceKind::Amqp(c) => c,
             #[cfg(feature = "nats")]
             SourceKind::Nats(c) => c,
+            #[cfg(feature = "kafka")]
+            SourceKind::Kafka(c) => c,
             SourceKind::Probe(c) => c,
             SourceKind::Etcd(c) => c,
             SourceKind::Zookeeper(c) => c,
@@ -145,12 +149,14 @@ pub enum SourceKind {
     Amqp(amqp::Config),
     #[cfg(feature = "nats")]
     Nats(nats::Config),
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::Config),
     Probe(probe::Config),
     Etcd(etcd::Config),
     Zookeeper(zookeeper::Config),
 }
 
-pub const TYPES: &str = "file, stdin, http, amqp, nats, probe, etcd, zookeeper";
+pub const TYPES: &str = "file, stdin, http, amqp, nats, kafka, probe, etcd, zookeeper";
 
 const COMMON_KEYS: [&str; 3] = ["cluster", "reporter", "format"];
 
@@ -182,7 +188,7 @@ pub(crate) fn parse(
     path: &str,
     p: &mut Problems,
 ) -> Option<SourceKind> {
-    let record_source = matches!(kind, "file" | "stdin" | "http" | "amqp" | "nats");
+    let record_source = matches!(kind, "file" | "stdin" | "http" | "amqp" | "nats" | "kafka");
     let (common, timing) = match record_source {
         true => (apart::<Common>(&mut table, &COMMON_KEYS, path, p), Some(Default::default())),
         false => (
@@ -229,6 +235,10 @@ fn parse_kind(
         "amqp" => SourceKind::Amqp(read!(amqp, common)),
         #[cfg(feature = "nats")]
         "nats" => SourceKind::Nats(read!(nats, common)),
+        #[cfg(feature = "kafka")]
+        "kafka" => SourceKind::Kafka(read!(kafka, common)),
+        #[cfg(not(feature = "kafka"))]
+        "kafka" => return p.not_built(path, kind),
         #[cfg(not(feature = "amqp"))]
         "amqp" => return p.not_built(path, kind),
         #[cfg(not(feature = "nats"))]

@@ -326,8 +326,8 @@ fn jetstream_acks_lost_with_the_connection_time_out_together_not_one_after_anoth
     let (log, want) = workload(dir.path());
     let nats = NatsServer::start(dir.path());
     let proxy = Proxy::start(nats.port);
-    // A few hundred events in, the acks stop coming while herald keeps publishing up to its
-    // in-flight limit; then the connection goes, and the held-back acks with it.
+    // A few hundred events in, the connection stalls while herald keeps publishing up to its
+    // in-flight limit; then it goes, and every ack herald waits for with it.
     proxy.stall_after(256 * 1024);
     let sink = nats.sink("").replace(&nats.url(), &format!("nats://127.0.0.1:{}", proxy.port));
     let mut child = herald_run(dir.path(), &log, &sink);

@@ -48,6 +48,7 @@ fn config(bootstrap: &str, extra: &[(&str, &str)]) -> Config {
         topic: Some(TOPIC.into()),
         source: Some("urn:herald:test".into()),
         client,
+        encoding: Default::default(),
     }
 }
 

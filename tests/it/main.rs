@@ -5,6 +5,7 @@ mod cli;
 mod corpus;
 mod daemon;
 mod durability;
+mod edge;
 mod kafka;
 mod limits;
 mod lines;

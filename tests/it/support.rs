@@ -198,10 +198,11 @@ pub struct Proxy {
     pub port: u16,
     upstream: u16,
     up: Arc<std::sync::atomic::AtomicBool>,
-    /// While set, what the upstream sends is held back (what the client sends still flows).
+    /// While set, nothing crosses in either direction.
     stalled: Arc<std::sync::atomic::AtomicBool>,
-    /// Once the client has sent this many bytes in all, `stalled` is set.
+    /// Once the clients have sent this many bytes since `stall_after`, `stalled` is set.
     stall_after: Arc<std::sync::atomic::AtomicUsize>,
+    sent: Arc<std::sync::atomic::AtomicUsize>,
     conns: Arc<Mutex<Vec<std::net::TcpStream>>>,
 }
 
@@ -213,6 +214,7 @@ impl Proxy {
             up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             stalled: Arc::default(),
             stall_after: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
+            sent: Arc::default(),
             conns: Arc::default(),
         };
         p.open();
@@ -228,7 +230,7 @@ impl Proxy {
         self.stall_after.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
         let (up, conns, upstream) = (self.up.clone(), self.conns.clone(), self.upstream);
         let (stalled, stall_after) = (self.stalled.clone(), self.stall_after.clone());
-        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let sent = self.sent.clone();
         std::thread::spawn(move || {
             while up.load(std::sync::atomic::Ordering::SeqCst) {
                 let Ok((client, _)) = listener.accept() else {
@@ -250,7 +252,7 @@ impl Proxy {
                         use std::sync::atomic::Ordering::SeqCst;
                         let mut buf = vec![0u8; 64 * 1024];
                         while let Ok(n @ 1..) = from.read(&mut buf) {
-                            while upstream_side && stalled.load(SeqCst) {
+                            while stalled.load(SeqCst) {
                                 std::thread::sleep(Duration::from_millis(5));
                             }
                             if to.write_all(&buf[..n]).is_err() {
@@ -271,9 +273,10 @@ impl Proxy {
         });
     }
 
-    /// Holds back what the upstream sends, from the moment the client has sent `bytes` over
-    /// the connections accepted from now on, until `close` (which drops it) or `open`.
+    /// Holds back what either side sends, from the moment the clients have sent `bytes` more,
+    /// until `close` (which drops it) or `open`.
     pub fn stall_after(&self, bytes: usize) {
+        self.sent.store(0, std::sync::atomic::Ordering::SeqCst);
         self.stall_after.store(bytes, std::sync::atomic::Ordering::SeqCst);
     }
 
