@@ -77,15 +77,32 @@ use crate::telemetry::events::{Reachability, Side};
 /// How often the offsets of what is held are committed.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
-/// The next offset to read, per (topic, partition), of records whose effect is held; and
-/// whether it moved since the last commit.
+/// What the consume loop, the records' acknowledgements and the rebalance callback share.
 #[derive(Default)]
 struct Held {
+    /// The next offset to read, per (topic, partition), of records whose effect is held.
     next: BTreeMap<(String, i32), i64>,
+    /// Whether `next` moved since the last commit.
     moved: bool,
+    /// The partitions this instance owns, and those of them it has read to their end.
+    owned: BTreeSet<i32>,
+    at_end: BTreeSet<i32>,
 }
 
 impl Held {
+    fn caught_up(&self) -> bool {
+        !self.owned.is_empty() && self.owned.is_subset(&self.at_end)
+    }
+
+    /// A record's effect is held. Not for a partition a rebalance took away meanwhile: its
+    /// new owner commits it, and a commit from here could move its offset under it.
+    fn hold(&mut self, topic: String, partition: i32, offset: i64) {
+        if self.owned.contains(&partition) {
+            self.next.insert((topic, partition), offset + 1);
+            self.moved = true;
+        }
+    }
+
     fn list(&self, only: Option<&TopicPartitionList>) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), next) in &self.next {
@@ -98,26 +115,13 @@ impl Held {
     }
 }
 
-/// Which partitions this instance owns, and which of them it has read to their end.
-#[derive(Default)]
-struct Progress {
-    owned: BTreeSet<i32>,
-    at_end: BTreeSet<i32>,
-}
-
-impl Progress {
-    fn caught_up(&self) -> bool {
-        !self.owned.is_empty() && self.owned.is_subset(&self.at_end)
-    }
-}
-
 /// Commits what is held of the partitions a rebalance takes away, before they go, and keeps
 /// track of what is owned.
 struct Group {
     name: String,
     held: Arc<Mutex<Held>>,
-    progress: Mutex<Progress>,
     reach: Reachability,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
 }
 
 impl ClientContext for Group {
@@ -140,18 +144,25 @@ impl ConsumerContext for Group {
                     }
                 }
                 held.next.retain(|(t, p), _| revoked.find_partition(t, *p).is_none());
-                let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
                 for p in partitions(revoked) {
-                    progress.owned.remove(&p);
-                    progress.at_end.remove(&p);
+                    held.owned.remove(&p);
+                    held.at_end.remove(&p);
+                    let _ = self
+                        .metrics
+                        .partition_owned
+                        .remove_label_values(&[&self.name, &p.to_string()]);
+                    self.metrics.rebalances.with_label_values(&[&self.name, "revoke"]).inc();
                 }
                 tracing::info!(source = %self.name, partitions = ?partitions(revoked), "partitions revoked");
             }
             Rebalance::Assign(assigned) => {
-                let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+                let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
                 for p in partitions(assigned) {
-                    progress.owned.insert(p);
-                    progress.at_end.remove(&p);
+                    held.owned.insert(p);
+                    held.at_end.remove(&p);
+                    let owned = [self.name.as_str(), &p.to_string()];
+                    self.metrics.partition_owned.with_label_values(&owned).set(1);
+                    self.metrics.rebalances.with_label_values(&[&self.name, "assign"]).inc();
                 }
                 tracing::info!(source = %self.name, partitions = ?partitions(assigned), "partitions assigned");
             }
@@ -164,14 +175,14 @@ impl ConsumerContext for Group {
 
 impl Group {
     fn caught_up(&self) -> bool {
-        self.progress.lock().unwrap_or_else(|p| p.into_inner()).caught_up()
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).caught_up()
     }
 
     fn at_end(&self, partition: i32, at_end: bool) {
-        let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         match at_end {
-            true => progress.at_end.insert(partition),
-            false => progress.at_end.remove(&partition),
+            true => held.at_end.insert(partition),
+            false => held.at_end.remove(&partition),
         };
     }
 }
@@ -238,7 +249,7 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
     let group = Group {
         name: name.clone(),
         held: held.clone(),
-        progress: Mutex::default(),
+        metrics: ctx.metrics.clone(),
         reach: Reachability::new(Side::Source, name, server, ctx.metrics.outages(name)),
     };
     let consumer: StreamConsumer<Group> = client_config(config)
@@ -293,9 +304,7 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
         let settled = Outstanding(outstanding.clone());
         let held = held.clone();
         let on_commit: OnCommit = Box::new(move || {
-            let mut h = held.lock().unwrap_or_else(|p| p.into_inner());
-            h.next.insert((t, partition), offset + 1);
-            h.moved = true;
+            held.lock().unwrap_or_else(|p| p.into_inner()).hold(t, partition, offset);
             drop(settled);
         });
         let batch =
@@ -306,8 +315,12 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
     }
     // What was committed before the stop is acknowledged now: wait for it, then commit it.
     drain(&outstanding).await;
-    let (c, h) = (consumer.clone(), held.clone());
-    let _ = tokio::task::spawn_blocking(move || commit(&c, &h, CommitMode::Sync)).await;
+    // Closing the consumer leaves the group, a blocking call too.
+    let _ = tokio::task::spawn_blocking(move || {
+        commit(&consumer, &held, CommitMode::Sync);
+        drop(consumer);
+    })
+    .await;
     Ok(())
 }
 
@@ -334,12 +347,23 @@ mod tests {
     /// up; a restart's backlog read on wall-clock time would close every window at once.
     #[test]
     fn caught_up_means_every_owned_partition_read_to_its_end() {
-        let mut p = Progress::default();
+        let mut p = Held::default();
         assert!(!p.caught_up(), "owning nothing yet: the group is still joining");
         p.owned.extend([0, 1]);
         p.at_end.insert(0);
         assert!(!p.caught_up());
         p.at_end.insert(1);
         assert!(p.caught_up());
+    }
+
+    /// A record of a partition taken away before its events were held is not committed from
+    /// here: the partition's new owner commits it.
+    #[test]
+    fn a_revoked_partition_is_not_committed_by_its_old_owner() {
+        let mut h = Held::default();
+        h.owned.insert(0);
+        h.hold("raw".into(), 0, 41);
+        h.hold("raw".into(), 1, 7);
+        assert_eq!(h.next, BTreeMap::from([(("raw".to_string(), 0), 42)]));
     }
 }

@@ -56,6 +56,10 @@ pub struct Metrics {
     pub unserializable: IntCounter,
     ready: IntGauge,
     waiting_for: IntGaugeVec,
+    /// A kafka source's partitions (DESIGN §10): 1 for each this instance owns.
+    pub partition_owned: IntGaugeVec,
+    /// A kafka source's rebalances, by what they did (`assign`, `revoke`).
+    pub rebalances: IntCounterVec,
     clock: Clock,
 }
 
@@ -229,6 +233,18 @@ impl Metrics {
                 r.register(Box::new(g.clone()))?;
                 g
             },
+            partition_owned: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "herald_partition_owned",
+                        "1 for each partition of a kafka source's topic this instance owns",
+                    ),
+                    &["source", "partition"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            rebalances: counter(&r, "herald_rebalances_total", "Partitions a kafka source's group assigned to or revoked from this instance", &["source", "change"])?,
             ack_delay,
             build,
             ready,

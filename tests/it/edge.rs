@@ -188,11 +188,12 @@ fn a_core_in_a_consumer_group_emits_from_an_edges_records_what_replay_emits() {
     let mut edge = herald_run(&edge_dir, &log, &raw_sink(&tansu, "raw"));
 
     let out = dir.path().join("events.jsonl");
+    let port = free_port();
     let cfg = write_temp(
         dir.path(),
         "core.toml",
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = {:?}\n[engine]\nkey_ttl = \"87600h\"\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[state]\ndir = {:?}\n[engine]\nkey_ttl = \"87600h\"\n\
              [sources.raw]\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"raw\"\ngroup_id = \"core\"\n\
              [sinks.out]\ntype = \"file\"\npath = {:?}\n",
             dir.path().join("core-state").to_str().unwrap(),
@@ -214,6 +215,7 @@ fn a_core_in_a_consumer_group_emits_from_an_edges_records_what_replay_emits() {
         std::thread::sleep(Duration::from_millis(500));
         got = written();
     }
+    let metrics = http(port, "GET", "/metrics", &[], b"").1;
     signal(&mut core, "-TERM");
     signal(&mut edge, "-TERM");
     let ids = |v: &[herald::model::ClusterEvent]| -> BTreeSet<String> {
@@ -224,5 +226,10 @@ fn a_core_in_a_consumer_group_emits_from_an_edges_records_what_replay_emits() {
         got.iter().map(|e| (e.id.as_str(), e)).collect();
     for e in &want {
         assert_eq!(unique[e.id.as_str()], e, "same id, same event");
+    }
+    // The only member of its group owns every partition.
+    for p in 0..3 {
+        let line = format!("herald_partition_owned{{partition=\"{p}\",source=\"raw\"}} 1");
+        assert!(metrics.contains(&line), "no {line} in /metrics:\n{metrics}");
     }
 }
