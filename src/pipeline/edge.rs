@@ -392,6 +392,7 @@ mod tests {
             key: None,
             redelivery: false,
             context: None,
+            offset: None,
         };
         t.forward(batch).await.unwrap();
         t.release();

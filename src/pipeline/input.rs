@@ -23,6 +23,8 @@ pub enum Input {
     /// `redelivery`: the broker marked the message redelivered; `key`: a hash of its bytes, to
     /// recognise one whose effect is already applied. `context`: the cluster and reporter
     /// the message itself names (an edge's raw record), instead of the source's.
+    /// `offset`: the message's partition and offset in a partitioned log (Kafka), which the
+    /// state records so that a message read again after a crash is not applied twice.
     Batch {
         source: usize,
         lines: Vec<Vec<u8>>,
@@ -31,6 +33,7 @@ pub enum Input {
         key: Option<u64>,
         redelivery: bool,
         context: Option<crate::decode::Context>,
+        offset: Option<(i32, u64)>,
     },
     /// The source stopped for good (end of stdin) or failed.
     Ended { source: usize, error: Option<String> },

@@ -281,7 +281,44 @@ impl EngineTask {
                 self.moved.insert(name);
                 self.dirty = true;
             }
-            Input::Batch { source, lines, live, on_commit, key, redelivery, context } => {
+            Input::Batch {
+                source,
+                lines,
+                live,
+                on_commit,
+                key: _,
+                redelivery: _,
+                context,
+                offset: Some((partition, at)),
+            } => {
+                let Some(src) = self.sources.get(source) else { return };
+                // The next offset of each partition the state reflects commits with the state:
+                // what a crash makes the log deliver again is recognised by its offset.
+                let name = format!("{}#partition{partition}", src.name);
+                let position = self.positions.entry(name.clone()).or_default();
+                if at < position.offset {
+                    src.metrics.record(crate::telemetry::metrics::RecordOutcome::Ignored);
+                } else {
+                    position.offset = at + 1;
+                    self.moved.insert(name);
+                    for (i, bytes) in lines.iter().enumerate() {
+                        let line = Line::Text(bytes);
+                        self.line_in(source, context.as_ref(), i as u64 + 1, line, live, now);
+                    }
+                }
+                self.outbox.after_commit(on_commit);
+                self.dirty = true;
+            }
+            Input::Batch {
+                source,
+                lines,
+                live,
+                on_commit,
+                key,
+                redelivery,
+                context,
+                offset: None,
+            } => {
                 let Some(src) = self.sources.get(source) else { return };
                 let position = self.positions.entry(src.name.clone()).or_default();
                 let seen = key.is_some_and(|k| position.applied.contains(&k));
@@ -609,6 +646,7 @@ mod tests {
                 key: None,
                 redelivery: false,
                 context: None,
+                offset: None,
             };
             self.tx.send(batch).await.expect("engine task takes input");
             self.advance(Duration::ZERO).await;

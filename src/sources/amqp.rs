@@ -140,7 +140,16 @@ async fn session(
             });
         });
         if tx
-            .send(Input::Batch { source, lines, live, on_commit, key, redelivery, context: None })
+            .send(Input::Batch {
+                source,
+                lines,
+                live,
+                on_commit,
+                key,
+                redelivery,
+                context: None,
+                offset: None,
+            })
             .await
             .is_err()
         {

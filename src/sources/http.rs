@@ -195,6 +195,7 @@ async fn ingest_body(
         key: None,
         redelivery: false,
         context: None,
+        offset: None,
     };
     if ingest.ctx.tx.send(batch).await.is_err() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "herald is shutting down");

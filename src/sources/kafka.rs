@@ -307,8 +307,18 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
             held.lock().unwrap_or_else(|p| p.into_inner()).hold(t, partition, offset);
             drop(settled);
         });
-        let batch =
-            Input::Batch { source, lines, live, on_commit, key: None, redelivery: false, context };
+        // Kafka offsets are never negative.
+        let at = Some((partition, u64::try_from(offset).unwrap_or_default()));
+        let batch = Input::Batch {
+            source,
+            lines,
+            live,
+            on_commit,
+            key: None,
+            redelivery: false,
+            context,
+            offset: at,
+        };
         if tx.send(batch).await.is_err() {
             break;
         }
