@@ -598,6 +598,52 @@ mod tests {
         .into_bytes()
     }
 
+    /// A record a partitioned log delivers again, at an offset the state already reflects, is
+    /// not applied twice: re-applying records is not harmless (a repeated emitted state drops
+    /// a pending one, rule 2 of DESIGN §5.2).
+    #[test]
+    fn a_kafka_record_at_an_offset_already_applied_is_not_applied_again() {
+        let clock = Clock::starting_at(t0());
+        let metrics = Arc::new(Metrics::with_clock(clock).expect("metrics"));
+        let mut task = EngineTask::restore(
+            EngineConfig::default(),
+            Store::none(),
+            metrics.clone(),
+            SharedView::default(),
+            clock,
+        )
+        .expect("engine task");
+        task.add_source("raw", Context::new("prod", "unknown"), false);
+        let line = r#"{"namespace":"router","event_type":"router-online","router_id":"r1","timestamp":"2025-01-01T00:00:00Z"}"#;
+        let batch = |offset| Input::Batch {
+            source: 0,
+            lines: vec![line.as_bytes().to_vec()],
+            live: false,
+            on_commit: Box::new(|| {}),
+            key: None,
+            redelivery: false,
+            context: None,
+            offset: Some((2, offset)),
+        };
+        task.apply(batch(7));
+        task.apply(batch(7));
+        task.apply(batch(3));
+        task.apply(batch(8));
+        assert_eq!(task.positions["raw#partition2"].offset, 9, "the next offset to apply");
+        let count = |outcome: &str| {
+            metrics
+                .registry
+                .gather()
+                .iter()
+                .filter(|f| f.name() == "herald_records_total")
+                .flat_map(|f| f.get_metric().to_vec())
+                .filter(|m| m.get_label().iter().any(|l| l.value() == outcome))
+                .map(|m| m.get_counter().get_value() as u64)
+                .sum::<u64>()
+        };
+        assert_eq!((count("ok"), count("ignored")), (2, 2), "offsets 7 and 8 applied, 7 and 3 not");
+    }
+
     struct Harness {
         tx: mpsc::Sender<Input>,
         out: mpsc::Receiver<Delivery>,

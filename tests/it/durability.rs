@@ -52,7 +52,7 @@ pub fn signal(child: &mut Child, sig: &str) {
 
 /// Every wanted event arrived, each equal to the clean run's; none that was not wanted.
 /// Returns the number of duplicates.
-pub fn check(what: &str, got: &[ClusterEvent], want: &[ClusterEvent]) -> usize {
+fn check(what: &str, got: &[ClusterEvent], want: &[ClusterEvent]) -> usize {
     let want_by_id: BTreeMap<&str, &ClusterEvent> =
         want.iter().map(|e| (e.id.as_str(), e)).collect();
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
