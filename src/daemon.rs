@@ -4,7 +4,8 @@
 //!
 //! Start order: the HTTP server first, with only its probes and `/metrics` (a broker that is
 //! away must not make herald look dead); then the sinks (each ready), then the engine state
-//! restored and its undelivered events handed to the sinks again, then the sources' routes
+//! restored and its undelivered events handed to the sinks again (an edge, whose sinks are
+//! raw, restores only its sources' positions: it runs no engine), then the sources' routes
 //! and the sources. `/readyz` names what is still waited for. A signal during start stops
 //! herald at once.
 //! Stop order: the sources, then the engine task's last commit and the sinks drained, then

@@ -12,7 +12,8 @@
 //! - [`sources`]: the `Source` trait, its registry, one file per source.
 //! - [`sinks`]: the `Sink` trait, its registry, the buffers, one file per sink.
 //! - [`pipeline`]: the protocol sources and sinks speak, the driver shared with replay, the
-//!   outbox, commit, fan-out and shutdown; knows no concrete source or sink.
+//!   outbox, commit, fan-out, an edge's forwarding (no engine) and shutdown; knows no
+//!   concrete source or sink.
 //! - [`engine`]: sans-IO state machines — stability windows, derived cluster state, spin and
 //!   liveness detection. Time is passed in; nothing here does IO.
 //! - [`state`]: what survives a restart — engine entries, positions, outbox, in one store.

@@ -297,14 +297,11 @@ impl EngineTask {
                 let name = format!("{}#partition{partition}", src.name);
                 let position = self.positions.entry(name.clone()).or_default();
                 if at < position.offset {
-                    src.metrics.record(crate::telemetry::metrics::RecordOutcome::Ignored);
+                    src.metrics.record(RecordOutcome::Ignored);
                 } else {
                     position.offset = at + 1;
                     self.moved.insert(name);
-                    for (i, bytes) in lines.iter().enumerate() {
-                        let line = Line::Text(bytes);
-                        self.line_in(source, context.as_ref(), i as u64 + 1, line, live, now);
-                    }
+                    self.message(source, context.as_ref(), &lines, live, now);
                 }
                 self.outbox.after_commit(on_commit);
                 self.dirty = true;
@@ -332,10 +329,7 @@ impl EngineTask {
                         position.applied.drain(..excess);
                         self.moved.insert(src.name.clone());
                     }
-                    for (i, bytes) in lines.iter().enumerate() {
-                        let line = Line::Text(bytes);
-                        self.line_in(source, context.as_ref(), i as u64 + 1, line, live, now);
-                    }
+                    self.message(source, context.as_ref(), &lines, live, now);
                 }
                 self.outbox.after_commit(on_commit);
                 self.dirty = true;
@@ -379,6 +373,20 @@ impl EngineTask {
     /// real time, so it tells the reporter's clock offset; `now`: when it arrived.
     fn line(&mut self, source: usize, number: u64, line: Line<'_>, live: bool, now: Timestamp) {
         self.line_in(source, None, number, line, live, now)
+    }
+
+    /// A pushed message's lines, numbered from 1.
+    fn message(
+        &mut self,
+        source: usize,
+        context: Option<&Context>,
+        lines: &[Vec<u8>],
+        live: bool,
+        now: Timestamp,
+    ) {
+        for (i, bytes) in lines.iter().enumerate() {
+            self.line_in(source, context, i as u64 + 1, Line::Text(bytes), live, now);
+        }
     }
 
     /// [`Self::line`] with the cluster and reporter a message names itself, if it does.

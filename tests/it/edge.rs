@@ -262,3 +262,65 @@ fn a_core_in_a_consumer_group_emits_from_an_edges_records_what_replay_emits() {
         assert!(metrics.contains(&line), "no {line} in /metrics:\n{metrics}");
     }
 }
+
+/// Plain OpenZiti lines in a topic (no herald headers: not from an edge) are read with the
+/// source's configured cluster.
+#[test]
+fn a_kafka_source_reads_plain_lines_with_its_configured_cluster() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let tansu = Tansu::start();
+    tansu.create("plain");
+    let dir = tempfile::tempdir().unwrap();
+    let log = run(&["generate", "--seed", "4", "--lines", "5000"], b"").stdout;
+    let log_path = write_temp(dir.path(), "controller.log", &log);
+    let want =
+        events(&run(&["replay", "--cluster", "east", log_path.to_str().unwrap()], b"").stdout);
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", tansu.bootstrap())
+        .create()
+        .expect("a producer");
+    for line in log.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        // One key: one partition, so the lines stay in the log's order.
+        let mut record = BaseRecord::<str, [u8]>::to("plain").key("k").payload(line);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("the lines are in the topic");
+
+    let out = dir.path().join("events.jsonl");
+    let cfg = write_temp(
+        dir.path(),
+        "core.toml",
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[engine]\nkey_ttl = \"87600h\"\n\
+             [sources.plain]\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"plain\"\ngroup_id = \"core\"\ncluster = \"east\"\n\
+             [sinks.out]\ntype = \"file\"\npath = {:?}\n",
+            tansu.bootstrap(),
+            out.to_str().unwrap(),
+        )
+        .as_bytes(),
+    );
+    let mut core = herald()
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("herald run");
+    let written = || std::fs::read(&out).map(|b| events(&b)).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut got = written();
+    while got.len() < want.len() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        got = written();
+    }
+    signal(&mut core, "-TERM");
+    assert!(want.len() > 50, "a workload: {} events", want.len());
+    assert_eq!(got, want, "what replay emits, in its order");
+}
