@@ -66,7 +66,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 
 use super::broker::{drain, message_lines, Freshness, Outstanding, QUIET};
 use super::{Source, SourceContext, SourceError};
@@ -128,6 +128,20 @@ impl ClientContext for Group {
     fn error(&self, error: KafkaError, reason: &str) {
         self.reach.failed(format_args!("{error} ({reason})"));
     }
+
+    /// librdkafka's statistics give each partition's lag behind its committed offset.
+    fn stats(&self, statistics: Statistics) {
+        let owned = self.held.lock().unwrap_or_else(|p| p.into_inner()).owned.clone();
+        for topic in statistics.topics.values() {
+            for (partition, p) in &topic.partitions {
+                // -1 is unknown: nothing committed yet, or no high watermark.
+                if owned.contains(partition) && p.consumer_lag >= 0 {
+                    let labels = [self.name.as_str(), &partition.to_string()];
+                    self.metrics.consumer_lag.with_label_values(&labels).set(p.consumer_lag);
+                }
+            }
+        }
+    }
 }
 
 impl ConsumerContext for Group {
@@ -147,10 +161,9 @@ impl ConsumerContext for Group {
                 for p in partitions(revoked) {
                     held.owned.remove(&p);
                     held.at_end.remove(&p);
-                    let _ = self
-                        .metrics
-                        .partition_owned
-                        .remove_label_values(&[&self.name, &p.to_string()]);
+                    let labels = [self.name.as_str(), &p.to_string()];
+                    let _ = self.metrics.partition_owned.remove_label_values(&labels);
+                    let _ = self.metrics.consumer_lag.remove_label_values(&labels);
                     self.metrics.rebalances.with_label_values(&[&self.name, "revoke"]).inc();
                 }
                 tracing::info!(source = %self.name, partitions = ?partitions(revoked), "partitions revoked");
@@ -197,7 +210,8 @@ pub fn client_config(config: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", config.brokers.as_deref().unwrap_or_default())
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "true");
+        .set("enable.partition.eof", "true")
+        .set("statistics.interval.ms", "1000");
     for (k, v) in &config.client {
         c.set(k, v);
     }

@@ -60,6 +60,9 @@ pub struct Metrics {
     pub partition_owned: IntGaugeVec,
     /// A kafka source's rebalances, by what they did (`assign`, `revoke`).
     pub rebalances: IntCounterVec,
+    /// A kafka source's lag per owned partition: the high watermark minus the committed
+    /// offset.
+    pub consumer_lag: IntGaugeVec,
     clock: Clock,
 }
 
@@ -238,6 +241,17 @@ impl Metrics {
                     Opts::new(
                         "herald_partition_owned",
                         "1 for each partition of a kafka source's topic this instance owns",
+                    ),
+                    &["source", "partition"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            consumer_lag: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "herald_consumer_lag",
+                        "Records of an owned partition past the committed offset (high watermark minus committed offset)",
                     ),
                     &["source", "partition"],
                 )?;

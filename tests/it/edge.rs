@@ -244,7 +244,12 @@ fn a_core_in_a_consumer_group_emits_from_an_edges_records_what_replay_emits() {
         std::thread::sleep(Duration::from_millis(500));
         got = written();
     }
-    let metrics = http(port, "GET", "/metrics", &[], b"").1;
+    let mut metrics = String::new();
+    // Lag comes with librdkafka's statistics, once a second.
+    eventually(|| {
+        metrics = http(port, "GET", "/metrics", &[], b"").1;
+        metrics.contains("herald_consumer_lag{")
+    });
     signal(&mut core, "-TERM");
     signal(&mut edge, "-TERM");
     let ids = |v: &[herald::model::ClusterEvent]| -> BTreeSet<String> {
@@ -256,6 +261,7 @@ fn a_core_in_a_consumer_group_emits_from_an_edges_records_what_replay_emits() {
     for e in &want {
         assert_eq!(unique[e.id.as_str()], e, "same id, same event");
     }
+    assert!(metrics.contains("herald_consumer_lag{partition="), "lag per partition:\n{metrics}");
     // The only member of its group owns every partition.
     for p in 0..3 {
         let line = format!("herald_partition_owned{{partition=\"{p}\",source=\"raw\"}} 1");
