@@ -215,8 +215,11 @@ fn replay_into_a_closed_pipe_is_not_an_error() {
 
 #[test]
 fn check_accepts_a_good_config() {
-    let out = run(&["check", "--config", repo("config/example.toml").to_str().unwrap()], b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The shipped examples: one instance, and an edge with a core that reads what it forwards.
+    for file in ["config/example.toml", "config/edge.toml", "config/core.toml"] {
+        let out = run(&["check", "--config", repo(file).to_str().unwrap()], b"");
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 #[test]
