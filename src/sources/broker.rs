@@ -83,9 +83,17 @@ where
     let mut backoff = Backoff::new(FIRST_RETRY);
     while !stop.is_stopped() {
         link.connected.store(false, Ordering::Relaxed);
+        let running = session(link.clone());
+        tokio::pin!(running);
         let ended = tokio::select! {
-            _ = stop.stopped() => return,
-            ended = session(link.clone()) => ended,
+            _ = stop.stopped() => {
+                // The session sees the stop too, and keeps its connection while the
+                // acknowledgements of what is committed go out ([`drain`]): dropping it here
+                // closed the channel under them, and the broker delivered them all again.
+                let _ = tokio::time::timeout(DRAIN + FIRST_RETRY, &mut running).await;
+                return;
+            }
+            ended = &mut running => ended,
         };
         match ended {
             Ok(()) => return,
