@@ -323,16 +323,18 @@ mod tests {
         Position { offset, ..Position::default() }
     }
 
+    /// One read of a file source: `text`, and the position after it.
+    fn read(text: &[&str], offset: u64) -> Input {
+        Input::Lines { source: 0, lines: lines(text), position: at(offset), live: false }
+    }
+
     /// What decodes goes as it was read, with the cluster and reporter that apply to it; what
     /// does not, or what the engine would pass over, stays.
     #[tokio::test]
     async fn decodable_lines_go_as_read_with_their_cluster_and_reporter() {
         let dir = tempfile::tempdir().unwrap();
         let (mut t, mut rx, _) = task(dir.path());
-        let input = lines(&[ZITI, "not json", OTHER, GENERIC]);
-        t.forward(Input::Lines { source: 0, lines: input, position: at(9), live: false })
-            .await
-            .unwrap();
+        t.forward(read(&[ZITI, "not json", OTHER, GENERIC], 9)).await.unwrap();
         let a = rx.try_recv().unwrap();
         assert_eq!((&*a.line, &*a.cluster, &*a.reporter), (ZITI, "prod", "ctrl1"));
         let b = rx.try_recv().unwrap();
@@ -347,22 +349,8 @@ mod tests {
     async fn a_position_moves_only_once_the_sinks_hold_what_was_read_before_it() {
         let dir = tempfile::tempdir().unwrap();
         let (mut t, _rx, acked) = task(dir.path());
-        t.forward(Input::Lines {
-            source: 0,
-            lines: lines(&[ZITI]),
-            position: at(100),
-            live: false,
-        })
-        .await
-        .unwrap();
-        t.forward(Input::Lines {
-            source: 0,
-            lines: lines(&[GENERIC]),
-            position: at(200),
-            live: false,
-        })
-        .await
-        .unwrap();
+        t.forward(read(&[ZITI], 100)).await.unwrap();
+        t.forward(read(&[GENERIC], 200)).await.unwrap();
         t.release();
         t.commit().await.unwrap();
         assert_eq!(t.store.positions().unwrap().get("log"), None, "nothing held yet");

@@ -281,54 +281,8 @@ impl EngineTask {
                 self.moved.insert(name);
                 self.dirty = true;
             }
-            Input::Batch {
-                source,
-                lines,
-                live,
-                on_commit,
-                key: _,
-                redelivery: _,
-                context,
-                offset: Some((partition, at)),
-            } => {
-                let Some(src) = self.sources.get(source) else { return };
-                // The next offset of each partition the state reflects commits with the state:
-                // what a crash makes the log deliver again is recognised by its offset.
-                let name = format!("{}#partition{partition}", src.name);
-                let position = self.positions.entry(name.clone()).or_default();
-                if at < position.offset {
-                    src.metrics.record(RecordOutcome::Ignored);
-                } else {
-                    position.offset = at + 1;
-                    self.moved.insert(name);
-                    self.message(source, context.as_ref(), &lines, live, now);
-                }
-                self.outbox.after_commit(on_commit);
-                self.dirty = true;
-            }
-            Input::Batch {
-                source,
-                lines,
-                live,
-                on_commit,
-                key,
-                redelivery,
-                context,
-                offset: None,
-            } => {
-                let Some(src) = self.sources.get(source) else { return };
-                let position = self.positions.entry(src.name.clone()).or_default();
-                let seen = key.is_some_and(|k| position.applied.contains(&k));
-                if redelivery && seen {
-                    // Applied before a crash, its ack lost: acknowledge, do not apply twice.
-                    RedeliveryRecognised { source: &src.name }.emit(&src.metrics);
-                } else {
-                    if let Some(k) = key {
-                        position.applied.push(k);
-                        let excess = position.applied.len().saturating_sub(RECENT_MESSAGES);
-                        position.applied.drain(..excess);
-                        self.moved.insert(src.name.clone());
-                    }
+            Input::Batch { source, lines, live, on_commit, key, redelivery, context, offset } => {
+                if !self.already_applied(source, key, redelivery, offset) {
                     self.message(source, context.as_ref(), &lines, live, now);
                 }
                 self.outbox.after_commit(on_commit);
@@ -373,6 +327,45 @@ impl EngineTask {
     /// real time, so it tells the reporter's clock offset; `now`: when it arrived.
     fn line(&mut self, source: usize, number: u64, line: Line<'_>, live: bool, now: Timestamp) {
         self.line_in(source, None, number, line, live, now)
+    }
+
+    /// Whether a pushed message's effect is already in the state (it is counted, not applied
+    /// again); if not, it is recorded as applied, to commit with its effect. A partitioned
+    /// log's message (Kafka) is known by its offset: the state keeps the next offset of each
+    /// partition. A broker's redelivered message is known by the hash of its bytes among the
+    /// most recent ones applied.
+    fn already_applied(
+        &mut self,
+        source: usize,
+        key: Option<u64>,
+        redelivery: bool,
+        offset: Option<(i32, u64)>,
+    ) -> bool {
+        let Some(src) = self.sources.get(source) else { return true };
+        if let Some((partition, at)) = offset {
+            let name = format!("{}#partition{partition}", src.name);
+            let position = self.positions.entry(name.clone()).or_default();
+            if at < position.offset {
+                src.metrics.record(RecordOutcome::Ignored);
+                return true;
+            }
+            position.offset = at + 1;
+            self.moved.insert(name);
+            return false;
+        }
+        let position = self.positions.entry(src.name.clone()).or_default();
+        if redelivery && key.is_some_and(|k| position.applied.contains(&k)) {
+            // Applied before a crash, its ack lost: acknowledge, do not apply twice.
+            RedeliveryRecognised { source: &src.name }.emit(&src.metrics);
+            return true;
+        }
+        if let Some(k) = key {
+            position.applied.push(k);
+            let excess = position.applied.len().saturating_sub(RECENT_MESSAGES);
+            position.applied.drain(..excess);
+            self.moved.insert(src.name.clone());
+        }
+        false
     }
 
     /// A pushed message's lines, numbered from 1.

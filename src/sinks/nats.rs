@@ -44,8 +44,7 @@ impl Config {
 
 // ---- running ------------------------------------------------------------------------------
 
-use std::future::{Future, IntoFuture};
-use std::pin::Pin;
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,11 +65,12 @@ type AckFuture = <PublishAckFuture as IntoFuture>::IntoFuture;
 
 /// A publish awaiting its PubAck, with the recoveries counted when it was made (see
 /// `failed_since`).
-type Pending =
-    Pin<Box<dyn Future<Output = (Delivery, Result<PublishAck, PublishError>, u64)> + Send>>;
-
-fn pending(d: Delivery, ack: AckFuture, recoveries: u64) -> Pending {
-    Box::pin(async move { (d, ack.await, recoveries) })
+async fn pending(
+    d: Delivery,
+    ack: AckFuture,
+    recoveries: u64,
+) -> (Delivery, Result<PublishAck, PublishError>, u64) {
+    (d, ack.await, recoveries)
 }
 
 /// JetStream publishes awaiting their PubAck at once.
@@ -258,7 +258,7 @@ pub async fn run(
     // timeout when the future is first polled, so awaiting them one by one turned the acks a
     // broker restart lost into one timeout after another (1,024 × 5 s). Results still come
     // out in publish order, which the watermark needs.
-    let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
+    let mut in_flight = FuturesOrdered::new();
     let mut open = true;
     while open || !in_flight.is_empty() {
         tokio::select! {

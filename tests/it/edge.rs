@@ -61,6 +61,28 @@ fn forwarded(bootstrap: &str, topic: &str) {
     assert!(now > 0 && now == before, "the edge forwarded its log: {now} records");
 }
 
+/// A core instance on `cfg`.
+fn core(cfg: &std::path::Path) -> std::process::Child {
+    herald()
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("herald run")
+}
+
+/// The events in the file sink's `out` once it holds `want` of them, or after 120 s.
+fn written(out: &std::path::Path, want: usize) -> Vec<herald::model::ClusterEvent> {
+    let read = || std::fs::read(out).map(|b| events(&b)).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut got = read();
+    while got.len() < want && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        got = read();
+    }
+    got
+}
+
 fn json(line: &str) -> serde_json::Value {
     serde_json::from_str(line).expect("a JSON line")
 }
@@ -231,19 +253,8 @@ fn a_core_in_a_consumer_group_emits_from_an_edges_records_what_replay_emits() {
         )
         .as_bytes(),
     );
-    let mut core = herald()
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("herald run");
-    let written = || std::fs::read(&out).map(|b| events(&b)).unwrap_or_default();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let mut got = written();
-    while got.len() < want.len() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        got = written();
-    }
+    let mut core = core(&cfg);
+    let got = written(&out, want.len());
     let mut metrics = String::new();
     // Lag comes with librdkafka's statistics, once a second.
     eventually(|| {
@@ -313,19 +324,8 @@ fn a_kafka_source_reads_plain_lines_with_its_configured_cluster() {
         )
         .as_bytes(),
     );
-    let mut core = herald()
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("herald run");
-    let written = || std::fs::read(&out).map(|b| events(&b)).unwrap_or_default();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let mut got = written();
-    while got.len() < want.len() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        got = written();
-    }
+    let mut core = core(&cfg);
+    let got = written(&out, want.len());
     signal(&mut core, "-TERM");
     assert!(want.len() > 50, "a workload: {} events", want.len());
     assert_eq!(got, want, "what replay emits, in its order");
