@@ -219,13 +219,7 @@ impl EdgeTask {
         // It decoded, so it is UTF-8.
         let line = std::str::from_utf8(bytes).ok()?;
         RecordRead { outcome: RecordOutcome::Ok }.emit(&src.metrics);
-        self.seq += 1;
-        Some(Forward {
-            seq: self.seq,
-            line: Arc::from(line),
-            cluster: Arc::from(&*obs.cluster),
-            reporter: Arc::from(&*obs.reporter),
-        })
+        Some(next(&mut self.seq, Arc::from(line), &obs))
     }
 
     /// A probe's or poller's finding, as its generic line.
@@ -237,13 +231,7 @@ impl EdgeTask {
             return None;
         };
         RecordRead { outcome: RecordOutcome::Ok }.emit(&src.metrics);
-        self.seq += 1;
-        Some(Forward {
-            seq: self.seq,
-            line: Arc::from(line),
-            cluster: Arc::from(&*obs.cluster),
-            reporter: Arc::from(&*obs.reporter),
-        })
+        Some(next(&mut self.seq, Arc::from(line), obs))
     }
 
     /// Moves the positions, and acknowledges the messages, that every sink now covers.
@@ -278,6 +266,17 @@ impl EdgeTask {
             .await
             .map_err(|e| PipelineError::Commit(e.to_string()))??;
         Ok(())
+    }
+}
+
+/// The record after `seq` to forward: `line`, keyed by what `obs` says of it.
+fn next(seq: &mut u64, line: Arc<str>, obs: &Observation<'_>) -> Forward {
+    *seq += 1;
+    Forward {
+        seq: *seq,
+        line,
+        cluster: Arc::from(&*obs.cluster),
+        reporter: Arc::from(&*obs.reporter),
     }
 }
 
