@@ -61,6 +61,8 @@ struct Source {
     context: Context,
     caught_up: bool,
     metrics: SourceMetrics,
+    /// The position name of each partition read so far: built once, not per record.
+    partitions: BTreeMap<i32, String>,
 }
 
 /// The engine task's state between commits.
@@ -171,6 +173,7 @@ impl EngineTask {
             context,
             caught_up,
             metrics: self.metrics.source(name),
+            partitions: BTreeMap::new(),
         });
         self.sources.len() - 1
     }
@@ -341,16 +344,25 @@ impl EngineTask {
         redelivery: bool,
         offset: Option<(i32, u64)>,
     ) -> bool {
-        let Some(src) = self.sources.get(source) else { return true };
+        let Some(src) = self.sources.get_mut(source) else { return true };
         if let Some((partition, at)) = offset {
-            let name = format!("{}#partition{partition}", src.name);
-            let position = self.positions.entry(name.clone()).or_default();
+            let source_name = &src.name;
+            let name = src
+                .partitions
+                .entry(partition)
+                .or_insert_with(|| format!("{source_name}#partition{partition}"));
+            let position = match self.positions.get_mut(name.as_str()) {
+                Some(p) => p,
+                None => self.positions.entry(name.clone()).or_default(),
+            };
             if at < position.offset {
                 src.metrics.record(RecordOutcome::Ignored);
                 return true;
             }
             position.offset = at + 1;
-            self.moved.insert(name);
+            if !self.moved.contains(name.as_str()) {
+                self.moved.insert(name.clone());
+            }
             return false;
         }
         let position = self.positions.entry(src.name.clone()).or_default();
