@@ -377,6 +377,11 @@ impl Engine {
         self.clusters.len()
     }
 
+    /// The names of the clusters it holds.
+    pub fn cluster_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.clusters.values().map(|c| &*c.name)
+    }
+
     /// Keys held in all clusters (DESIGN §5.2).
     pub fn keys(&self) -> u64 {
         self.keys

@@ -55,21 +55,17 @@ impl Store {
             let engine = Engine::new(config);
             return Ok(Restored { engine, positions: BTreeMap::new(), outbox: Vec::new() });
         };
-        let mut failed = None;
-        let entries = store.engine_entries().map_while(|r| match r {
-            Ok(kv) => Some(kv),
-            Err(e) => {
-                failed = Some(e);
-                None
-            }
-        });
-        let engine = Engine::from_entries(config, entries);
-        if let Some(e) = failed {
-            return Err(e.into());
-        }
-        let mut engine = engine?;
-        engine.track_changes();
+        let engine = restored(config, store.engine_entries())?;
         Ok(Restored { engine, positions: store.positions()?, outbox: store.outbox()? })
+    }
+
+    /// The engine of partition `partition` of a grouped kafka source as the store last held
+    /// it (a fresh one if it never did, or without a store), tracking its changes.
+    pub fn shard(&self, config: EngineConfig, partition: i32) -> Result<Engine, PipelineError> {
+        match &self.0 {
+            Some(store) => restored(config, store.shard_entries(partition)),
+            None => Ok(Engine::new(config)),
+        }
     }
 
     /// The sources' positions the previous run committed (an edge keeps nothing else).
@@ -87,6 +83,28 @@ impl Store {
             None => Ok(()),
         }
     }
+}
+
+/// An engine rebuilt from a store's entries, tracking its changes from here.
+fn restored<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    config: EngineConfig,
+    entries: impl Iterator<Item = Result<(K, V), crate::state::StateError>>,
+) -> Result<Engine, PipelineError> {
+    let mut failed = None;
+    let entries = entries.map_while(|r| match r {
+        Ok(kv) => Some(kv),
+        Err(e) => {
+            failed = Some(e);
+            None
+        }
+    });
+    let engine = Engine::from_entries(config, entries);
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let mut engine = engine?;
+    engine.track_changes();
+    Ok(engine)
 }
 
 #[cfg(test)]

@@ -169,7 +169,7 @@ impl EdgeTask {
                 }
                 None
             }
-            Input::CaughtUp { .. } => None,
+            Input::CaughtUp { .. } | Input::Partition { .. } => None,
             Input::Ended { source, error } => {
                 if let Some(src) = self.sources.get(source) {
                     match error {
@@ -259,8 +259,7 @@ impl EdgeTask {
             .into_iter()
             .filter_map(|name| Some((name.clone(), self.positions.get(&name)?.clone())))
             .collect();
-        let commit =
-            Commit { engine: Vec::new(), positions, added: Vec::new(), removed: Vec::new() };
+        let commit = Commit { positions, ..Commit::default() };
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.commit_blocking(commit))
             .await

@@ -35,6 +35,10 @@ pub enum Input {
         context: Option<crate::decode::Context>,
         offset: Option<(i32, u64)>,
     },
+    /// A grouped kafka source's partition changed hands or caught up (DESIGN §10). Handed over
+    /// in order with the partition's records: an assignment before its first record, a
+    /// revocation after its last.
+    Partition { source: usize, partition: i32, change: PartitionChange },
     /// The source stopped for good (end of stdin) or failed.
     Ended { source: usize, error: Option<String> },
     /// What a probe or poller found in one round: observations made now, by herald itself.
@@ -49,9 +53,20 @@ impl Input {
             Input::Batch { lines, .. } => lines.len(),
             Input::Observed { observations, .. } => observations.len(),
             Input::TooLong { .. } => 1,
-            Input::CaughtUp { .. } | Input::Ended { .. } => 0,
+            Input::CaughtUp { .. } | Input::Ended { .. } | Input::Partition { .. } => 0,
         }
     }
+}
+
+/// What happened to a partition of a grouped kafka source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionChange {
+    /// The group gave it to this instance: its engine is restored.
+    Assigned,
+    /// The group took it away: its engine is committed, then dropped.
+    Revoked,
+    /// Whether every record of it has been read (its engine time may follow the wall clock).
+    CaughtUp(bool),
 }
 
 /// Lines read in one go, back to back in one buffer: one message and one wake-up of the engine

@@ -25,10 +25,11 @@ use tokio::time::Instant;
 
 use super::commit::{Restored, Store};
 use super::delivery::Delivery;
-use super::driver::{Driver, Watch};
+use super::driver::Watch;
 use super::fanout::Fanout;
-use super::input::Input;
+use super::input::{Input, PartitionChange};
 use super::outbox::{Outbox, Sealed};
+use super::shards::{Shard, Shards};
 use super::PipelineError;
 use crate::decode::{Context, DecodeError};
 use crate::engine::{Engine, EngineConfig, Evicted};
@@ -67,7 +68,9 @@ struct Source {
 
 /// The engine task's state between commits.
 pub struct EngineTask {
-    driver: Driver,
+    shards: Shards,
+    /// What a partition's engine is made with when its partition is assigned.
+    config: EngineConfig,
     positions: BTreeMap<String, Position>,
     /// Sources whose position moved since the last commit.
     moved: BTreeSet<String>,
@@ -113,7 +116,7 @@ impl EngineTask {
         view: SharedView,
         clock: Clock,
     ) -> Result<EngineTask, PipelineError> {
-        let Restored { engine, positions, outbox: stored } = store.load(config)?;
+        let Restored { engine, positions, outbox: stored } = store.load(config.clone())?;
         // `/state` and the gauges show after a restart what they showed before it, not an
         // empty view waiting for the next change (DESIGN §7.1).
         *view.lock().unwrap_or_else(|p| p.into_inner()) = View::restored(engine.stable_state());
@@ -140,7 +143,8 @@ impl EngineTask {
         }
         let redeliver = outbox.enqueue(again);
         Ok(EngineTask {
-            driver: Driver::new(engine),
+            shards: Shards::new(engine),
+            config,
             positions,
             moved: BTreeSet::new(),
             outbox,
@@ -226,7 +230,7 @@ impl EngineTask {
             match first {
                 Some(input) => {
                     applied += input.records().max(1);
-                    self.apply(input);
+                    self.accept(input).await?;
                 }
                 None if rx.is_closed() && rx.is_empty() => open = false,
                 None => {}
@@ -234,17 +238,17 @@ impl EngineTask {
             while applied < BATCH {
                 let Ok(input) = rx.try_recv() else { break };
                 applied += input.records().max(1);
-                self.apply(input);
+                self.accept(input).await?;
             }
-            if self.sources.iter().all(|s| s.caught_up) && rx.is_empty() {
-                self.driver.engine.tick(self.clock.now(), &mut self.driver.events);
+            if rx.is_empty() {
+                let whole = self.sources.iter().all(|s| s.caught_up);
+                self.shards.tick(self.clock.now(), whole);
                 self.evictions();
             }
             self.outbox.release(self.sinks.held());
             let due = (self.dirty || self.outbox.trimmable(self.sinks.held()))
                 && last_commit.elapsed() >= COMMIT_INTERVAL;
-            let events_due =
-                !self.driver.events.is_empty() && last_commit.elapsed() >= EVENT_LINGER;
+            let events_due = self.shards.has_events() && last_commit.elapsed() >= EVENT_LINGER;
             if events_due || due {
                 self.commit().await?;
                 last_commit = Instant::now();
@@ -271,6 +275,47 @@ impl EngineTask {
         Ok(self.outbox.len())
     }
 
+    /// Applies one input, first restoring the engine of a partition it is the first news of.
+    async fn accept(&mut self, input: Input) -> Result<(), PipelineError> {
+        let first = match &input {
+            Input::Partition { source, partition, change: PartitionChange::Assigned } => {
+                Some((*source, *partition))
+            }
+            Input::Batch { source, offset: Some((partition, _)), .. } => {
+                Some((*source, *partition))
+            }
+            _ => None,
+        };
+        if let Some((source, partition)) = first {
+            if !self.shards.contains(Shard::Partition(partition)) {
+                self.restore_shard(source, partition).await?;
+            }
+        }
+        self.apply(input);
+        Ok(())
+    }
+
+    /// Restores partition `partition`'s engine from the store, and its clusters into the
+    /// view. The commit under way goes first: it may be the one that wrote the partition's
+    /// engine when a rebalance took it away a moment ago.
+    async fn restore_shard(&mut self, source: usize, partition: i32) -> Result<(), PipelineError> {
+        self.settle().await?;
+        let started = std::time::Instant::now();
+        let engine = self.store.shard(self.config.clone(), partition)?;
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).restore(engine.stable_state());
+        let (clusters, keys) = (engine.clusters(), engine.keys());
+        self.shards.insert(partition, engine);
+        let elapsed = started.elapsed();
+        if let Some(src) = self.sources.get(source) {
+            self.metrics
+                .restore_seconds
+                .with_label_values(&[&src.name])
+                .observe(elapsed.as_secs_f64());
+            tracing::info!(source = %src.name, partition, clusters, keys, seconds = elapsed.as_secs_f64(), "partition engine restored");
+        }
+        Ok(())
+    }
+
     fn apply(&mut self, input: Input) {
         // Once per input, not per line: a read's lines arrived together.
         let now = self.clock.now();
@@ -286,7 +331,8 @@ impl EngineTask {
             }
             Input::Batch { source, lines, live, on_commit, key, redelivery, context, offset } => {
                 if !self.already_applied(source, key, redelivery, offset) {
-                    self.message(source, context.as_ref(), &lines, live, now);
+                    let shard = offset.map_or(Shard::Whole, |(p, _)| Shard::Partition(p));
+                    self.message(source, shard, context.as_ref(), &lines, live, now);
                 }
                 self.outbox.after_commit(on_commit);
                 self.dirty = true;
@@ -301,8 +347,9 @@ impl EngineTask {
             }
             Input::Observed { source, observations } => {
                 let Some(src) = self.sources.get(source) else { return };
+                let driver = &mut self.shards.whole().driver;
                 for obs in observations {
-                    let outcome = self.driver.observe(obs, Some(now));
+                    let outcome = driver.observe(obs, Some(now));
                     RecordRead { outcome }.emit(&src.metrics);
                 }
                 self.dirty = true;
@@ -310,6 +357,26 @@ impl EngineTask {
             Input::CaughtUp { source, caught_up } => {
                 if let Some(src) = self.sources.get_mut(source) {
                     src.caught_up = caught_up;
+                }
+            }
+            Input::Partition { source: _, partition, change } => {
+                let Some(shard) = self.shards.get_mut(Shard::Partition(partition)) else {
+                    return;
+                };
+                match change {
+                    PartitionChange::Assigned => {
+                        shard.revoked = false;
+                        shard.caught_up = false;
+                    }
+                    PartitionChange::Revoked => {
+                        // Its records are all applied (they came before this): the next
+                        // commit writes its state, then lets it go.
+                        shard.revoked = true;
+                        shard.caught_up = false;
+                        shard.touched = true;
+                        self.dirty = true;
+                    }
+                    PartitionChange::CaughtUp(caught_up) => shard.caught_up = caught_up,
                 }
             }
             Input::Ended { source, error } => {
@@ -329,7 +396,7 @@ impl EngineTask {
     /// Decodes and observes one line, counting its outcome. `live`: the record arrived in
     /// real time, so it tells the reporter's clock offset; `now`: when it arrived.
     fn line(&mut self, source: usize, number: u64, line: Line<'_>, live: bool, now: Timestamp) {
-        self.line_in(source, None, number, line, live, now)
+        self.line_in(source, Shard::Whole, None, number, line, live, now)
     }
 
     /// Whether a pushed message's effect is already in the state (it is counted, not applied
@@ -384,20 +451,24 @@ impl EngineTask {
     fn message(
         &mut self,
         source: usize,
+        shard: Shard,
         context: Option<&Context>,
         lines: &[Vec<u8>],
         live: bool,
         now: Timestamp,
     ) {
         for (i, bytes) in lines.iter().enumerate() {
-            self.line_in(source, context, i as u64 + 1, Line::Text(bytes), live, now);
+            self.line_in(source, shard, context, i as u64 + 1, Line::Text(bytes), live, now);
         }
     }
 
-    /// [`Self::line`] with the cluster and reporter a message names itself, if it does.
+    /// [`Self::line`] into `shard`'s engine, with the cluster and reporter a message names
+    /// itself, if it does.
+    #[allow(clippy::too_many_arguments)]
     fn line_in(
         &mut self,
         source: usize,
+        shard: Shard,
         context: Option<&Context>,
         number: u64,
         line: Line<'_>,
@@ -405,10 +476,12 @@ impl EngineTask {
         now: Timestamp,
     ) {
         let Some(src) = self.sources.get(source) else { return };
+        let Some(shard) = self.shards.get_mut(shard) else { return };
+        shard.touched = true;
         let context = context.unwrap_or(&src.context);
         let mut watch =
             Live { src, now, live, metrics: &self.metrics, skew_warned: &mut self.skew_warned };
-        match self.driver.line(context, number, line, Some(now), &mut watch) {
+        match shard.driver.line(context, number, line, Some(now), &mut watch) {
             // Counted with its log line, by the watch.
             None | Some(RecordOutcome::DecodeError) => {}
             Some(outcome) => RecordRead { outcome }.emit(&src.metrics),
@@ -418,7 +491,7 @@ impl EngineTask {
     /// Keys the engine forgot after `key_ttl`: they leave the view (and so their series) with
     /// the next commit, after the events emitted before them.
     fn evictions(&mut self) {
-        let evicted = self.driver.engine.take_evictions();
+        let evicted = self.shards.take_evictions();
         if !evicted.is_empty() {
             self.evicted.extend(evicted);
             self.dirty = true;
@@ -434,24 +507,34 @@ impl EngineTask {
         if self.dirty || self.outbox.is_busy() {
             wake = wake.min(COMMIT_INTERVAL.saturating_sub(last_commit.elapsed()));
         }
-        if !self.driver.events.is_empty() {
+        if self.shards.has_events() {
             wake = wake.min(EVENT_LINGER.saturating_sub(last_commit.elapsed()));
         }
-        if self.sources.iter().all(|s| s.caught_up) {
-            if let Some(deadline) = self.driver.engine.next_deadline() {
-                wake = wake.min(deadline.saturating_sub(self.clock.now()).to_std());
-            }
+        let whole = self.sources.iter().all(|s| s.caught_up);
+        if let Some(deadline) = self.shards.next_deadline(whole) {
+            wake = wake.min(deadline.saturating_sub(self.clock.now()).to_std());
         }
         wake
     }
 
     /// Persists a consistent cut, then hands the new events to the sinks.
     async fn commit(&mut self) -> Result<(), PipelineError> {
-        self.publish_view();
+        let events = self.shards.take_events();
+        // State that cannot be encoded fails the commit: leaving it out would make the
+        // next start forget what it held, re-emitting states or losing pending ones.
+        let changes = match self.store.is_some() {
+            true => Some(self.shards.changes()?),
+            false => None,
+        };
+        // A revoked partition's clusters leave the view after its last events.
+        for cluster in self.shards.drop_revoked() {
+            self.evicted.push(Evicted { cluster, key: "cluster", subject: Vec::new() });
+        }
+        self.publish_view(&events);
         // One buffer for every line: a fresh String per event grew, and copied, several times.
         let mut buf = Vec::with_capacity(1024);
-        let mut lines = Vec::with_capacity(self.driver.events.len());
-        for e in self.driver.events.drain(..) {
+        let mut lines = Vec::with_capacity(events.len());
+        for e in events {
             buf.clear();
             match serde_json::to_writer(&mut buf, &e).map(|()| std::str::from_utf8(&buf)) {
                 Ok(Ok(line)) => lines.push((Arc::from(line), Arc::new(e))),
@@ -462,12 +545,10 @@ impl EngineTask {
         let fresh = self.outbox.enqueue(lines);
         let mut removed = self.outbox.trim(self.sinks.held());
         self.dirty = false;
-        if !self.store.is_some() {
+        let Some((engine, shards)) = changes else {
             let sealed = self.outbox.seal();
             return self.settled(fresh, sealed, Ok(Ok(()))).await;
-        }
-        // State that cannot be encoded fails the commit: leaving it out would make the
-        // next start forget what it held, re-emitting states or losing pending ones.
+        };
         let positions = std::mem::take(&mut self.moved);
         let positions = positions
             .into_iter()
@@ -480,7 +561,7 @@ impl EngineTask {
             let kept: BTreeSet<u64> = added.iter().map(|c| c.first).collect();
             removed.extend(self.stale_outbox.drain(..).filter(|first| !kept.contains(first)));
         }
-        let commit = Commit { engine: self.driver.engine.changes()?, positions, added, removed };
+        let commit = Commit { engine, shards, positions, added, removed };
         let sealed = self.outbox.seal();
         // Commits reach the disk in order: the previous one first.
         self.settle().await?;
@@ -513,18 +594,17 @@ impl EngineTask {
 
     /// The stable view and the transition and suppressed counters follow the events; the
     /// gauges of what the engine holds follow the engine.
-    fn publish_view(&mut self) {
-        let engine = &mut self.driver.engine;
-        self.metrics.clusters.set(engine.clusters() as i64);
-        self.metrics.keys.set(engine.keys() as i64);
-        for refusal in engine.take_refusals() {
+    fn publish_view(&mut self, events: &[ClusterEvent]) {
+        self.metrics.clusters.set(self.shards.clusters() as i64);
+        self.metrics.keys.set(self.shards.keys() as i64);
+        for refusal in self.shards.take_refusals() {
             LimitReached { refusal: &refusal }.emit();
         }
-        if !self.driver.events.is_empty() || !self.evicted.is_empty() {
+        if !events.is_empty() || !self.evicted.is_empty() {
             let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
             // Counted per commit, not per event: a label lookup per event showed in profiles.
             let mut transitions: BTreeMap<(&str, EventKind), u64> = BTreeMap::new();
-            for e in &self.driver.events {
+            for e in events {
                 view.apply(e);
                 *transitions.entry((e.cluster.as_str(), e.kind)).or_default() += 1;
             }
@@ -540,7 +620,8 @@ impl EngineTask {
                 }
             }
         }
-        for (cluster, kind, n) in self.driver.engine.suppressed_by_kind() {
+        let suppressed = self.shards.iter().flat_map(|s| s.driver.engine.suppressed_by_kind());
+        for (cluster, kind, n) in suppressed {
             let seen = self.suppressed_seen.entry((cluster.to_string(), kind)).or_insert(0);
             if n > *seen {
                 self.metrics
@@ -614,8 +695,8 @@ mod tests {
     /// A record a partitioned log delivers again, at an offset the state already reflects, is
     /// not applied twice: re-applying records is not harmless (a repeated emitted state drops
     /// a pending one, rule 2 of DESIGN §5.2).
-    #[test]
-    fn a_kafka_record_at_an_offset_already_applied_is_not_applied_again() {
+    #[tokio::test]
+    async fn a_kafka_record_at_an_offset_already_applied_is_not_applied_again() {
         let clock = Clock::starting_at(t0());
         let metrics = Arc::new(Metrics::with_clock(clock).expect("metrics"));
         let mut task = EngineTask::restore(
@@ -638,10 +719,9 @@ mod tests {
             context: None,
             offset: Some((2, offset)),
         };
-        task.apply(batch(7));
-        task.apply(batch(7));
-        task.apply(batch(3));
-        task.apply(batch(8));
+        for offset in [7, 7, 3, 8] {
+            task.accept(batch(offset)).await.expect("applied");
+        }
         assert_eq!(task.positions["raw#partition2"].offset, 9, "the next offset to apply");
         let count = |outcome: &str| {
             metrics
@@ -655,6 +735,103 @@ mod tests {
                 .sum::<u64>()
         };
         assert_eq!((count("ok"), count("ignored")), (2, 2), "offsets 7 and 8 applied, 7 and 3 not");
+    }
+
+    /// An engine task with one grouped kafka source that has not caught up, and `store`.
+    fn grouped(store: Store) -> (EngineTask, SharedView, Arc<Metrics>) {
+        let clock = Clock::starting_at(t0());
+        let metrics = Arc::new(Metrics::with_clock(clock).expect("metrics"));
+        let view = SharedView::default();
+        let mut task = EngineTask::restore(
+            EngineConfig::default(),
+            store,
+            metrics.clone(),
+            view.clone(),
+            clock,
+        )
+        .expect("engine task");
+        task.add_source("raw", Context::new("unknown", "unknown"), false);
+        (task, view, metrics)
+    }
+
+    /// Router r1 online at `at`, in `cluster`, at `offset` of `partition`.
+    fn raw_record(partition: i32, offset: u64, cluster: &str, at: Timestamp) -> Input {
+        Input::Batch {
+            source: 0,
+            lines: vec![router_online(at)],
+            live: false,
+            on_commit: Box::new(|| {}),
+            key: None,
+            redelivery: false,
+            context: Some(Context::new(cluster, "c1")),
+            offset: Some((partition, offset)),
+        }
+    }
+
+    fn partition(partition: i32, change: PartitionChange) -> Input {
+        Input::Partition { source: 0, partition, change }
+    }
+
+    fn before_t0(seconds: u64) -> Timestamp {
+        Timestamp(t0().0 - crate::model::Nanos::from_std(Duration::from_secs(seconds)).0)
+    }
+
+    fn routers(view: &SharedView, cluster: &str) -> Option<BTreeMap<String, bool>> {
+        let view = view.lock().expect("view");
+        view.clusters.get(cluster).map(|c| c.routers.clone())
+    }
+
+    /// DESIGN §10: each partition's engine runs on its own partition's record time. In one
+    /// engine, a partition read ahead would close the windows of one still in its backlog.
+    #[tokio::test]
+    async fn each_partition_keeps_its_own_engine_time() {
+        let (mut task, view, _) = grouped(Store::none());
+        task.accept(raw_record(0, 0, "a", before_t0(60))).await.expect("applied");
+        task.accept(raw_record(1, 0, "b", before_t0(10))).await.expect("applied");
+        task.accept(raw_record(1, 1, "b", before_t0(5))).await.expect("applied");
+        task.commit().await.expect("commit");
+        task.settle().await.expect("settled");
+        assert_eq!(routers(&view, "b"), Some(BTreeMap::from([("r1".into(), true)])));
+        assert_eq!(routers(&view, "a"), None, "partition 0's time is still 60 s ago");
+
+        // Caught up, a partition's time follows the wall clock; the other's need not.
+        task.accept(partition(0, PartitionChange::CaughtUp(true))).await.expect("applied");
+        task.shards.tick(task.clock.now(), false);
+        task.commit().await.expect("commit");
+        task.settle().await.expect("settled");
+        assert_eq!(routers(&view, "a"), Some(BTreeMap::from([("r1".into(), true)])));
+    }
+
+    /// DESIGN §10: `/state` and the gauges cover what this instance owns. A revoked partition's
+    /// clusters leave them once its state is committed; assigned again, it resumes from the
+    /// store, and what it had emitted is not emitted again.
+    #[tokio::test]
+    async fn a_revoked_partition_leaves_the_view_and_resumes_from_the_store_when_assigned_again() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = EngineConfig::default();
+        let (mut task, view, metrics) = grouped(Store::open(dir.path(), &config).expect("store"));
+        task.accept(partition(3, PartitionChange::Assigned)).await.expect("assigned");
+        task.accept(raw_record(3, 0, "a", before_t0(60))).await.expect("applied");
+        task.accept(raw_record(3, 1, "a", before_t0(50))).await.expect("applied");
+        task.commit().await.expect("commit");
+        task.settle().await.expect("settled");
+        assert!(routers(&view, "a").is_some());
+        assert_eq!(metrics.clusters.get(), 1);
+
+        task.accept(partition(3, PartitionChange::Revoked)).await.expect("revoked");
+        task.commit().await.expect("commit");
+        task.settle().await.expect("settled");
+        assert_eq!(routers(&view, "a"), None, "no longer this instance's");
+        assert_eq!((metrics.clusters.get(), metrics.keys.get()), (0, 0));
+
+        task.accept(partition(3, PartitionChange::Assigned)).await.expect("assigned");
+        assert_eq!(routers(&view, "a"), Some(BTreeMap::from([("r1".into(), true)])));
+        task.accept(raw_record(3, 2, "a", before_t0(40))).await.expect("applied");
+        task.accept(partition(3, PartitionChange::CaughtUp(true))).await.expect("applied");
+        task.shards.tick(task.clock.now(), false);
+        let events = task.shards.take_events();
+        assert!(events.is_empty(), "r1 was online already: {events:?}");
+        assert_eq!(task.positions["raw#partition3"].offset, 3);
     }
 
     struct Harness {

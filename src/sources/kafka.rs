@@ -71,7 +71,7 @@ use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use super::broker::{drain, message_lines, Freshness, Outstanding, QUIET};
 use super::{Source, SourceContext, SourceError};
 use crate::decode::Context;
-use crate::pipeline::{Input, OnCommit, Shutdown};
+use crate::pipeline::{Input, OnCommit, PartitionChange, Shutdown};
 use crate::telemetry::events::{Reachability, Side};
 
 /// How often the offsets of what is held are committed.
@@ -87,6 +87,9 @@ struct Held {
     /// The partitions this instance owns, and those of them it has read to their end.
     owned: BTreeSet<i32>,
     at_end: BTreeSet<i32>,
+    /// What happened to partitions since the consume loop last looked, in order: the engine
+    /// task learns it before the next record (DESIGN §10: one engine per partition).
+    changes: Vec<(i32, PartitionChange)>,
 }
 
 impl Held {
@@ -161,6 +164,7 @@ impl ConsumerContext for Group {
                 for p in partitions(revoked) {
                     held.owned.remove(&p);
                     held.at_end.remove(&p);
+                    held.changes.push((p, PartitionChange::Revoked));
                     let labels = [self.name.as_str(), &p.to_string()];
                     let _ = self.metrics.partition_owned.remove_label_values(&labels);
                     let _ = self.metrics.consumer_lag.remove_label_values(&labels);
@@ -173,6 +177,7 @@ impl ConsumerContext for Group {
                 for p in partitions(assigned) {
                     held.owned.insert(p);
                     held.at_end.remove(&p);
+                    held.changes.push((p, PartitionChange::Assigned));
                     let owned = [self.name.as_str(), &p.to_string()];
                     self.metrics.partition_owned.with_label_values(&owned).set(1);
                     self.metrics.rebalances.with_label_values(&[&self.name, "assign"]).inc();
@@ -193,10 +198,25 @@ impl Group {
 
     fn at_end(&self, partition: i32, at_end: bool) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        match at_end {
+        let changed = match at_end {
             true => held.at_end.insert(partition),
             false => held.at_end.remove(&partition),
         };
+        if changed {
+            held.changes.push((partition, PartitionChange::CaughtUp(at_end)));
+        }
+    }
+
+    /// Hands the partitions' changes to the engine task; false once it is gone.
+    async fn hand_over(&self, source: usize, tx: &tokio::sync::mpsc::Sender<Input>) -> bool {
+        let changes =
+            std::mem::take(&mut self.held.lock().unwrap_or_else(|p| p.into_inner()).changes);
+        for (partition, change) in changes {
+            if tx.send(Input::Partition { source, partition, change }).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -285,6 +305,16 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
             }
             next = tokio::time::timeout(QUIET, consumer.recv()) => next,
         };
+        if let Ok(Err(KafkaError::PartitionEOF(partition))) = &next {
+            consumer.context().at_end(*partition, true);
+        }
+        if let Ok(Ok(m)) = &next {
+            consumer.context().at_end(m.partition(), false);
+        }
+        // A rebalance runs inside the poll: what it did goes ahead of the record after it.
+        if !consumer.context().hand_over(source, tx).await {
+            break;
+        }
         let m = match next {
             Err(_) => {
                 // Quiet is not enough: only the end of every owned partition is caught up.
@@ -293,8 +323,7 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
                 }
                 continue;
             }
-            Ok(Err(KafkaError::PartitionEOF(partition))) => {
-                consumer.context().at_end(partition, true);
+            Ok(Err(KafkaError::PartitionEOF(_))) => {
                 if consumer.context().caught_up() && !fresh.quiet(tx).await {
                     break;
                 }
@@ -308,7 +337,6 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
             Ok(Ok(m)) => m,
         };
         consumer.context().reach.reached();
-        consumer.context().at_end(m.partition(), false);
         let Some(live) = fresh.arrived(tx).await else { break };
         let lines = message_lines(m.payload().unwrap_or_default());
         let context = raw_context(&m, config.common.format);

@@ -8,7 +8,11 @@
 //!
 //! One keyspace; each key's first byte says what it is:
 //! - `#version`: the store's format version ([`STORE_VERSION`]);
-//! - `e` and an engine entry's key ([`crate::engine::Engine::changes`]);
+//! - `e` and an engine entry's key ([`crate::engine::Engine::changes`]): the engine of every
+//!   source but a grouped kafka source;
+//! - `s`, a partition of a grouped kafka source's topic (4 bytes, big-endian) and an entry key:
+//!   that partition's engine (a shard, DESIGN §10), kept here when a rebalance takes the
+//!   partition away, to resume from if it comes back;
 //! - `p` and a source's name: its [`Position`] (postcard);
 //! - `o` and an outbox sequence number (big-endian): a chunk of consecutive events, their
 //!   JSON lines joined by newlines, the first numbered by the key.
@@ -35,6 +39,7 @@ pub const STORE_VERSION: u32 = 3;
 const DIR: &str = "store";
 const VERSION_KEY: &[u8] = b"#version";
 const ENGINE: u8 = b'e';
+const SHARD: u8 = b's';
 const POSITION: u8 = b'p';
 const OUTBOX: u8 = b'o';
 /// Beside the store once migrated: the format-2 file, kept as it was.
@@ -45,6 +50,8 @@ pub const BACKUP: &str = "state.bin.v2";
 pub struct Commit {
     /// Changed engine entries; `None` removes one.
     pub engine: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Changed entries of each partition's engine.
+    pub shards: Vec<(i32, Vec<(Vec<u8>, Option<Vec<u8>>)>)>,
     /// The positions that moved.
     pub positions: Vec<(String, Position)>,
     /// Chunks added to the outbox.
@@ -82,6 +89,7 @@ pub fn chunks(events: impl IntoIterator<Item = (u64, Arc<str>)>) -> Vec<Chunk> {
 impl Commit {
     pub fn is_empty(&self) -> bool {
         self.engine.is_empty()
+            && self.shards.iter().all(|(_, e)| e.is_empty())
             && self.positions.is_empty()
             && self.added.is_empty()
             && self.removed.is_empty()
@@ -90,11 +98,11 @@ impl Commit {
 
 /// An engine entry's key as the store holds it, read without its prefix: a view of the same
 /// bytes, not a copy (a million entries are read at startup).
-pub struct EntryKey(fjall::Slice);
+pub struct EntryKey(fjall::Slice, usize);
 
 impl AsRef<[u8]> for EntryKey {
     fn as_ref(&self) -> &[u8] {
-        self.0.get(1..).unwrap_or_default()
+        self.0.get(self.1..).unwrap_or_default()
     }
 }
 
@@ -109,6 +117,11 @@ fn prefixed(prefix: u8, key: &[u8]) -> Vec<u8> {
     k.push(prefix);
     k.extend_from_slice(key);
     k
+}
+
+fn shard_prefix(partition: i32) -> [u8; 5] {
+    let [a, b, c, d] = partition.to_be_bytes();
+    [SHARD, a, b, c, d]
 }
 
 fn outbox_key(seq: u64) -> Vec<u8> {
@@ -166,6 +179,7 @@ impl StateStore {
     ) -> Result<(), StateError> {
         let commit = Commit {
             engine,
+            shards: Vec::new(),
             positions: state.positions.into_iter().collect(),
             added: chunks(state.outbox.into_iter().zip(1..).map(|(l, i)| (i, Arc::from(l)))),
             removed: Vec::new(),
@@ -199,7 +213,19 @@ impl StateStore {
     ) -> impl Iterator<Item = Result<(EntryKey, fjall::Slice), StateError>> + '_ {
         self.ks.prefix([ENGINE]).map(|g| {
             let (k, v) = g.into_inner().map_err(|e| self.fail(e))?;
-            Ok((EntryKey(k), v))
+            Ok((EntryKey(k, 1), v))
+        })
+    }
+
+    /// The entries of partition `partition`'s engine, in key order, without the prefix.
+    pub fn shard_entries(
+        &self,
+        partition: i32,
+    ) -> impl Iterator<Item = Result<(EntryKey, fjall::Slice), StateError>> + '_ {
+        let prefix = shard_prefix(partition);
+        self.ks.prefix(prefix).map(move |g| {
+            let (k, v) = g.into_inner().map_err(|e| self.fail(e))?;
+            Ok((EntryKey(k, prefix.len()), v))
         })
     }
 
@@ -247,13 +273,17 @@ impl StateStore {
         // In key order: each insert's search through the memtable's skip list then walks
         // the nodes the previous one just visited, still in cache. In hash order a large
         // commit spent most of its time in cache misses there.
-        let mut engine = c.engine;
-        engine.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (key, value) in engine {
-            let key = prefixed(ENGINE, &key);
-            match value {
-                Some(v) => batch.insert(&self.ks, key, v),
-                None => batch.remove(&self.ks, key),
+        let shards = c.shards.into_iter().map(|(p, e)| (shard_prefix(p).to_vec(), e));
+        for (prefix, mut entries) in std::iter::once((vec![ENGINE], c.engine)).chain(shards) {
+            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (key, value) in entries {
+                let mut k = Vec::with_capacity(prefix.len() + key.len());
+                k.extend_from_slice(&prefix);
+                k.extend_from_slice(&key);
+                match value {
+                    Some(v) => batch.insert(&self.ks, k, v),
+                    None => batch.remove(&self.ks, k),
+                }
             }
         }
         for (name, position) in c.positions {
@@ -298,6 +328,7 @@ mod tests {
             assert!(legacy.is_none());
             let c = Commit {
                 engine: vec![(b"E".to_vec(), Some(vec![1, 2])), (b"Cx".to_vec(), Some(vec![3]))],
+                shards: vec![(2, vec![(b"E".to_vec(), Some(vec![4]))])],
                 positions: vec![("log".into(), position(77))],
                 added: vec![chunk(1, &["one", "two"]), chunk(3, &["three"])],
                 removed: vec![],
@@ -305,6 +336,7 @@ mod tests {
             store.commit(c).unwrap();
             let c = Commit {
                 engine: vec![(b"Cx".to_vec(), None)],
+                shards: vec![(3, vec![(b"E".to_vec(), Some(vec![5]))])],
                 positions: vec![("log".into(), position(99))],
                 added: vec![chunk(4, &["four", "five"])],
                 removed: vec![1],
@@ -318,6 +350,16 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(entries, vec![(b"E".to_vec(), vec![1, 2])]);
+        let shard = |p| -> Vec<(Vec<u8>, Vec<u8>)> {
+            store
+                .shard_entries(p)
+                .map(|r| r.map(|(k, v)| (k.as_ref().to_vec(), v.to_vec())))
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(shard(2), vec![(b"E".to_vec(), vec![4])], "each partition's engine apart");
+        assert_eq!(shard(3), vec![(b"E".to_vec(), vec![5])]);
+        assert!(shard(0).is_empty());
         assert_eq!(store.positions().unwrap()["log"], position(99));
         let outbox = store.outbox().unwrap();
         assert_eq!(

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub partition_owned: IntGaugeVec,
     /// A kafka source's rebalances, by what they did (`assign`, `revoke`).
     pub rebalances: IntCounterVec,
+    /// How long restoring an assigned partition's engine took.
+    pub restore_seconds: HistogramVec,
     /// A kafka source's lag per owned partition: the high watermark minus the committed
     /// offset.
     pub consumer_lag: IntGaugeVec,
@@ -259,6 +261,18 @@ impl Metrics {
                 g
             },
             rebalances: counter(&r, "herald_rebalances_total", "Partitions a kafka source's group assigned to or revoked from this instance", &["source", "change"])?,
+            restore_seconds: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "herald_restore_seconds",
+                        "Time to restore the engine of a partition a kafka source's group assigned to this instance",
+                    )
+                    .buckets(vec![0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+                    &["source"],
+                )?;
+                r.register(Box::new(h.clone()))?;
+                h
+            },
             ack_delay,
             build,
             ready,

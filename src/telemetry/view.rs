@@ -110,24 +110,30 @@ impl View {
         clusters: impl IntoIterator<Item = (&'a str, Vec<ClusterEvent>, [u64; EventKind::ALL.len()])>,
     ) -> View {
         let mut view = View::default();
+        view.restore(clusters);
+        view
+    }
+
+    /// Adds restored clusters (a partition's engine, restored on its assignment).
+    pub fn restore<'a>(
+        &mut self,
+        clusters: impl IntoIterator<Item = (&'a str, Vec<ClusterEvent>, [u64; EventKind::ALL.len()])>,
+    ) {
         for (name, events, emitted) in clusters {
             if events.is_empty() && emitted.iter().all(|n| *n == 0) {
                 continue;
             }
             for e in &events {
-                view.apply(e);
+                self.apply(e);
             }
-            {
-                let c = view.clusters.entry(name.to_string()).or_default();
-                c.transitions = EventKind::ALL
-                    .iter()
-                    .zip(emitted)
-                    .filter(|(_, n)| *n > 0)
-                    .map(|(k, n)| (k.as_str().to_string(), n))
-                    .collect();
-            }
+            let c = self.clusters.entry(name.to_string()).or_default();
+            c.transitions = EventKind::ALL
+                .iter()
+                .zip(emitted)
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| (k.as_str().to_string(), n))
+                .collect();
         }
-        view
     }
 
     pub fn evict(&mut self, ev: &Evicted) {
