@@ -45,13 +45,16 @@ const OUTBOX: u8 = b'o';
 /// Beside the store once migrated: the format-2 file, kept as it was.
 pub const BACKUP: &str = "state.bin.v2";
 
+/// An entry's key, and its value or `None` to remove it.
+pub type Entry = (Vec<u8>, Option<Vec<u8>>);
+
 /// What one commit writes.
 #[derive(Default)]
 pub struct Commit {
     /// Changed engine entries; `None` removes one.
-    pub engine: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub engine: Vec<Entry>,
     /// Changed entries of each partition's engine.
-    pub shards: Vec<(i32, Vec<(Vec<u8>, Option<Vec<u8>>)>)>,
+    pub shards: Vec<(i32, Vec<Entry>)>,
     /// The positions that moved.
     pub positions: Vec<(String, Position)>,
     /// Chunks added to the outbox.
