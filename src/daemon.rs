@@ -254,6 +254,16 @@ async fn start(
     for (name, kind) in &config.sources {
         let source = kind.source();
         let index = task.add_source(name, source.context(), source.pushes());
+        #[cfg(feature = "kafka")]
+        if let (crate::sources::SourceKind::Kafka(kafka), Task::Engine(engine)) = (kind, &mut task)
+        {
+            let kafka = kafka.clone();
+            let changelog = tokio::task::spawn_blocking(move || kafka.changelog())
+                .await
+                .map_err(|e| PipelineError::Commit(e.to_string()))?
+                .map_err(PipelineError::from)?;
+            engine.set_changelog(name, std::sync::Arc::new(changelog));
+        }
         let ctx = SourceContext {
             index,
             name: name.clone(),

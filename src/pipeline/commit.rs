@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use super::PipelineError;
 use crate::engine::{Engine, EngineConfig};
-use crate::state::{Commit, Position, StateStore};
+use crate::state::changelog::{Changelog, INPUT_KEY};
+use crate::state::{Commit, Entry, Position, StateStore};
 
 /// Where commits go; `None` without a `[state] dir` (nothing survives a restart).
 #[derive(Clone)]
@@ -68,6 +69,67 @@ impl Store {
         }
     }
 
+    /// The engine of partition `partition` of grouped kafka source `source`, restored from
+    /// its changelog on top of what the store holds of it (DESIGN §10), and the input
+    /// partition's next offset it reflects. The store is brought up to the changelog's end
+    /// in one commit. Blocking.
+    pub fn shard_from_changelog(
+        &self,
+        config: EngineConfig,
+        changelog: &dyn Changelog,
+        source: &str,
+        partition: i32,
+    ) -> Result<(Engine, u64), PipelineError> {
+        let (log_name, input_name) = shard_positions(source, partition);
+        let position = |name: &str| -> Result<Option<u64>, PipelineError> {
+            match &self.0 {
+                Some(store) => Ok(store.position(name)?.map(|p| p.offset)),
+                None => Ok(None),
+            }
+        };
+        let replayed = changelog.read(partition, position(&log_name)?.unwrap_or(0))?;
+        let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        if let Some(store) = &self.0 {
+            for kv in store.shard_entries(partition) {
+                let (k, v) = kv?;
+                entries.insert(k.as_ref().to_vec(), v.to_vec());
+            }
+        }
+        // A void cache: only the changelog's keys survive, the others go from the store.
+        let mut writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = match replayed.from_start {
+            true => std::mem::take(&mut entries).into_keys().map(|k| (k, None)).collect(),
+            false => BTreeMap::new(),
+        };
+        let mut input = match replayed.from_start {
+            true => Some(0),
+            false => position(&input_name)?,
+        };
+        for (key, value) in replayed.entries {
+            if key == INPUT_KEY {
+                let offset = value.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok());
+                input = offset.map(u64::from_be_bytes).or(input);
+                continue;
+            }
+            match &value {
+                Some(v) => entries.insert(key.clone(), v.clone()),
+                None => entries.remove(&key),
+            };
+            writes.insert(key, value);
+        }
+        let input = input.unwrap_or(0);
+        if let Some(store) = &self.0 {
+            let at = |offset| Position { offset, ..Position::default() };
+            store.commit(Commit {
+                shards: vec![(partition, writes.into_iter().collect::<Vec<Entry>>())],
+                positions: vec![(log_name, at(replayed.next)), (input_name, at(input))],
+                ..Commit::default()
+            })?;
+        }
+        let mut engine = Engine::from_entries(config, entries.iter())?;
+        engine.track_changes();
+        Ok((engine, input))
+    }
+
     /// The sources' positions the previous run committed (an edge keeps nothing else).
     pub fn positions(&self) -> Result<BTreeMap<String, Position>, PipelineError> {
         match &self.0 {
@@ -83,6 +145,12 @@ impl Store {
             None => Ok(()),
         }
     }
+}
+
+/// The names under which the store keeps how far partition `partition` of grouped kafka
+/// source `source` is: in its changelog, and in its input.
+pub fn shard_positions(source: &str, partition: i32) -> (String, String) {
+    (format!("{source}#changelog{partition}"), format!("{source}#partition{partition}"))
 }
 
 /// An engine rebuilt from a store's entries, tracking its changes from here.

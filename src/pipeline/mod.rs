@@ -10,6 +10,7 @@
 //! It knows no concrete source or sink: `herald run`'s wiring (which sources and sinks, in
 //! which order) is [`crate::daemon`], above it.
 
+pub mod appender;
 pub mod commit;
 pub mod delivery;
 pub mod driver;

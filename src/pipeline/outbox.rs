@@ -62,6 +62,13 @@ impl Outbox {
         Sealed { mark: self.next_seq, batches: std::mem::take(&mut self.uncommitted) }
     }
 
+    /// [`Outbox::seal`], with the batches handed to `then`, which gives what runs in their
+    /// place once the commit's events are held.
+    pub fn seal_with(&mut self, then: impl FnOnce(Vec<OnCommit>) -> OnCommit) -> Sealed {
+        let batches = std::mem::take(&mut self.uncommitted);
+        Sealed { mark: self.next_seq, batches: vec![then(batches)] }
+    }
+
     /// A sealed commit is on disk: its batches wait for its events.
     pub fn committed_sealed(&mut self, sealed: Sealed) {
         for f in sealed.batches {

@@ -23,7 +23,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::commit::{Restored, Store};
+use super::appender::{Appender, Job, ShardJob};
+use super::commit::{shard_positions, Restored, Store};
 use super::delivery::Delivery;
 use super::driver::Watch;
 use super::fanout::Fanout;
@@ -34,6 +35,7 @@ use super::PipelineError;
 use crate::decode::{Context, DecodeError};
 use crate::engine::{Engine, EngineConfig, Evicted};
 use crate::model::{ClusterEvent, EventKind, Observation, Timestamp};
+use crate::state::changelog::Changelog;
 use crate::state::{Commit, Position};
 use crate::support::clock::Clock;
 use crate::support::lines::Line;
@@ -71,6 +73,8 @@ pub struct EngineTask {
     shards: Shards,
     /// What a partition's engine is made with when its partition is assigned.
     config: EngineConfig,
+    /// The grouped kafka source whose partitions' engines live in a changelog.
+    changelog: Option<Grouped>,
     positions: BTreeMap<String, Position>,
     /// Sources whose position moved since the last commit.
     moved: BTreeSet<String>,
@@ -96,6 +100,13 @@ pub struct EngineTask {
     redeliver: Vec<Delivery>,
     /// The commit being written while the engine applies the next records.
     inflight: Option<InFlight>,
+}
+
+/// A grouped kafka source, its changelog, and what appends to it.
+struct Grouped {
+    source: String,
+    changelog: Arc<dyn Changelog>,
+    appender: Appender,
 }
 
 /// A commit whose store write is under way: its events go to the sinks, and its batches are
@@ -145,6 +156,7 @@ impl EngineTask {
         Ok(EngineTask {
             shards: Shards::new(engine),
             config,
+            changelog: None,
             positions,
             moved: BTreeSet::new(),
             outbox,
@@ -162,6 +174,12 @@ impl EngineTask {
             redeliver,
             inflight: None,
         })
+    }
+
+    /// Partitions of grouped kafka source `source` keep their engines in `changelog`.
+    pub fn set_changelog(&mut self, source: &str, changelog: Arc<dyn Changelog>) {
+        let appender = Appender::start(source.to_string(), changelog.clone(), self.store.clone());
+        self.changelog = Some(Grouped { source: source.to_string(), changelog, appender });
     }
 
     /// Where the previous run left source `name`.
@@ -286,7 +304,21 @@ impl EngineTask {
             }
             _ => None,
         };
+        let assigned = matches!(input, Input::Partition { change: PartitionChange::Assigned, .. });
         if let Some((source, partition)) = first {
+            if assigned && self.changelog.is_some() {
+                // Assigned anew, a partition's engine is what its changelog holds, not what
+                // this instance applied before it lost it (that was never appended).
+                if let Some(mut old) = self.shards.remove(partition) {
+                    let events = std::mem::take(&mut old.driver.events);
+                    self.shards.whole().driver.events.extend(events);
+                    for cluster in old.driver.engine.cluster_names() {
+                        let cluster = cluster.to_string();
+                        self.evicted.push(Evicted { cluster, key: "cluster", subject: Vec::new() });
+                    }
+                    self.publish_view(&[]);
+                }
+            }
             if !self.shards.contains(Shard::Partition(partition)) {
                 self.restore_shard(source, partition).await?;
             }
@@ -301,10 +333,30 @@ impl EngineTask {
     async fn restore_shard(&mut self, source: usize, partition: i32) -> Result<(), PipelineError> {
         self.settle().await?;
         let started = std::time::Instant::now();
-        let engine = self.store.shard(self.config.clone(), partition)?;
+        let engine = match &self.changelog {
+            None => self.store.shard(self.config.clone(), partition)?,
+            Some(grouped) => {
+                // Jobs of an earlier ownership are left out from here; the one under way,
+                // which may write the store, is waited for.
+                grouped.appender.next_epoch(partition);
+                grouped.appender.idle().await;
+                let (store, config) = (self.store.clone(), self.config.clone());
+                let (name, changelog) = (grouped.source.clone(), grouped.changelog.clone());
+                let (engine, input) = tokio::task::spawn_blocking(move || {
+                    store.shard_from_changelog(config, &*changelog, &name, partition)
+                })
+                .await
+                .map_err(|e| PipelineError::Commit(e.to_string()))??;
+                let (_, input_name) = shard_positions(&self.changelog_source(), partition);
+                self.positions.entry(input_name).or_default().offset = input;
+                engine
+            }
+        };
         self.view.lock().unwrap_or_else(|p| p.into_inner()).restore(engine.stable_state());
         let (clusters, keys) = (engine.clusters(), engine.keys());
         self.shards.insert(partition, engine);
+        self.metrics.clusters.set(self.shards.clusters() as i64);
+        self.metrics.keys.set(self.shards.keys() as i64);
         let elapsed = started.elapsed();
         if let Some(src) = self.sources.get(source) {
             self.metrics
@@ -314,6 +366,10 @@ impl EngineTask {
             tracing::info!(source = %src.name, partition, clusters, keys, seconds = elapsed.as_secs_f64(), "partition engine restored");
         }
         Ok(())
+    }
+
+    fn changelog_source(&self) -> String {
+        self.changelog.as_ref().map(|g| g.source.clone()).unwrap_or_default()
     }
 
     fn apply(&mut self, input: Input) {
@@ -369,6 +425,9 @@ impl EngineTask {
                         shard.caught_up = false;
                     }
                     PartitionChange::Revoked => {
+                        if let Some(grouped) = &self.changelog {
+                            grouped.appender.next_epoch(partition);
+                        }
                         // Its records are all applied (they came before this): the next
                         // commit writes its state, then lets it go.
                         shard.revoked = true;
@@ -519,11 +578,27 @@ impl EngineTask {
 
     /// Persists a consistent cut, then hands the new events to the sinks.
     async fn commit(&mut self) -> Result<(), PipelineError> {
+        if let Some(why) = self.changelog.as_ref().and_then(|g| g.appender.failed()) {
+            return Err(PipelineError::Commit(format!("the changelog: {why}")));
+        }
         let events = self.shards.take_events();
+        // With a changelog, a revoked partition's last changes are let go, not produced: its
+        // new owner may already be reading the changelog, and its records whose effect was
+        // not committed are not acknowledged, so the new owner applies them again. Nor are
+        // they stored: the store stays a cache of the changelog.
+        let keep_revoked = self.changelog.is_none();
+        if !keep_revoked {
+            let source = self.changelog_source();
+            for p in self.shards.revoked().collect::<Vec<_>>() {
+                let (_, input) = shard_positions(&source, p);
+                self.moved.remove(&input);
+                self.positions.remove(&input);
+            }
+        }
         // State that cannot be encoded fails the commit: leaving it out would make the
         // next start forget what it held, re-emitting states or losing pending ones.
-        let changes = match self.store.is_some() {
-            true => Some(self.shards.changes()?),
+        let changes = match self.store.is_some() || self.changelog.is_some() {
+            true => Some(self.shards.changes(keep_revoked)?),
             false => None,
         };
         // A revoked partition's clusters leave the view after its last events.
@@ -561,8 +636,40 @@ impl EngineTask {
             let kept: BTreeSet<u64> = added.iter().map(|c| c.first).collect();
             removed.extend(self.stale_outbox.drain(..).filter(|first| !kept.contains(first)));
         }
-        let commit = Commit { engine, shards, positions, added, removed };
-        let sealed = self.outbox.seal();
+        let (commit, sealed) = match &self.changelog {
+            None => (Commit { engine, shards, positions, added, removed }, self.outbox.seal()),
+            Some(grouped) => {
+                // The partitions' entries and input offsets go to the changelog once the
+                // commit's events are held, and from there to the store (see `appender`).
+                let prefix = format!("{}#partition", grouped.source);
+                let positions = positions.into_iter().filter(|(n, _)| !n.starts_with(&prefix));
+                let commit = Commit {
+                    engine,
+                    positions: positions.collect(),
+                    added,
+                    removed,
+                    ..Commit::default()
+                };
+                let shards = shards
+                    .into_iter()
+                    .map(|(partition, entries)| {
+                        let (_, input) = shard_positions(&grouped.source, partition);
+                        let input = self.positions.get(&input).map_or(0, |p| p.offset);
+                        ShardJob {
+                            partition,
+                            epoch: grouped.appender.epoch(partition),
+                            entries,
+                            input,
+                        }
+                    })
+                    .collect();
+                let appender = grouped.appender.clone();
+                let sealed = self.outbox.seal_with(move |batches| {
+                    Box::new(move || appender.send(Job { shards, batches }))
+                });
+                (commit, sealed)
+            }
+        };
         // Commits reach the disk in order: the previous one first.
         self.settle().await?;
         let store = self.store.clone();
@@ -832,6 +939,108 @@ mod tests {
         let events = task.shards.take_events();
         assert!(events.is_empty(), "r1 was online already: {events:?}");
         assert_eq!(task.positions["raw#partition3"].offset, 3);
+    }
+
+    /// A changelog topic in memory: each partition's records in order.
+    #[derive(Default)]
+    struct MemoryChangelog(std::sync::Mutex<BTreeMap<i32, Vec<crate::state::Entry>>>);
+
+    impl Changelog for MemoryChangelog {
+        fn append(
+            &self,
+            shards: Vec<(i32, Vec<crate::state::Entry>)>,
+        ) -> crate::state::changelog::Appended {
+            let mut log = self.0.lock().expect("log");
+            let mut next = Vec::new();
+            for (p, entries) in shards {
+                let records = log.entry(p).or_default();
+                records.extend(entries);
+                next.push((p, records.len() as u64));
+            }
+            Box::pin(async move { Ok(next) })
+        }
+
+        fn read(
+            &self,
+            partition: i32,
+            from: u64,
+        ) -> Result<crate::state::changelog::Replayed, crate::state::StateError> {
+            let log = self.0.lock().expect("log");
+            let records = log.get(&partition).cloned().unwrap_or_default();
+            let entries = records.get(from as usize..).unwrap_or_default().to_vec();
+            let next = records.len() as u64;
+            Ok(crate::state::changelog::Replayed { entries, next, from_start: false })
+        }
+    }
+
+    impl MemoryChangelog {
+        fn records(&self, partition: i32) -> usize {
+            self.0.lock().expect("log").get(&partition).map_or(0, Vec::len)
+        }
+    }
+
+    async fn committed(task: &mut EngineTask) {
+        task.commit().await.expect("commit");
+        task.settle().await.expect("settled");
+        if let Some(g) = &task.changelog {
+            g.appender.idle().await;
+        }
+    }
+
+    /// DESIGN §10: a partition's engine lives in the changelog, so the instance the group
+    /// gives it to next resumes it — its emitted states, and the input offset its entries
+    /// reflect, so that a record the old owner applied but whose offset it had not yet
+    /// committed is not applied twice.
+    #[tokio::test]
+    async fn a_partition_moved_to_another_instance_resumes_from_its_changelog() {
+        let log = Arc::new(MemoryChangelog::default());
+        let (mut a, view_a, _) = grouped(Store::none());
+        a.set_changelog("raw", log.clone());
+        a.accept(partition(3, PartitionChange::Assigned)).await.expect("assigned");
+        a.accept(raw_record(3, 0, "a", before_t0(60))).await.expect("applied");
+        a.accept(raw_record(3, 1, "a", before_t0(50))).await.expect("applied");
+        committed(&mut a).await;
+        assert!(routers(&view_a, "a").is_some());
+        assert!(log.records(3) > 0, "the commit's entries are in the changelog");
+
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path(), &EngineConfig::default()).expect("store");
+        let (mut b, view_b, metrics_b) = grouped(store);
+        b.set_changelog("raw", log.clone());
+        b.accept(partition(3, PartitionChange::Assigned)).await.expect("assigned");
+        assert_eq!(routers(&view_b, "a"), Some(BTreeMap::from([("r1".into(), true)])));
+        assert_eq!(b.positions["raw#partition3"].offset, 2, "the input offset it reflects");
+        b.accept(raw_record(3, 1, "a", before_t0(50))).await.expect("applied");
+        let ignored = metrics_b
+            .registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "herald_records_total")
+            .flat_map(|f| f.get_metric().to_vec())
+            .filter(|m| m.get_label().iter().any(|l| l.value() == "ignored"))
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum::<u64>();
+        assert_eq!(ignored, 1, "offset 1 is in the restored state already");
+        assert_eq!(metrics_b.clusters.get(), 1);
+    }
+
+    /// A revoked partition's changes since its last commit are not appended: its new owner
+    /// may be reading the changelog already, and applies those records again itself.
+    #[tokio::test]
+    async fn a_revoked_partition_appends_nothing_after_its_revocation() {
+        let log = Arc::new(MemoryChangelog::default());
+        let (mut a, view, _) = grouped(Store::none());
+        a.set_changelog("raw", log.clone());
+        a.accept(partition(1, PartitionChange::Assigned)).await.expect("assigned");
+        a.accept(raw_record(1, 0, "a", before_t0(60))).await.expect("applied");
+        committed(&mut a).await;
+        let before = log.records(1);
+        a.accept(raw_record(1, 1, "a", before_t0(50))).await.expect("applied");
+        a.accept(partition(1, PartitionChange::Revoked)).await.expect("revoked");
+        committed(&mut a).await;
+        assert_eq!(log.records(1), before, "nothing appended after the revocation");
+        assert_eq!(routers(&view, "a"), None);
+        assert!(!a.positions.contains_key("raw#partition1"));
     }
 
     struct Harness {

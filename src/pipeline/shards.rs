@@ -81,6 +81,10 @@ impl Shards {
         self.partitions.insert(p, ShardEngine::new(engine));
     }
 
+    pub fn remove(&mut self, p: i32) -> Option<ShardEngine> {
+        self.partitions.remove(&p)
+    }
+
     /// Every engine, the whole input's first.
     pub fn iter(&self) -> impl Iterator<Item = &ShardEngine> {
         std::iter::once(&self.whole).chain(self.partitions.values())
@@ -142,23 +146,28 @@ impl Shards {
     }
 
     /// The entries changed since the last call: the whole input's always (as one engine
-    /// alone did), a partition's only when it was touched.
-    pub fn changes(&mut self) -> Result<ShardChanges, SnapshotError> {
+    /// alone did), a partition's only when it was touched. `revoked`: whether a revoked
+    /// partition's are wanted; if not, they are let go with it.
+    pub fn changes(&mut self, revoked: bool) -> Result<ShardChanges, SnapshotError> {
         self.whole.touched = false;
         let whole = self.whole.driver.engine.changes()?;
         let mut partitions = Vec::new();
         for (p, s) in &mut self.partitions {
-            if std::mem::take(&mut s.touched) {
+            if std::mem::take(&mut s.touched) && (revoked || !s.revoked) {
                 partitions.push((*p, s.driver.engine.changes()?));
             }
         }
         Ok((whole, partitions))
     }
 
+    /// The partitions revoked, to drop with the next commit.
+    pub fn revoked(&self) -> impl Iterator<Item = i32> + '_ {
+        self.partitions.iter().filter(|(_, s)| s.revoked).map(|(p, _)| *p)
+    }
+
     /// Drops the revoked partitions' engines, giving the clusters they held.
     pub fn drop_revoked(&mut self) -> Vec<String> {
-        let revoked: Vec<i32> =
-            self.partitions.iter().filter(|(_, s)| s.revoked).map(|(p, _)| *p).collect();
+        let revoked: Vec<i32> = self.revoked().collect();
         let mut clusters = Vec::new();
         for p in revoked {
             if let Some(s) = self.partitions.remove(&p) {

@@ -34,6 +34,9 @@ pub struct Config {
     /// `partition.assignment.strategy`, …).
     #[serde(default)]
     pub client: BTreeMap<String, String>,
+    /// The compacted topic each partition's engine lives in (DESIGN §10), created with the
+    /// input's partition count when absent; `<group_id>-changelog` by default.
+    pub state_topic: Option<String>,
 }
 
 impl Config {
@@ -84,8 +87,10 @@ struct Held {
     next: BTreeMap<(String, i32), i64>,
     /// Whether `next` moved since the last commit.
     moved: bool,
-    /// The partitions this instance owns, and those of them it has read to their end.
-    owned: BTreeSet<i32>,
+    /// The partitions this instance owns, each with the number of its assignment, and those
+    /// of them it has read to their end.
+    owned: BTreeMap<i32, u64>,
+    assignments: u64,
     at_end: BTreeSet<i32>,
     /// What happened to partitions since the consume loop last looked, in order: the engine
     /// task learns it before the next record (DESIGN §10: one engine per partition).
@@ -94,13 +99,14 @@ struct Held {
 
 impl Held {
     fn caught_up(&self) -> bool {
-        !self.owned.is_empty() && self.owned.is_subset(&self.at_end)
+        !self.owned.is_empty() && self.owned.keys().all(|p| self.at_end.contains(p))
     }
 
-    /// A record's effect is held. Not for a partition a rebalance took away meanwhile: its
-    /// new owner commits it, and a commit from here could move its offset under it.
-    fn hold(&mut self, topic: String, partition: i32, offset: i64) {
-        if self.owned.contains(&partition) {
+    /// A record's effect is held. Not for a partition a rebalance took away meanwhile (even
+    /// if it gave it back since): its new owner commits it, and a commit from here could
+    /// move its offset under it, past records whose effect the new owner lacks.
+    fn hold(&mut self, topic: String, partition: i32, assignment: u64, offset: i64) {
+        if self.owned.get(&partition) == Some(&assignment) {
             self.next.insert((topic, partition), offset + 1);
             self.moved = true;
         }
@@ -134,7 +140,8 @@ impl ClientContext for Group {
 
     /// librdkafka's statistics give each partition's lag behind its committed offset.
     fn stats(&self, statistics: Statistics) {
-        let owned = self.held.lock().unwrap_or_else(|p| p.into_inner()).owned.clone();
+        let owned: BTreeSet<i32> =
+            self.held.lock().unwrap_or_else(|p| p.into_inner()).owned.keys().copied().collect();
         for topic in statistics.topics.values() {
             for (partition, p) in &topic.partitions {
                 // -1 is unknown: nothing committed yet, or no high watermark.
@@ -175,7 +182,9 @@ impl ConsumerContext for Group {
             Rebalance::Assign(assigned) => {
                 let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
                 for p in partitions(assigned) {
-                    held.owned.insert(p);
+                    held.assignments += 1;
+                    let n = held.assignments;
+                    held.owned.insert(p, n);
                     held.at_end.remove(&p);
                     held.changes.push((p, PartitionChange::Assigned));
                     let owned = [self.name.as_str(), &p.to_string()];
@@ -224,16 +233,51 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
     tpl.elements().iter().map(|e| e.partition()).collect()
 }
 
+/// The brokers and the `client.*` options: what every client of this source connects with.
+fn connection(config: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", config.brokers.as_deref().unwrap_or_default());
+    for (k, v) in &config.client {
+        c.set(k, v);
+    }
+    c
+}
+
+impl Config {
+    pub fn state_topic(&self) -> String {
+        match &self.state_topic {
+            Some(t) => t.clone(),
+            None => format!("{}-changelog", self.group_id.as_deref().unwrap_or_default()),
+        }
+    }
+
+    /// The changelog its partitions' engines live in, created if absent. Blocking.
+    pub fn changelog(
+        &self,
+    ) -> Result<crate::state::changelog::KafkaChangelog, crate::state::StateError> {
+        let mut client = connection(self);
+        // A consumer's options mean nothing to the changelog's producer and reader.
+        for key in ["partition.assignment.strategy", "group.instance.id", "session.timeout.ms"] {
+            client.remove(key);
+        }
+        let input = self.topic.as_deref().unwrap_or_default();
+        crate::state::changelog::KafkaChangelog::open(client, &self.state_topic(), input)
+    }
+}
+
 /// The consumer's settings: herald's group, no automatic commit or offset store, the
 /// beginning of a partition with no committed offset; `client.*` options come after.
 pub fn client_config(config: &Config) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", config.brokers.as_deref().unwrap_or_default())
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "true")
-        .set("statistics.interval.ms", "1000");
-    for (k, v) in &config.client {
-        c.set(k, v);
+    let mut c = connection(config);
+    let defaults = [
+        ("auto.offset.reset", "earliest"),
+        ("enable.partition.eof", "true"),
+        ("statistics.interval.ms", "1000"),
+    ];
+    for (k, v) in defaults {
+        if !config.client.contains_key(k) {
+            c.set(k, v);
+        }
     }
     c.set("group.id", config.group_id.as_deref().unwrap_or_default())
         .set("enable.auto.commit", "false")
@@ -342,11 +386,14 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
         let context = raw_context(&m, config.common.format);
         let (t, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
         drop(m);
+        let assignment =
+            held.lock().unwrap_or_else(|p| p.into_inner()).owned.get(&partition).copied();
+        let assignment = assignment.unwrap_or_default();
         outstanding.fetch_add(1, Ordering::AcqRel);
         let settled = Outstanding(outstanding.clone());
         let held = held.clone();
         let on_commit: OnCommit = Box::new(move || {
-            held.lock().unwrap_or_else(|p| p.into_inner()).hold(t, partition, offset);
+            held.lock().unwrap_or_else(|p| p.into_inner()).hold(t, partition, assignment, offset);
             drop(settled);
         });
         // Kafka offsets are never negative.
@@ -401,7 +448,7 @@ mod tests {
     fn caught_up_means_every_owned_partition_read_to_its_end() {
         let mut p = Held::default();
         assert!(!p.caught_up(), "owning nothing yet: the group is still joining");
-        p.owned.extend([0, 1]);
+        p.owned.extend([(0, 1), (1, 2)]);
         p.at_end.insert(0);
         assert!(!p.caught_up());
         p.at_end.insert(1);
@@ -413,9 +460,13 @@ mod tests {
     #[test]
     fn a_revoked_partition_is_not_committed_by_its_old_owner() {
         let mut h = Held::default();
-        h.owned.insert(0);
-        h.hold("raw".into(), 0, 41);
-        h.hold("raw".into(), 1, 7);
+        h.owned.insert(0, 1);
+        h.hold("raw".into(), 0, 1, 41);
+        h.hold("raw".into(), 1, 1, 7);
+        assert_eq!(h.next, BTreeMap::from([(("raw".to_string(), 0), 42)]));
+        // Taken away and given back: a record of the first assignment is not committed.
+        h.owned.insert(0, 2);
+        h.hold("raw".into(), 0, 1, 50);
         assert_eq!(h.next, BTreeMap::from([(("raw".to_string(), 0), 42)]));
     }
 }

@@ -8,8 +8,10 @@
 //! held removed — so its cost follows the changes, not what is held.
 //!
 //! - [`store`]: the store at `[state] dir`, its format version, a commit
+//! - [`changelog`]: the Kafka topic a grouped kafka source's partition engines live in
 //! - [`legacy`]: the single file of earlier releases, migrated once at startup
 
+pub mod changelog;
 pub mod legacy;
 mod store;
 
@@ -18,7 +20,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use legacy::{decode, FormatError, State};
-pub use store::{chunks, Chunk, Commit, StateStore, BACKUP, CHUNK_EVENTS, STORE_VERSION};
+pub use store::{chunks, Chunk, Commit, Entry, StateStore, BACKUP, CHUNK_EVENTS, STORE_VERSION};
 
 /// Where a source is in its input.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,4 +51,6 @@ pub enum StateError {
     StoreVersion { path: PathBuf, found: String },
     #[error("{path}: the state store: {reason}")]
     Store { path: PathBuf, reason: String },
+    #[error("changelog topic {topic}: {reason}")]
+    Changelog { topic: String, reason: String },
 }

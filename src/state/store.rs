@@ -245,6 +245,17 @@ impl StateStore {
         Ok(out)
     }
 
+    /// Source `name`'s position, if one was committed.
+    pub fn position(&self, name: &str) -> Result<Option<Position>, StateError> {
+        let Some(v) = self.ks.get(prefixed(POSITION, name.as_bytes())).map_err(|e| self.fail(e))?
+        else {
+            return Ok(None);
+        };
+        let position = postcard::from_bytes(&v)
+            .map_err(|e| self.corrupt(format!("position of source {name}: {e}")))?;
+        Ok(Some(position))
+    }
+
     /// The outbox, oldest first, by chunk: (its first sequence number, its JSON lines).
     pub fn outbox(&self) -> Result<Vec<(u64, Vec<String>)>, StateError> {
         let mut out = Vec::new();

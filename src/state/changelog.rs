@@ -1,0 +1,234 @@
+//! The changelog topic (DESIGN §10): where the engine of each partition of a grouped kafka
+//! source keeps its entries, so that the partition's next owner restores it.
+//!
+//! Partition `p` of the changelog holds partition `p`'s engine: each commit produces the
+//! entries it changed (key = entry key, value = entry, a tombstone for a removed one) and the
+//! input partition's next offset under [`INPUT_KEY`], which tells the next owner which input
+//! records the entries already reflect. The topic is compacted: the latest value of each key
+//! is all a restore needs. The local store is a cache of it: it records the changelog offset
+//! it reflects, and a restore reads only from there.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::{Entry, StateError};
+
+/// The key of the entry that holds the input partition's next offset (big-endian `u64`):
+/// no engine entry starts with `#`.
+pub const INPUT_KEY: &[u8] = b"#input";
+
+/// A changelog partition read from an offset to its end.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// The entries, in the order they were produced.
+    pub entries: Vec<Entry>,
+    /// The offset after the last record read.
+    pub next: u64,
+    /// The offset asked for is no longer in the partition (compacted or deleted away, or a
+    /// topic made anew): this is the partition from its start, and a cache of it is void.
+    pub from_start: bool,
+}
+
+/// Resolves, once Kafka holds every record, to each partition's next offset.
+pub type Appended = Pin<Box<dyn Future<Output = Result<Vec<(i32, u64)>, StateError>> + Send>>;
+
+pub trait Changelog: Send + Sync {
+    /// Produces each partition's entries to its changelog partition, in order.
+    fn append(&self, shards: Vec<(i32, Vec<Entry>)>) -> Appended;
+    /// Reads changelog partition `partition` from offset `from` to its end. Blocking.
+    fn read(&self, partition: i32, from: u64) -> Result<Replayed, StateError>;
+}
+
+#[cfg(feature = "kafka")]
+pub use kafka::KafkaChangelog;
+
+#[cfg(feature = "kafka")]
+mod kafka {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::message::Message;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    use super::{Appended, Changelog, Entry, Replayed, StateError};
+
+    /// How long a restore may take to read its changelog partition before it fails.
+    const READ_LIMIT: Duration = Duration::from_secs(300);
+    const METADATA: Duration = Duration::from_secs(30);
+
+    pub struct KafkaChangelog {
+        producer: FutureProducer,
+        topic: Arc<str>,
+        /// The connection settings (brokers, SASL, TLS) a restore's consumer starts from.
+        client: ClientConfig,
+    }
+
+    impl KafkaChangelog {
+        /// The changelog `topic` of input topic `input`, created compacted with the input's
+        /// partition count if it does not exist; refused if it has another count, since a
+        /// cluster's entries would then be read by another partition's engine. Blocking.
+        pub fn open(client: ClientConfig, topic: &str, input: &str) -> Result<Self, StateError> {
+            let fail = |reason: String| StateError::Changelog { topic: topic.into(), reason };
+            let count = |consumer: &BaseConsumer, name: &str| -> Result<usize, StateError> {
+                let metadata = consumer
+                    .fetch_metadata(Some(name), METADATA)
+                    .map_err(|e| fail(format!("reading the metadata of topic {name}: {e}")))?;
+                Ok(metadata.topics().first().map_or(0, |t| t.partitions().len()))
+            };
+            let probe: BaseConsumer =
+                client.create().map_err(|e| fail(format!("connecting: {e}")))?;
+            let partitions = count(&probe, input)?;
+            if partitions == 0 {
+                return Err(fail(format!(
+                    "the input topic {input} has no partitions (does it exist?)"
+                )));
+            }
+            match count(&probe, topic)? {
+                0 => create(&client, topic, partitions).map_err(fail)?,
+                n if n == partitions => {}
+                n => {
+                    return Err(fail(format!(
+                        "it has {n} partitions and the input topic {input} {partitions}: each input partition's engine lives in the changelog partition of the same number"
+                    )))
+                }
+            }
+            let producer = client
+                .clone()
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("linger.ms", "5")
+                .create()
+                .map_err(|e| fail(format!("creating its producer: {e}")))?;
+            Ok(KafkaChangelog { producer, topic: topic.into(), client })
+        }
+    }
+
+    fn create(client: &ClientConfig, topic: &str, partitions: usize) -> Result<(), String> {
+        let admin: AdminClient<DefaultClientContext> =
+            client.create().map_err(|e| format!("connecting: {e}"))?;
+        let partitions = i32::try_from(partitions).unwrap_or(i32::MAX);
+        // -1: the broker's default replication factor.
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "compact");
+        let opts = AdminOptions::new().operation_timeout(Some(METADATA));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let results = runtime
+            .block_on(admin.create_topics([&new], &opts))
+            .map_err(|e| format!("creating it: {e}"))?;
+        for result in results {
+            match result {
+                Ok(_) => tracing::info!(topic, partitions, "changelog topic created (compacted)"),
+                // Another instance of the group created it a moment ago.
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(format!("creating it: {code}")),
+            }
+        }
+        Ok(())
+    }
+
+    impl Changelog for KafkaChangelog {
+        fn append(&self, shards: Vec<(i32, Vec<Entry>)>) -> Appended {
+            let producer = self.producer.clone();
+            let topic = self.topic.clone();
+            Box::pin(async move {
+                let fail =
+                    |reason: String| StateError::Changelog { topic: topic.to_string(), reason };
+                let mut pending = Vec::new();
+                for (partition, entries) in &shards {
+                    for (key, value) in entries {
+                        let mut record = FutureRecord::<[u8], [u8]>::to(&topic)
+                            .partition(*partition)
+                            .key(key.as_slice());
+                        if let Some(v) = value {
+                            record = record.payload(v.as_slice());
+                        }
+                        loop {
+                            match producer.send_result(record) {
+                                Ok(delivery) => {
+                                    pending.push(delivery);
+                                    break;
+                                }
+                                Err((
+                                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                                    r,
+                                )) => {
+                                    record = r;
+                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                                }
+                                Err((e, _)) => return Err(fail(format!("producing: {e}"))),
+                            }
+                        }
+                    }
+                }
+                let mut next: Vec<(i32, u64)> = Vec::new();
+                for delivery in pending {
+                    let d = match delivery.await {
+                        Ok(Ok(d)) => d,
+                        Ok(Err((e, _))) => return Err(fail(format!("producing: {e}"))),
+                        Err(_) => return Err(fail("the producer went away".into())),
+                    };
+                    let after = u64::try_from(d.offset).unwrap_or_default() + 1;
+                    match next.iter_mut().find(|(p, _)| *p == d.partition) {
+                        Some((_, n)) => *n = (*n).max(after),
+                        None => next.push((d.partition, after)),
+                    }
+                }
+                Ok(next)
+            })
+        }
+
+        fn read(&self, partition: i32, from: u64) -> Result<Replayed, StateError> {
+            let topic = &*self.topic;
+            let fail = |reason: String| StateError::Changelog { topic: topic.into(), reason };
+            let consumer: BaseConsumer = self
+                .client
+                .clone()
+                .set("group.id", "herald-changelog-restore")
+                .set("enable.auto.commit", "false")
+                .set("enable.partition.eof", "true")
+                .set("isolation.level", "read_committed")
+                .create()
+                .map_err(|e| fail(format!("connecting: {e}")))?;
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition, METADATA)
+                .map_err(|e| fail(format!("partition {partition}: {e}")))?;
+            let (low, high) = (u64::try_from(low).unwrap_or(0), u64::try_from(high).unwrap_or(0));
+            let from_start = from < low || from > high;
+            let start = if from_start { low } else { from };
+            let mut out = Replayed { entries: Vec::new(), next: start, from_start };
+            if start >= high {
+                return Ok(out);
+            }
+            let mut tpl = TopicPartitionList::new();
+            let at = Offset::Offset(i64::try_from(start).unwrap_or(i64::MAX));
+            tpl.add_partition_offset(topic, partition, at)
+                .and_then(|()| consumer.assign(&tpl))
+                .map_err(|e| fail(format!("partition {partition}: {e}")))?;
+            let deadline = Instant::now() + READ_LIMIT;
+            while Instant::now() < deadline {
+                match consumer.poll(Duration::from_millis(500)) {
+                    None => continue,
+                    Some(Err(KafkaError::PartitionEOF(_))) => return Ok(out),
+                    Some(Err(e)) => {
+                        return Err(fail(format!("reading partition {partition}: {e}")))
+                    }
+                    Some(Ok(m)) => {
+                        let Some(key) = m.key() else { continue };
+                        out.entries.push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
+                        out.next = u64::try_from(m.offset()).unwrap_or_default() + 1;
+                    }
+                }
+            }
+            Err(fail(format!("reading partition {partition} took longer than {READ_LIMIT:?}")))
+        }
+    }
+}
