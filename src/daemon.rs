@@ -251,6 +251,7 @@ async fn start(
     let mut sources = Shutdown::new();
     let mut contexts = Vec::new();
     let mut routes = axum::Router::new();
+    let owned = crate::pipeline::Owned::default();
     for (name, kind) in &config.sources {
         let source = kind.source();
         let index = task.add_source(name, source.context(), source.pushes());
@@ -262,7 +263,7 @@ async fn start(
                 .await
                 .map_err(|e| PipelineError::Commit(e.to_string()))?
                 .map_err(PipelineError::from)?;
-            engine.set_changelog(name, std::sync::Arc::new(changelog));
+            engine.set_changelog(name, std::sync::Arc::new(changelog), owned.clone());
         }
         let ctx = SourceContext {
             index,
@@ -272,6 +273,7 @@ async fn start(
             start: task.position(name),
             clock,
             metrics: metrics.clone(),
+            owned: owned.clone(),
         };
         if let Some(r) = source.routes(&ctx, config.server.ingest_token.as_deref()) {
             routes = routes.merge(r);

@@ -7,26 +7,27 @@
 //! that restores it emits again whatever the sinks may not hold. And the group's offsets never
 //! run ahead of the changelog: a new owner never skips a record whose effect it lacks.
 //!
-//! Each partition has an epoch, moved on at every assignment and revocation. A job made in an
-//! earlier epoch leaves that partition out: its commit came before the partition changed
-//! hands, and appending it now would put stale entries after the new owner's.
+//! A job names the assignment its partitions' entries were made under; a partition the group
+//! has taken away since (even if it gave it back) is left out: appending its entries now
+//! would put stale entries after the new owner's. One exception remains: a job already being
+//! produced when the group moves the partition can still land after the new owner began to
+//! restore; only the exactly-once mode, whose transactions fence a former owner, closes it.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, Notify};
 
 use super::commit::{shard_positions, Store};
-use super::input::OnCommit;
+use super::input::{OnCommit, Owned};
 use crate::state::changelog::{Changelog, INPUT_KEY};
 use crate::state::{Commit, Entry, Position};
 
 /// One partition's share of a commit.
 pub struct ShardJob {
     pub partition: i32,
-    /// The partition's epoch when the commit was made.
-    pub epoch: u64,
+    /// The partition's assignment the entries were made under.
+    pub assignment: u64,
     pub entries: Vec<Entry>,
     /// The input partition's next offset the entries reflect.
     pub input: u64,
@@ -41,7 +42,7 @@ pub struct Job {
 #[derive(Clone)]
 pub struct Appender {
     tx: mpsc::UnboundedSender<Job>,
-    epochs: Arc<Mutex<BTreeMap<i32, u64>>>,
+    owned: Owned,
     /// Jobs sent and not yet done, and a wake-up when they are all done.
     pending: Arc<AtomicUsize>,
     idle: Arc<Notify>,
@@ -52,11 +53,16 @@ pub struct Appender {
 impl Appender {
     /// Starts appending to `changelog` for grouped kafka source `source`, and keeping the
     /// store a cache of what was appended.
-    pub fn start(source: String, changelog: Arc<dyn Changelog>, store: Store) -> Appender {
+    pub fn start(
+        source: String,
+        changelog: Arc<dyn Changelog>,
+        store: Store,
+        owned: Owned,
+    ) -> Appender {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let appender = Appender {
             tx,
-            epochs: Arc::default(),
+            owned,
             pending: Arc::default(),
             idle: Arc::default(),
             failed: Arc::default(),
@@ -85,10 +91,25 @@ impl Appender {
         store: &Store,
         job: Job,
     ) -> Result<(), String> {
-        let current: Vec<ShardJob> = {
-            let epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-            job.shards.into_iter().filter(|s| epochs.get(&s.partition) == Some(&s.epoch)).collect()
-        };
+        let current: Vec<ShardJob> = self.owned.begin(|owns| {
+            job.shards.into_iter().filter(|s| owns(s.partition, s.assignment)).collect()
+        });
+        let appended = self.append_owned(source, changelog, store, current).await;
+        self.owned.end();
+        appended?;
+        for f in job.batches {
+            f();
+        }
+        Ok(())
+    }
+
+    async fn append_owned(
+        &self,
+        source: &str,
+        changelog: &dyn Changelog,
+        store: &Store,
+        current: Vec<ShardJob>,
+    ) -> Result<(), String> {
         if !current.is_empty() {
             let records = current
                 .iter()
@@ -114,23 +135,7 @@ impl Appender {
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
         }
-        for f in job.batches {
-            f();
-        }
         Ok(())
-    }
-
-    /// The partition changed hands: jobs made before are left out for it.
-    pub fn next_epoch(&self, partition: i32) -> u64 {
-        let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-        let epoch = epochs.entry(partition).or_default();
-        *epoch += 1;
-        *epoch
-    }
-
-    pub fn epoch(&self, partition: i32) -> u64 {
-        let epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-        epochs.get(&partition).copied().unwrap_or_default()
     }
 
     /// Appends `job` once earlier ones are done.

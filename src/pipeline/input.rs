@@ -1,6 +1,11 @@
 //! The input protocol: what a running source hands the engine task.
 
+use std::sync::Arc;
+
 use crate::state::Position;
+
+/// What a grouped kafka source owns, shared by the source and the engine task.
+pub type Owned = Arc<super::ownership::Ownership>;
 
 /// What a push source does once its records are safe (answer the client, ack the broker).
 pub type OnCommit = Box<dyn FnOnce() + Send>;
@@ -61,8 +66,9 @@ impl Input {
 /// What happened to a partition of a grouped kafka source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PartitionChange {
-    /// The group gave it to this instance: its engine is restored.
-    Assigned,
+    /// The group gave it to this instance, under this assignment number: its engine is
+    /// restored.
+    Assigned(u64),
     /// The group took it away: its engine is committed, then dropped.
     Revoked,
     /// Whether every record of it has been read (its engine time may follow the wall clock).

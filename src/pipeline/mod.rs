@@ -19,13 +19,14 @@ pub mod fanout;
 pub mod feed;
 pub mod input;
 pub mod outbox;
+pub mod ownership;
 pub mod run;
 pub mod shards;
 pub mod shutdown;
 
 pub use crate::support::clock::Clock;
 pub use delivery::{Acked, Delivery, Forward};
-pub use input::{Input, Lines, OnCommit, PartitionChange};
+pub use input::{Input, Lines, OnCommit, Owned, PartitionChange};
 pub use shutdown::{Shutdown, Stop};
 
 /// Why the pipeline stopped.

@@ -28,7 +28,7 @@ use super::commit::{shard_positions, Restored, Store};
 use super::delivery::Delivery;
 use super::driver::Watch;
 use super::fanout::Fanout;
-use super::input::{Input, PartitionChange};
+use super::input::{Input, Owned, PartitionChange};
 use super::outbox::{Outbox, Sealed};
 use super::shards::{Shard, Shards};
 use super::PipelineError;
@@ -177,8 +177,9 @@ impl EngineTask {
     }
 
     /// Partitions of grouped kafka source `source` keep their engines in `changelog`.
-    pub fn set_changelog(&mut self, source: &str, changelog: Arc<dyn Changelog>) {
-        let appender = Appender::start(source.to_string(), changelog.clone(), self.store.clone());
+    pub fn set_changelog(&mut self, source: &str, changelog: Arc<dyn Changelog>, owned: Owned) {
+        let (name, store) = (source.to_string(), self.store.clone());
+        let appender = Appender::start(name, changelog.clone(), store, owned);
         self.changelog = Some(Grouped { source: source.to_string(), changelog, appender });
     }
 
@@ -296,7 +297,7 @@ impl EngineTask {
     /// Applies one input, first restoring the engine of a partition it is the first news of.
     async fn accept(&mut self, input: Input) -> Result<(), PipelineError> {
         let first = match &input {
-            Input::Partition { source, partition, change: PartitionChange::Assigned } => {
+            Input::Partition { source, partition, change: PartitionChange::Assigned(_) } => {
                 Some((*source, *partition))
             }
             Input::Batch { source, offset: Some((partition, _)), .. } => {
@@ -304,7 +305,8 @@ impl EngineTask {
             }
             _ => None,
         };
-        let assigned = matches!(input, Input::Partition { change: PartitionChange::Assigned, .. });
+        let assigned =
+            matches!(input, Input::Partition { change: PartitionChange::Assigned(_), .. });
         if let Some((source, partition)) = first {
             if assigned && self.changelog.is_some() {
                 // Assigned anew, a partition's engine is what its changelog holds, not what
@@ -336,9 +338,7 @@ impl EngineTask {
         let engine = match &self.changelog {
             None => self.store.shard(self.config.clone(), partition)?,
             Some(grouped) => {
-                // Jobs of an earlier ownership are left out from here; the one under way,
-                // which may write the store, is waited for.
-                grouped.appender.next_epoch(partition);
+                // The job under way, which may write the store, goes first.
                 grouped.appender.idle().await;
                 let (store, config) = (self.store.clone(), self.config.clone());
                 let (name, changelog) = (grouped.source.clone(), grouped.changelog.clone());
@@ -420,14 +420,12 @@ impl EngineTask {
                     return;
                 };
                 match change {
-                    PartitionChange::Assigned => {
+                    PartitionChange::Assigned(n) => {
+                        shard.assignment = n;
                         shard.revoked = false;
                         shard.caught_up = false;
                     }
                     PartitionChange::Revoked => {
-                        if let Some(grouped) = &self.changelog {
-                            grouped.appender.next_epoch(partition);
-                        }
                         // Its records are all applied (they came before this): the next
                         // commit writes its state, then lets it go.
                         shard.revoked = true;
@@ -657,7 +655,10 @@ impl EngineTask {
                         let input = self.positions.get(&input).map_or(0, |p| p.offset);
                         ShardJob {
                             partition,
-                            epoch: grouped.appender.epoch(partition),
+                            assignment: self
+                                .shards
+                                .get_mut(Shard::Partition(partition))
+                                .map_or(0, |s| s.assignment),
                             entries,
                             input,
                         }
@@ -917,7 +918,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let config = EngineConfig::default();
         let (mut task, view, metrics) = grouped(Store::open(dir.path(), &config).expect("store"));
-        task.accept(partition(3, PartitionChange::Assigned)).await.expect("assigned");
+        task.accept(partition(3, PartitionChange::Assigned(1))).await.expect("assigned");
         task.accept(raw_record(3, 0, "a", before_t0(60))).await.expect("applied");
         task.accept(raw_record(3, 1, "a", before_t0(50))).await.expect("applied");
         task.commit().await.expect("commit");
@@ -931,7 +932,7 @@ mod tests {
         assert_eq!(routers(&view, "a"), None, "no longer this instance's");
         assert_eq!((metrics.clusters.get(), metrics.keys.get()), (0, 0));
 
-        task.accept(partition(3, PartitionChange::Assigned)).await.expect("assigned");
+        task.accept(partition(3, PartitionChange::Assigned(1))).await.expect("assigned");
         assert_eq!(routers(&view, "a"), Some(BTreeMap::from([("r1".into(), true)])));
         task.accept(raw_record(3, 2, "a", before_t0(40))).await.expect("applied");
         task.accept(partition(3, PartitionChange::CaughtUp(true))).await.expect("applied");
@@ -979,6 +980,14 @@ mod tests {
         }
     }
 
+    /// What the kafka source marks as owned when the group assigns `partition` (the first
+    /// assignment).
+    fn owning(partition: i32) -> Owned {
+        let owned = Owned::default();
+        owned.assign(partition, 1);
+        owned
+    }
+
     async fn committed(task: &mut EngineTask) {
         task.commit().await.expect("commit");
         task.settle().await.expect("settled");
@@ -995,8 +1004,8 @@ mod tests {
     async fn a_partition_moved_to_another_instance_resumes_from_its_changelog() {
         let log = Arc::new(MemoryChangelog::default());
         let (mut a, view_a, _) = grouped(Store::none());
-        a.set_changelog("raw", log.clone());
-        a.accept(partition(3, PartitionChange::Assigned)).await.expect("assigned");
+        a.set_changelog("raw", log.clone(), owning(3));
+        a.accept(partition(3, PartitionChange::Assigned(1))).await.expect("assigned");
         a.accept(raw_record(3, 0, "a", before_t0(60))).await.expect("applied");
         a.accept(raw_record(3, 1, "a", before_t0(50))).await.expect("applied");
         committed(&mut a).await;
@@ -1006,8 +1015,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(dir.path(), &EngineConfig::default()).expect("store");
         let (mut b, view_b, metrics_b) = grouped(store);
-        b.set_changelog("raw", log.clone());
-        b.accept(partition(3, PartitionChange::Assigned)).await.expect("assigned");
+        b.set_changelog("raw", log.clone(), owning(3));
+        b.accept(partition(3, PartitionChange::Assigned(1))).await.expect("assigned");
         assert_eq!(routers(&view_b, "a"), Some(BTreeMap::from([("r1".into(), true)])));
         assert_eq!(b.positions["raw#partition3"].offset, 2, "the input offset it reflects");
         b.accept(raw_record(3, 1, "a", before_t0(50))).await.expect("applied");
@@ -1030,12 +1039,17 @@ mod tests {
     async fn a_revoked_partition_appends_nothing_after_its_revocation() {
         let log = Arc::new(MemoryChangelog::default());
         let (mut a, view, _) = grouped(Store::none());
-        a.set_changelog("raw", log.clone());
-        a.accept(partition(1, PartitionChange::Assigned)).await.expect("assigned");
+        let owned = owning(1);
+        a.set_changelog("raw", log.clone(), owned.clone());
+        a.accept(partition(1, PartitionChange::Assigned(1))).await.expect("assigned");
         a.accept(raw_record(1, 0, "a", before_t0(60))).await.expect("applied");
         committed(&mut a).await;
         let before = log.records(1);
         a.accept(raw_record(1, 1, "a", before_t0(50))).await.expect("applied");
+        // As the kafka source does inside the rebalance, before the engine hears of it.
+        owned.revoke(1);
+        committed(&mut a).await;
+        assert_eq!(log.records(1), before, "nothing appended once the group took it away");
         a.accept(partition(1, PartitionChange::Revoked)).await.expect("revoked");
         committed(&mut a).await;
         assert_eq!(log.records(1), before, "nothing appended after the revocation");

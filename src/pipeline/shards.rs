@@ -31,6 +31,8 @@ pub struct ShardEngine {
     pub touched: bool,
     /// Its partition was taken away: the next commit writes it, then drops it.
     pub revoked: bool,
+    /// The assignment of its partition it runs under.
+    pub assignment: u64,
 }
 
 impl ShardEngine {
@@ -40,6 +42,7 @@ impl ShardEngine {
             caught_up: false,
             touched: false,
             revoked: false,
+            assignment: 0,
         }
     }
 }

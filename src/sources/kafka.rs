@@ -92,6 +92,8 @@ struct Held {
     owned: BTreeMap<i32, u64>,
     assignments: u64,
     at_end: BTreeSet<i32>,
+    /// The owned partitions a record was read from since their assignment.
+    read: BTreeSet<i32>,
     /// What happened to partitions since the consume loop last looked, in order: the engine
     /// task learns it before the next record (DESIGN §10: one engine per partition).
     changes: Vec<(i32, PartitionChange)>,
@@ -129,12 +131,17 @@ impl Held {
 struct Group {
     name: String,
     held: Arc<Mutex<Held>>,
+    shared: crate::pipeline::Owned,
     reach: Reachability,
     metrics: Arc<crate::telemetry::metrics::Metrics>,
 }
 
 impl ClientContext for Group {
     fn error(&self, error: KafkaError, reason: &str) {
+        // The end of a partition is news, not an outage: the consume loop hears of it too.
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
         self.reach.failed(format_args!("{error} ({reason})"));
     }
 
@@ -170,7 +177,9 @@ impl ConsumerContext for Group {
                 held.next.retain(|(t, p), _| revoked.find_partition(t, *p).is_none());
                 for p in partitions(revoked) {
                     held.owned.remove(&p);
+                    self.shared.revoke(p);
                     held.at_end.remove(&p);
+                    held.read.remove(&p);
                     held.changes.push((p, PartitionChange::Revoked));
                     let labels = [self.name.as_str(), &p.to_string()];
                     let _ = self.metrics.partition_owned.remove_label_values(&labels);
@@ -185,8 +194,10 @@ impl ConsumerContext for Group {
                     held.assignments += 1;
                     let n = held.assignments;
                     held.owned.insert(p, n);
+                    self.shared.assign(p, n);
                     held.at_end.remove(&p);
-                    held.changes.push((p, PartitionChange::Assigned));
+                    held.read.remove(&p);
+                    held.changes.push((p, PartitionChange::Assigned(n)));
                     let owned = [self.name.as_str(), &p.to_string()];
                     self.metrics.partition_owned.with_label_values(&owned).set(1);
                     self.metrics.rebalances.with_label_values(&[&self.name, "assign"]).inc();
@@ -216,6 +227,16 @@ impl Group {
         }
     }
 
+    /// A record of `partition` was read.
+    fn read(&self, partition: i32) {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).read.insert(partition);
+    }
+
+    /// Whether a record of `partition` was read since its assignment.
+    fn has_read(&self, partition: i32) -> bool {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).read.contains(&partition)
+    }
+
     /// Hands the partitions' changes to the engine task; false once it is gone.
     async fn hand_over(&self, source: usize, tx: &tokio::sync::mpsc::Sender<Input>) -> bool {
         let changes =
@@ -232,6 +253,19 @@ impl Group {
 fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
     tpl.elements().iter().map(|e| e.partition()).collect()
 }
+
+/// librdkafka options of a group member that its producer would warn about.
+const CONSUMER_ONLY: [&str; 9] = [
+    "partition.assignment.strategy",
+    "group.instance.id",
+    "group.protocol",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "enable.partition.eof",
+    "fetch.wait.max.ms",
+];
 
 /// The brokers and the `client.*` options: what every client of this source connects with.
 fn connection(config: &Config) -> ClientConfig {
@@ -256,8 +290,8 @@ impl Config {
         &self,
     ) -> Result<crate::state::changelog::KafkaChangelog, crate::state::StateError> {
         let mut client = connection(self);
-        // A consumer's options mean nothing to the changelog's producer and reader.
-        for key in ["partition.assignment.strategy", "group.instance.id", "session.timeout.ms"] {
+        // A group member's options mean nothing to the changelog's producer and reader.
+        for key in CONSUMER_ONLY {
             client.remove(key);
         }
         let input = self.topic.as_deref().unwrap_or_default();
@@ -327,6 +361,7 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
     let group = Group {
         name: name.clone(),
         held: held.clone(),
+        shared: ctx.owned.clone(),
         metrics: ctx.metrics.clone(),
         reach: Reachability::new(Side::Source, name, server, ctx.metrics.outages(name)),
     };
@@ -350,9 +385,13 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
             next = tokio::time::timeout(QUIET, consumer.recv()) => next,
         };
         if let Ok(Err(KafkaError::PartitionEOF(partition))) = &next {
-            consumer.context().at_end(*partition, true);
+            let p = *partition;
+            if consumer.context().has_read(p) || at_end(&consumer, &topic, p).await {
+                consumer.context().at_end(p, true);
+            }
         }
         if let Ok(Ok(m)) = &next {
+            consumer.context().read(m.partition());
             consumer.context().at_end(m.partition(), false);
         }
         // A rebalance runs inside the poll: what it did goes ahead of the record after it.
@@ -421,6 +460,30 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
     })
     .await;
     Ok(())
+}
+
+/// Whether partition `p`, newly assigned and not read from yet, really is at its end: its
+/// committed offset (or, with none, its start) is its high watermark. Right after a
+/// rebalance librdkafka was seen to report the end a partition had reached under the
+/// previous assignment, while the new one reads from its committed offset again; taken at
+/// its word, the partition's engine would follow the wall clock before its backlog, closing
+/// its windows too early. Blocking calls, off the async workers; if they fail, the report is
+/// believed.
+async fn at_end(consumer: &Arc<StreamConsumer<Group>>, topic: &str, p: i32) -> bool {
+    let (consumer, topic) = (consumer.clone(), topic.to_string());
+    let checked = tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(5);
+        let (low, high) = consumer.fetch_watermarks(&topic, p, timeout).ok()?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&topic, p);
+        let committed = consumer.committed_offsets(tpl, timeout).ok()?;
+        let start = match committed.find_partition(&topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => low,
+        };
+        Some(start >= high)
+    });
+    checked.await.ok().flatten().unwrap_or(true)
 }
 
 /// Commits the offsets of what is held, if they moved.

@@ -43,6 +43,8 @@ pub struct SourceContext {
     pub start: Option<Position>,
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
+    /// What a grouped kafka source owns, shared with the engine task.
+    pub owned: crate::pipeline::Owned,
 }
 
 /// A configured source.

@@ -44,7 +44,7 @@ pub use kafka::KafkaChangelog;
 
 #[cfg(feature = "kafka")]
 mod kafka {
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -61,12 +61,13 @@ mod kafka {
     /// How long a restore may take to read its changelog partition before it fails.
     const READ_LIMIT: Duration = Duration::from_secs(300);
     const METADATA: Duration = Duration::from_secs(30);
+    const WATERMARKS: Duration = Duration::from_secs(10);
 
     pub struct KafkaChangelog {
         producer: FutureProducer,
         topic: Arc<str>,
-        /// The connection settings (brokers, SASL, TLS) a restore's consumer starts from.
-        client: ClientConfig,
+        /// Reads a partition on its restore, one at a time.
+        reader: Mutex<BaseConsumer>,
     }
 
     impl KafkaChangelog {
@@ -105,7 +106,25 @@ mod kafka {
                 .set("linger.ms", "5")
                 .create()
                 .map_err(|e| fail(format!("creating its producer: {e}")))?;
-            Ok(KafkaChangelog { producer, topic: topic.into(), client })
+            let reader = client
+                .clone()
+                .set("group.id", "herald-changelog-restore")
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed")
+                // A restore waits for nothing that is not there yet.
+                .set("fetch.wait.max.ms", "20")
+                .create()
+                .map_err(|e| fail(format!("creating its reader: {e}")))?;
+            // A topic just created may show only some of its partitions for a moment; a
+            // reader that cached that would wait for the rest until its next refresh.
+            let deadline = Instant::now() + METADATA;
+            while count(&reader, topic)? < partitions {
+                if Instant::now() > deadline {
+                    return Err(fail(format!("it does not show its {partitions} partitions")));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(KafkaChangelog { producer, topic: topic.into(), reader: Mutex::new(reader) })
         }
     }
 
@@ -188,47 +207,73 @@ mod kafka {
 
         fn read(&self, partition: i32, from: u64) -> Result<Replayed, StateError> {
             let topic = &*self.topic;
-            let fail = |reason: String| StateError::Changelog { topic: topic.into(), reason };
-            let consumer: BaseConsumer = self
-                .client
-                .clone()
-                .set("group.id", "herald-changelog-restore")
-                .set("enable.auto.commit", "false")
-                .set("enable.partition.eof", "true")
-                .set("isolation.level", "read_committed")
-                .create()
-                .map_err(|e| fail(format!("connecting: {e}")))?;
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition, METADATA)
-                .map_err(|e| fail(format!("partition {partition}: {e}")))?;
-            let (low, high) = (u64::try_from(low).unwrap_or(0), u64::try_from(high).unwrap_or(0));
-            let from_start = from < low || from > high;
-            let start = if from_start { low } else { from };
-            let mut out = Replayed { entries: Vec::new(), next: start, from_start };
-            if start >= high {
-                return Ok(out);
+            let consumer = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+            let result = read(&consumer, topic, partition, from);
+            let _ = consumer.unassign();
+            result.map_err(|reason| StateError::Changelog { topic: topic.into(), reason })
+        }
+    }
+
+    fn read(
+        consumer: &BaseConsumer,
+        topic: &str,
+        partition: i32,
+        from: u64,
+    ) -> Result<Replayed, String> {
+        let mut attempt = 0;
+        let (low, high) = loop {
+            match consumer.fetch_watermarks(topic, partition, WATERMARKS) {
+                Ok(w) => break w,
+                // Stale metadata (a leader moved, a partition not yet known): refresh it.
+                Err(_) if attempt < 3 => {
+                    attempt += 1;
+                    let _ = consumer.fetch_metadata(Some(topic), METADATA);
+                }
+                Err(e) => return Err(format!("partition {partition}: {e}")),
             }
-            let mut tpl = TopicPartitionList::new();
-            let at = Offset::Offset(i64::try_from(start).unwrap_or(i64::MAX));
-            tpl.add_partition_offset(topic, partition, at)
-                .and_then(|()| consumer.assign(&tpl))
-                .map_err(|e| fail(format!("partition {partition}: {e}")))?;
-            let deadline = Instant::now() + READ_LIMIT;
-            while Instant::now() < deadline {
-                match consumer.poll(Duration::from_millis(500)) {
-                    None => continue,
-                    Some(Err(KafkaError::PartitionEOF(_))) => return Ok(out),
-                    Some(Err(e)) => {
-                        return Err(fail(format!("reading partition {partition}: {e}")))
-                    }
-                    Some(Ok(m)) => {
-                        let Some(key) = m.key() else { continue };
+        };
+        let (low, high) = (u64::try_from(low).unwrap_or(0), u64::try_from(high).unwrap_or(0));
+        let from_start = from < low || from > high;
+        let start = if from_start { low } else { from };
+        let mut out = Replayed { entries: Vec::new(), next: start, from_start };
+        if start >= high {
+            return Ok(out);
+        }
+        let mut tpl = TopicPartitionList::new();
+        let at = Offset::Offset(i64::try_from(start).unwrap_or(i64::MAX));
+        tpl.add_partition_offset(topic, partition, at)
+            .and_then(|()| consumer.assign(&tpl))
+            .map_err(|e| format!("partition {partition}: {e}"))?;
+        // Up to the end as it was when the restore began: what comes after is this
+        // instance's own, or a former owner's that the group has fenced off.
+        let deadline = Instant::now() + READ_LIMIT;
+        while Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Err(e)) => return Err(format!("reading partition {partition}: {e}")),
+                // What the reader fetched of the partition it read before is not this one's.
+                Some(Ok(m)) if m.partition() != partition => continue,
+                Some(Ok(m)) => {
+                    out.next = u64::try_from(m.offset()).unwrap_or_default() + 1;
+                    if let Some(key) = m.key() {
                         out.entries.push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
-                        out.next = u64::try_from(m.offset()).unwrap_or_default() + 1;
+                    }
+                }
+                // Past the last record there may be transaction markers, which are never
+                // handed out: the position tells.
+                None => {
+                    let position = consumer.position().ok().and_then(|tpl| {
+                        let e = tpl.find_partition(topic, partition)?;
+                        e.offset().to_raw().and_then(|o| u64::try_from(o).ok())
+                    });
+                    if let Some(p) = position {
+                        out.next = out.next.max(p);
                     }
                 }
             }
-            Err(fail(format!("reading partition {partition} took longer than {READ_LIMIT:?}")))
+            if out.next >= high {
+                return Ok(out);
+            }
         }
+        Err(format!("reading partition {partition} took longer than {READ_LIMIT:?}"))
     }
 }

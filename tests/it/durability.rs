@@ -29,7 +29,11 @@ fn workload(dir: &Path) -> (PathBuf, Vec<ClusterEvent>) {
 }
 
 pub fn herald_run(dir: &Path, log: &Path, sink: &str) -> Child {
-    let cfg = tail_config(dir, log, sink);
+    herald_run_config(dir, &tail_config(dir, log, sink))
+}
+
+/// `herald run` on `cfg`, logging to `dir/herald.log`.
+pub fn herald_run_config(dir: &Path, cfg: &Path) -> Child {
     herald()
         .args(["run", "--config", cfg.to_str().unwrap()])
         .stdout(Stdio::null())
@@ -368,13 +372,17 @@ pub struct Tansu {
 
 impl Tansu {
     pub fn start() -> Tansu {
+        Tansu::start_on("memory://tansu/")
+    }
+
+    fn start_on(storage: &str) -> Tansu {
         let port = free_port();
         let proxy = Proxy::start(port);
         let listen = format!("tcp://127.0.0.1:{port}");
         let advertised = format!("tcp://127.0.0.1:{}", proxy.port);
         let child = Command::new("tansu")
             .args(["broker", "--listener-url", &listen, "--advertised-listener-url", &advertised])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", storage])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -391,8 +399,13 @@ impl Tansu {
 
     /// Creates a topic of three partitions.
     pub fn create(&self, topic: &str) {
+        self.create_with(topic, 3)
+    }
+
+    pub fn create_with(&self, topic: &str, partitions: u32) {
+        let partitions = partitions.to_string();
         let out = Command::new("tansu")
-            .args(["topic", "create", topic, "--partitions", "3", "--broker", &self.listen])
+            .args(["topic", "create", topic, "--partitions", &partitions, "--broker", &self.listen])
             .output()
             .expect("tansu topic create");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

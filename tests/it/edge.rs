@@ -14,7 +14,7 @@ const GENERIC: &str = r#"{"ts":"2025-01-17T10:00:02Z","cluster":"etcd-a","report
 const CONNECT: &str =
     r#"{"namespace":"connect","src_id":"id1","timestamp":"2025-01-17T10:00:03Z"}"#;
 
-fn raw_sink(tansu: &Tansu, topic: &str) -> String {
+pub fn raw_sink(tansu: &Tansu, topic: &str) -> String {
     format!(
         "[sinks.edge]\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\nencoding = \"raw\"\n",
         tansu.bootstrap()
@@ -36,14 +36,14 @@ fn by_key(records: &[serde_json::Value]) -> BTreeMap<String, Vec<serde_json::Val
 /// Waits until the edge has forwarded everything to `topic` (its record count holds still
 /// for a second). A core that catches up with an edge still forwarding goes live, on the
 /// wall clock, which is not what replay does.
-fn forwarded(bootstrap: &str, topic: &str) {
+pub fn forwarded(bootstrap: &str, topic: &str, partitions: i32) {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("a consumer");
     let count = || -> i64 {
-        (0..3)
+        (0..partitions)
             .map(|p| {
                 consumer
                     .fetch_watermarks(topic, p, Duration::from_secs(5))
@@ -236,7 +236,7 @@ fn a_core_in_a_consumer_group_emits_from_an_edges_records_what_replay_emits() {
     let edge_dir = dir.path().join("edge");
     std::fs::create_dir(&edge_dir).unwrap();
     let mut edge = herald_run(&edge_dir, &log, &raw_sink(&tansu, "raw"));
-    forwarded(&tansu.bootstrap(), "raw");
+    forwarded(&tansu.bootstrap(), "raw", 3);
 
     let out = dir.path().join("events.jsonl");
     let port = free_port();

@@ -6,6 +6,7 @@ mod corpus;
 mod daemon;
 mod durability;
 mod edge;
+mod group;
 mod kafka;
 mod limits;
 mod lines;
