@@ -363,7 +363,9 @@ impl EngineTask {
                 .restore_seconds
                 .with_label_values(&[&src.name])
                 .observe(elapsed.as_secs_f64());
-            tracing::info!(source = %src.name, partition, clusters, keys, seconds = elapsed.as_secs_f64(), "partition engine restored");
+            let next =
+                self.positions.get(&shard_positions(&src.name, partition).1).map(|p| p.offset);
+            tracing::info!(source = %src.name, partition, clusters, keys, next_offset = next, seconds = elapsed.as_secs_f64(), "partition engine restored");
         }
         Ok(())
     }

@@ -216,7 +216,8 @@ impl Group {
         self.held.lock().unwrap_or_else(|p| p.into_inner()).caught_up()
     }
 
-    fn at_end(&self, partition: i32, at_end: bool) {
+    /// Whether `partition` has been read to its end; true if that changed.
+    fn at_end(&self, partition: i32, at_end: bool) -> bool {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let changed = match at_end {
             true => held.at_end.insert(partition),
@@ -225,6 +226,7 @@ impl Group {
         if changed {
             held.changes.push((partition, PartitionChange::CaughtUp(at_end)));
         }
+        changed
     }
 
     /// A record of `partition` was read.
@@ -386,11 +388,15 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
         };
         if let Ok(Err(KafkaError::PartitionEOF(partition))) = &next {
             let p = *partition;
-            if consumer.context().has_read(p) || at_end(&consumer, &topic, p).await {
-                consumer.context().at_end(p, true);
+            let trusted = consumer.context().has_read(p) || at_end(&consumer, &topic, p).await;
+            if trusted && consumer.context().at_end(p, true) {
+                tracing::debug!(source = %name, partition = p, "partition read to its end");
             }
         }
         if let Ok(Ok(m)) = &next {
+            if !consumer.context().has_read(m.partition()) {
+                tracing::info!(source = %name, partition = m.partition(), offset = m.offset(), "reading partition");
+            }
             consumer.context().read(m.partition());
             consumer.context().at_end(m.partition(), false);
         }
