@@ -311,13 +311,11 @@ impl EngineTask {
             if assigned && self.changelog.is_some() {
                 // Assigned anew, a partition's engine is what its changelog holds, not what
                 // this instance applied before it lost it (that was never appended).
+                // Its clusters leave the view now, before the restore puts them back.
                 if let Some(mut old) = self.shards.remove(partition) {
                     let events = std::mem::take(&mut old.driver.events);
                     self.shards.whole().driver.events.extend(events);
-                    for cluster in old.driver.engine.cluster_names() {
-                        let cluster = cluster.to_string();
-                        self.evicted.push(Evicted { cluster, key: "cluster", subject: Vec::new() });
-                    }
+                    self.forget(old.driver.engine.cluster_names().map(str::to_string));
                     self.publish_view(&[]);
                 }
             }
@@ -347,7 +345,7 @@ impl EngineTask {
                 })
                 .await
                 .map_err(|e| PipelineError::Commit(e.to_string()))??;
-                let (_, input_name) = shard_positions(&self.changelog_source(), partition);
+                let (_, input_name) = shard_positions(&grouped.source, partition);
                 self.positions.entry(input_name).or_default().offset = input;
                 engine
             }
@@ -370,8 +368,15 @@ impl EngineTask {
         Ok(())
     }
 
-    fn changelog_source(&self) -> String {
-        self.changelog.as_ref().map(|g| g.source.clone()).unwrap_or_default()
+    /// Clusters this instance no longer owns leave the view and their series with the next
+    /// view update, as an evicted cluster does.
+    fn forget(&mut self, clusters: impl IntoIterator<Item = String>) {
+        let gone = clusters.into_iter().map(|cluster| Evicted {
+            cluster,
+            key: "cluster",
+            subject: Vec::new(),
+        });
+        self.evicted.extend(gone);
     }
 
     fn apply(&mut self, input: Input) {
@@ -476,7 +481,7 @@ impl EngineTask {
             let name = src
                 .partitions
                 .entry(partition)
-                .or_insert_with(|| format!("{source_name}#partition{partition}"));
+                .or_insert_with(|| shard_positions(source_name, partition).1);
             let position = match self.positions.get_mut(name.as_str()) {
                 Some(p) => p,
                 None => self.positions.entry(name.clone()).or_default(),
@@ -587,10 +592,9 @@ impl EngineTask {
         // not committed are not acknowledged, so the new owner applies them again. Nor are
         // they stored: the store stays a cache of the changelog.
         let keep_revoked = self.changelog.is_none();
-        if !keep_revoked {
-            let source = self.changelog_source();
-            for p in self.shards.revoked().collect::<Vec<_>>() {
-                let (_, input) = shard_positions(&source, p);
+        if let Some(grouped) = &self.changelog {
+            for p in self.shards.revoked() {
+                let (_, input) = shard_positions(&grouped.source, p);
                 self.moved.remove(&input);
                 self.positions.remove(&input);
             }
@@ -602,9 +606,8 @@ impl EngineTask {
             false => None,
         };
         // A revoked partition's clusters leave the view after its last events.
-        for cluster in self.shards.drop_revoked() {
-            self.evicted.push(Evicted { cluster, key: "cluster", subject: Vec::new() });
-        }
+        let dropped = self.shards.drop_revoked();
+        self.forget(dropped);
         self.publish_view(&events);
         // One buffer for every line: a fresh String per event grew, and copied, several times.
         let mut buf = Vec::with_capacity(1024);

@@ -216,22 +216,25 @@ impl Group {
         self.held.lock().unwrap_or_else(|p| p.into_inner()).caught_up()
     }
 
-    /// Whether `partition` has been read to its end; true if that changed.
-    fn at_end(&self, partition: i32, at_end: bool) -> bool {
+    /// `partition` has been read to its end; true if it was not before.
+    fn reached_end(&self, partition: i32) -> bool {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let changed = match at_end {
-            true => held.at_end.insert(partition),
-            false => held.at_end.remove(&partition),
-        };
+        let changed = held.at_end.insert(partition);
         if changed {
-            held.changes.push((partition, PartitionChange::CaughtUp(at_end)));
+            held.changes.push((partition, PartitionChange::CaughtUp(true)));
         }
         changed
     }
 
-    /// A record of `partition` was read.
-    fn read(&self, partition: i32) {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).read.insert(partition);
+    /// A record of `partition` arrived: it is not at its end. Gives whether it is the first
+    /// since the partition's assignment, and the assignment's number. One lock per record.
+    fn arrived(&self, partition: i32) -> (bool, u64) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.at_end.remove(&partition) {
+            held.changes.push((partition, PartitionChange::CaughtUp(false)));
+        }
+        let first = held.read.insert(partition);
+        (first, held.owned.get(&partition).copied().unwrap_or_default())
     }
 
     /// Whether a record of `partition` was read since its assignment.
@@ -389,16 +392,17 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
         if let Ok(Err(KafkaError::PartitionEOF(partition))) = &next {
             let p = *partition;
             let trusted = consumer.context().has_read(p) || at_end(&consumer, &topic, p).await;
-            if trusted && consumer.context().at_end(p, true) {
+            if trusted && consumer.context().reached_end(p) {
                 tracing::debug!(source = %name, partition = p, "partition read to its end");
             }
         }
+        let mut assignment = 0;
         if let Ok(Ok(m)) = &next {
-            if !consumer.context().has_read(m.partition()) {
+            let first;
+            (first, assignment) = consumer.context().arrived(m.partition());
+            if first {
                 tracing::info!(source = %name, partition = m.partition(), offset = m.offset(), "reading partition");
             }
-            consumer.context().read(m.partition());
-            consumer.context().at_end(m.partition(), false);
         }
         // A rebalance runs inside the poll: what it did goes ahead of the record after it.
         if !consumer.context().hand_over(source, tx).await {
@@ -431,9 +435,6 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
         let context = raw_context(&m, config.common.format);
         let (t, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
         drop(m);
-        let assignment =
-            held.lock().unwrap_or_else(|p| p.into_inner()).owned.get(&partition).copied();
-        let assignment = assignment.unwrap_or_default();
         outstanding.fetch_add(1, Ordering::AcqRel);
         let settled = Outstanding(outstanding.clone());
         let held = held.clone();
