@@ -25,6 +25,8 @@ apt_install() {
 have promtool || apt_install prometheus
 have curl || apt_install curl
 have openssl || apt_install openssl
+# systemd-analyze (the unit's verify test).
+have systemd-analyze || apt_install systemd
 
 # Real raft clusters for the pollers' tests: etcd (each test starts its own 3-member cluster)
 # and ZooKeeper.

@@ -70,4 +70,6 @@ pub mod sinks;
 pub mod sources;
 pub mod state;
 pub mod support;
+pub mod sweep;
 pub mod telemetry;
+pub mod timeline;

@@ -2,19 +2,20 @@
 //! codes (0 success, 66 input that cannot be opened, 78 bad config, 1 other failure).
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use herald::config::{self, ConfigError, ProcessEnv};
 use herald::decode::Context;
-use herald::engine::{EngineConfig, Windows};
+use herald::engine::EngineConfig;
 use herald::model::Nanos;
 use herald::replay::Replay;
+use herald::sinks::encoding::{Encoding, LineFormat};
 
 /// glibc's allocator spends a fifth of a busy pipeline's time arbitrating between threads
 /// (engine, sinks, librdkafka's); mimalloc's per-thread heaps do not. It also serves
@@ -83,6 +84,19 @@ enum Command {
         /// The reporter of records without `event_src_id`.
         #[arg(long, default_value = "unknown")]
         reporter: String,
+        /// `json` (the ClusterEvent lines) or `text` (readable lines); by default text on a
+        /// terminal and JSON otherwise. With `--sweep`, a table or JSON.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Replay once per window and print, per window, the events by kind, the suppressed
+        /// flaps, the events avoided against W = 0 and the delay of each emitted state against
+        /// W = 0, e.g. `0,500ms,1s,2s,5s`. The startup grace and split window stay as they are.
+        #[arg(long, value_delimiter = ',', value_parser = parse_duration, conflicts_with = "window")]
+        sweep: Option<Vec<Duration>>,
+        /// Also write a self-contained HTML page of each key's states over time, the
+        /// suppressed flaps marked and the emitted events as ticks.
+        #[arg(long, value_name = "FILE.html")]
+        timeline: Option<PathBuf>,
         /// The log to read, or `-` for standard input.
         input: String,
     },
@@ -104,6 +118,20 @@ enum Command {
         #[arg(long)]
         router_flips: bool,
     },
+    /// Shell completions on stdout, e.g. `herald completions bash > /etc/bash_completion.d/herald`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The manual page (roff) on stdout, e.g. `herald man | man -l -`.
+    Man,
+}
+
+/// How `replay` prints what it finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Json,
+    Text,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -182,19 +210,33 @@ fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Replay { config, window, cluster, reporter, input } => {
+        Command::Replay { config, window, cluster, reporter, format, sweep, timeline, input } => {
             let mut engine = match config {
                 Some(path) => config::load(&path, &ProcessEnv)?.engine,
                 None => EngineConfig::default(),
             };
-            if let Some(w) = window {
-                let w = Windows::uniform(Nanos::from_std(w));
-                engine.defaults.windows = w;
-                for params in engine.clusters.values_mut() {
-                    params.windows = w;
-                }
+            let context = Context::new(cluster, reporter);
+            if let Some(windows) = sweep {
+                return self::sweep(engine, context, &input, &windows, format);
             }
-            replay(engine, Context::new(cluster, reporter), &input)
+            if let Some(w) = window {
+                herald::replay::set_window(&mut engine, Nanos::from_std(w));
+            }
+            replay(engine, context, &input, format, timeline.as_deref())
+        }
+        Command::Completions { shell } => {
+            let mut out = io::stdout().lock();
+            clap_complete::generate(shell, &mut Cli::command(), "herald", &mut out);
+            out.flush().context("writing the completions")?;
+            Ok(())
+        }
+        Command::Man => {
+            let mut out = io::stdout().lock();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .and_then(|()| out.flush())
+                .context("writing the manual page")?;
+            Ok(())
         }
         Command::Generate { seed, lines, controllers, routers, router_flips } => {
             let stdout = io::stdout().lock();
@@ -248,27 +290,196 @@ async fn shutdown_signal() {
     }
 }
 
-fn replay(engine: EngineConfig, context: Context, input: &str) -> Result<(), Failure> {
-    let reader: Box<dyn io::BufRead> = if input == "-" {
-        Box::new(BufReader::with_capacity(1 << 18, io::stdin().lock()))
-    } else {
-        match File::open(input) {
-            Ok(f) => Box::new(BufReader::with_capacity(1 << 18, f)),
-            Err(e) => {
-                let error = anyhow::Error::new(e).context(format!("cannot open {input}"));
-                return Err(Failure { code: EX_NOINPUT, error });
-            }
+/// What `replay` reads: a file (with its length, for the progress bar) or standard input.
+fn open(input: &str) -> Result<(Box<dyn io::Read>, Option<u64>), Failure> {
+    if input == "-" {
+        return Ok((Box::new(io::stdin().lock()), None));
+    }
+    match File::open(input) {
+        Ok(f) => {
+            let len = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+            Ok((Box::new(f), len))
         }
+        Err(e) => {
+            let error = anyhow::Error::new(e).context(format!("cannot open {input}"));
+            Err(Failure { code: EX_NOINPUT, error })
+        }
+    }
+}
+
+/// Inputs smaller than this replay in a blink: no bar.
+const PROGRESS_FROM: u64 = 16 << 20;
+
+/// A progress bar on stderr for a large file, only when stderr is a terminal (DESIGN §12).
+fn progress(len: Option<u64>) -> Option<indicatif::ProgressBar> {
+    let len = len.filter(|l| *l >= PROGRESS_FROM)?;
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    let style =
+        indicatif::ProgressStyle::with_template("{bar:32} {bytes}/{total_bytes} {msg} eta {eta}")
+            .ok()?;
+    bar.set_style(style);
+    Some(bar)
+}
+
+/// Where decode errors go: above the bar when there is one.
+fn report(bar: Option<indicatif::ProgressBar>) -> impl FnMut(&herald::decode::DecodeError) {
+    let stderr = io::stderr();
+    move |e| match &bar {
+        Some(bar) => bar.println(format!("decode error: {e}")),
+        None => {
+            let _ = writeln!(stderr.lock(), "decode error: {e}");
+        }
+    }
+}
+
+fn line_format(format: Option<Format>) -> LineFormat {
+    let encoding = format.map(|f| match f {
+        Format::Json => Encoding::Json,
+        Format::Text => Encoding::Text,
+    });
+    LineFormat::for_stream(encoding, io::stdout().is_terminal())
+}
+
+fn replay(
+    engine: EngineConfig,
+    context: Context,
+    input: &str,
+    format: Option<Format>,
+    timeline: Option<&std::path::Path>,
+) -> Result<(), Failure> {
+    let (reader, len) = open(input)?;
+    let bar = progress(len);
+    let reader: Box<dyn io::Read> = match &bar {
+        Some(bar) => Box::new(bar.wrap_read(reader)),
+        None => reader,
     };
+    let reader = BufReader::with_capacity(1 << 18, reader);
     let stdout = io::stdout().lock();
     let mut out = BufWriter::with_capacity(1 << 16, stdout);
-    let stderr = io::stderr();
-    let summary = Replay::new(engine, context)
-        .run(reader, &mut out, |e| {
-            let _ = writeln!(stderr.lock(), "decode error: {e}");
+    let mut run = Replay::new(engine.clone(), context.clone());
+    run.format = line_format(format);
+    if let Some(bar) = &bar {
+        run.on_records = Some(records_per_second(bar.clone()));
+    }
+    let mut emitted = Vec::new();
+    let format = run.format;
+    let summary = run
+        .run_with(reader, report(bar.clone()), |e, buf| {
+            if timeline.is_some() {
+                emitted.push(e.clone());
+            }
+            herald::replay::write_line(format, e, buf, &mut out)
         })
         .with_context(|| format!("replaying {input}"))?;
     out.flush().context("writing events")?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if let Some(path) = timeline {
+        write_timeline(engine, context, input, path, &emitted)?;
+    }
     eprintln!("{summary}");
+    Ok(())
+}
+
+/// The bar's message: records so far and their rate.
+fn records_per_second(bar: indicatif::ProgressBar) -> Box<dyn FnMut(u64)> {
+    let start = std::time::Instant::now();
+    Box::new(move |records| {
+        let rate = records as f64 / start.elapsed().as_secs_f64().max(1e-3);
+        bar.set_message(format!("{records} records, {rate:.0}/s"));
+    })
+}
+
+/// The log again at W = 0 (every change as it came), for the timeline's lanes.
+fn write_timeline(
+    mut engine: EngineConfig,
+    context: Context,
+    input: &str,
+    path: &std::path::Path,
+    emitted: &[herald::model::ClusterEvent],
+) -> Result<(), Failure> {
+    if input == "-" {
+        let error = anyhow::anyhow!("--timeline reads the log twice: give a file, not -");
+        return Err(Failure { code: 1, error });
+    }
+    herald::replay::set_window(&mut engine, Nanos::ZERO);
+    let (reader, _) = open(input)?;
+    let (zero, _) = herald::replay::collect(engine, context, BufReader::new(reader), |_| {})
+        .with_context(|| format!("replaying {input} at W = 0"))?;
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut page = BufWriter::new(file);
+    herald::timeline::render(&mut page, input, &zero, emitted)
+        .and_then(|()| page.flush())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// One replay per window against one at W = 0 (DESIGN §12).
+fn sweep(
+    engine: EngineConfig,
+    context: Context,
+    input: &str,
+    windows: &[Duration],
+    format: Option<Format>,
+) -> Result<(), Failure> {
+    // The log is read once per window: standard input is kept in memory for that.
+    let stdin = if input == "-" {
+        let mut all = Vec::new();
+        io::Read::read_to_end(&mut io::stdin().lock(), &mut all).context("reading stdin")?;
+        Some(all)
+    } else {
+        None
+    };
+    let read = || -> Result<Box<dyn io::BufRead>, Failure> {
+        Ok(match &stdin {
+            Some(all) => Box::new(io::Cursor::new(all.clone())),
+            None => Box::new(BufReader::with_capacity(1 << 18, open(input)?.0)),
+        })
+    };
+    let at = |w: Nanos, errors: bool| -> Result<_, Failure> {
+        let mut engine = engine.clone();
+        herald::replay::set_window(&mut engine, w);
+        let on_error = report(None);
+        let mut quiet = |_: &herald::decode::DecodeError| {};
+        let result = if errors {
+            herald::replay::collect(engine, context.clone(), read()?, on_error)
+        } else {
+            herald::replay::collect(engine, context.clone(), read()?, &mut quiet)
+        };
+        Ok(result.with_context(|| format!("replaying {input}"))?)
+    };
+    let (zero, zero_summary) = at(Nanos::ZERO, true)?;
+    let mut runs = Vec::with_capacity(windows.len());
+    for w in windows {
+        let w = Nanos::from_std(*w);
+        if w == Nanos::ZERO {
+            runs.push((w, zero.clone(), zero_summary));
+        } else {
+            let (events, summary) = at(w, false)?;
+            runs.push((w, events, summary));
+        }
+    }
+    let rows = herald::sweep::rows(&runs, &zero);
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let json = match format {
+        Some(Format::Json) => true,
+        Some(Format::Text) => false,
+        None => !stdout.is_terminal(),
+    };
+    if json {
+        for r in &rows {
+            serde_json::to_writer(&mut out, r).context("writing the sweep")?;
+            writeln!(out).context("writing the sweep")?;
+        }
+    } else {
+        write!(out, "{}", herald::sweep::table(&rows)).context("writing the sweep")?;
+    }
+    out.flush().context("writing the sweep")?;
+    eprintln!("{zero_summary}");
     Ok(())
 }

@@ -398,6 +398,38 @@ impl fmt::Display for EventKind {
     }
 }
 
+/// How bad an event is for whoever is paged (DESIGN §11).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Info,
+    Warning,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// A kind's severity unless configured otherwise.
+    pub fn of(kind: EventKind) -> Severity {
+        match kind {
+            EventKind::SplitBrain | EventKind::Leaderless => Severity::Critical,
+            EventKind::NodeDown | EventKind::RouterOffline | EventKind::ReadOnly => Severity::High,
+            EventKind::SpinStarted | EventKind::PeerDisconnected | EventKind::NodeIsLeaderless => {
+                Severity::Warning
+            }
+            _ => Severity::Info,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
 /// One normalized output event, schema `herald.v1`.
 ///
 /// Field order follows the documented example; absent fields are omitted, never null.

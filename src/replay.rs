@@ -1,5 +1,5 @@
 //! `herald replay`: a recorded log through decode and the engine on record time, events out
-//! as JSON lines (DESIGN §9.1).
+//! as JSON lines or readable lines (DESIGN §9.1, §12).
 //!
 //! Engine time is the latest record time seen; at the end of input the engine runs past
 //! every pending deadline, so the output is exactly what `herald run` emits over the same
@@ -8,9 +8,10 @@
 use std::io::{self, BufRead, Write};
 
 use crate::decode::{Context, DecodeError};
-use crate::engine::{Engine, EngineConfig};
-use crate::model::ClusterEvent;
+use crate::engine::{Engine, EngineConfig, Windows};
+use crate::model::{ClusterEvent, Nanos};
 use crate::pipeline::driver::{Driver, Watch};
+use crate::sinks::encoding::{text, LineFormat};
 use crate::support::lines::read_lines;
 use crate::telemetry::metrics::RecordOutcome;
 
@@ -50,6 +51,54 @@ pub struct Replay {
     pub engine: Engine,
     pub context: Context,
     pub max_line_bytes: usize,
+    /// JSON lines (the contract) or readable lines.
+    pub format: LineFormat,
+    /// Told the records read so far, every [`PROGRESS_EVERY`] records (a progress bar).
+    pub on_records: Option<Box<dyn FnMut(u64)>>,
+}
+
+/// How often [`Replay::on_records`] hears.
+pub const PROGRESS_EVERY: u64 = 1 << 14;
+
+/// Overrides W of every kind in every cluster: not the startup grace, not the split window
+/// (DESIGN §9.1).
+pub fn set_window(engine: &mut EngineConfig, w: Nanos) {
+    let w = Windows::uniform(w);
+    engine.defaults.windows = w;
+    for params in engine.clusters.values_mut() {
+        params.windows = w;
+    }
+}
+
+/// The events of `input`, kept, with the summary.
+pub fn collect<R: BufRead>(
+    engine: EngineConfig,
+    context: Context,
+    input: R,
+    on_error: impl FnMut(&DecodeError),
+) -> io::Result<(Vec<ClusterEvent>, Summary)> {
+    let mut events = Vec::new();
+    let summary = Replay::new(engine, context).run_with(input, on_error, |e, _| {
+        events.push(e.clone());
+        Ok(())
+    })?;
+    Ok((events, summary))
+}
+
+/// Writes `e` as one line in `format`, through `buf`.
+pub fn write_line<W: Write>(
+    format: LineFormat,
+    e: &ClusterEvent,
+    buf: &mut Vec<u8>,
+    out: &mut W,
+) -> io::Result<()> {
+    buf.clear();
+    match format {
+        LineFormat::Json => serde_json::to_writer(&mut *buf, e).map_err(io::Error::other)?,
+        LineFormat::Text { colour } => buf.extend_from_slice(text(e, colour).as_bytes()),
+    }
+    buf.push(b'\n');
+    out.write_all(buf)
 }
 
 impl Replay {
@@ -58,6 +107,8 @@ impl Replay {
             engine: Engine::new(engine),
             context,
             max_line_bytes: crate::support::lines::MAX_LINE_BYTES,
+            format: LineFormat::Json,
+            on_records: None,
         }
     }
 
@@ -67,6 +118,18 @@ impl Replay {
         input: R,
         out: &mut W,
         on_error: impl FnMut(&DecodeError),
+    ) -> io::Result<Summary> {
+        let format = self.format;
+        self.run_with(input, on_error, |e, buf| write_line(format, e, buf, out))
+            .and_then(|summary| out.flush().map(|()| summary))
+    }
+
+    /// Runs `input` through, handing each event to `emit` (with a buffer to reuse).
+    pub fn run_with<R: BufRead>(
+        mut self,
+        input: R,
+        on_error: impl FnMut(&DecodeError),
+        mut emit: impl FnMut(&ClusterEvent, &mut Vec<u8>) -> io::Result<()>,
     ) -> io::Result<Summary> {
         struct Errors<F>(F);
         impl<F: FnMut(&DecodeError)> Watch for Errors<F> {
@@ -85,37 +148,38 @@ impl Replay {
                 return true;
             };
             summary.records += 1;
+            if summary.records % PROGRESS_EVERY == 0 {
+                if let Some(tell) = &mut self.on_records {
+                    tell(summary.records);
+                }
+            }
             match outcome {
                 RecordOutcome::DecodeError => summary.decode_errors += 1,
                 RecordOutcome::Ignored => summary.ignored += 1,
                 RecordOutcome::OverLimit => summary.over_limit += 1,
                 RecordOutcome::Ok | RecordOutcome::Stale => {}
             }
-            written = write_events(&mut driver.events, out, &mut line_buf, &mut summary);
+            written = write_events(&mut driver.events, &mut emit, &mut line_buf, &mut summary);
             written.is_ok()
         })?;
         written?;
         driver.engine.finish(&mut driver.events);
-        write_events(&mut driver.events, out, &mut line_buf, &mut summary)?;
+        write_events(&mut driver.events, &mut emit, &mut line_buf, &mut summary)?;
         let stats = driver.engine.stats();
         summary.suppressed = stats.suppressed;
         summary.stale = stats.stale;
-        out.flush()?;
         Ok(summary)
     }
 }
 
-fn write_events<W: Write>(
+fn write_events(
     events: &mut Vec<ClusterEvent>,
-    out: &mut W,
+    emit: &mut impl FnMut(&ClusterEvent, &mut Vec<u8>) -> io::Result<()>,
     buf: &mut Vec<u8>,
     summary: &mut Summary,
 ) -> io::Result<()> {
     for e in events.drain(..) {
-        buf.clear();
-        serde_json::to_writer(&mut *buf, &e).map_err(io::Error::other)?;
-        buf.push(b'\n');
-        out.write_all(buf)?;
+        emit(&e, buf)?;
         summary.events += 1;
     }
     Ok(())

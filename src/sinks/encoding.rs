@@ -1,7 +1,8 @@
 //! How events read outside their JSON form: the sentence an operator reads in a log viewer
-//! (the OTLP log body).
+//! (the OTLP log body), the readable line of a terminal (`text`), and an event's key and
+//! state for the tools that follow keys over time.
 
-use crate::model::{ClusterEvent, EventKind};
+use crate::model::{ClusterEvent, EventKind, Severity};
 
 /// The log body: one sentence an operator can read in a log viewer.
 pub fn sentence(e: &ClusterEvent) -> String {
@@ -53,4 +54,200 @@ pub fn sentence(e: &ClusterEvent) -> String {
         EventKind::NodeDown => format!("cluster {c}: node {} is down", or(&e.node)),
         EventKind::NodeUp => format!("cluster {c}: node {} is up", or(&e.node)),
     }
+}
+
+/// ANSI colour of the kind on a terminal: only what needs attention stands out.
+fn paint(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Critical => "\x1b[1;31m",
+        Severity::High => "\x1b[31m",
+        Severity::Warning => "\x1b[33m",
+        Severity::Info => "\x1b[32m",
+    }
+}
+
+/// The width the kind column is padded to: the longest kind, `cluster.split_brain_resolved`.
+const KIND_WIDTH: usize = 28;
+
+/// The readable line (DESIGN §12): time (`stable_at`), cluster, kind, subject, the
+/// essentials, `(initial)`. One implementation for every sink and for `replay --format
+/// text`; `colour` only for a terminal.
+pub fn text(e: &ClusterEvent, colour: bool) -> String {
+    use std::fmt::Write as _;
+    let mut line = String::with_capacity(128);
+    let (dim, bold, reset) = if colour { ("\x1b[2m", "\x1b[1m", "\x1b[0m") } else { ("", "", "") };
+    let _ =
+        write!(line, "{dim}{}{reset} {bold}{}{reset} ", e.stable_at.rfc3339().as_str(), e.cluster);
+    let kind = e.kind.as_str();
+    if colour {
+        let _ = write!(line, "{}{kind:<KIND_WIDTH$}{reset}", paint(Severity::of(e.kind)));
+    } else {
+        let _ = write!(line, "{kind:<KIND_WIDTH$}");
+    }
+    let subject = subject(e);
+    if !subject.is_empty() {
+        line.push(' ');
+        line.push_str(&subject);
+    }
+    // The essentials read as one clause after the subject: `ctrl1 → ctrl2, 1 flap suppressed`.
+    let mut essentials: Vec<String> = essentials(e).into_iter().collect();
+    match e.suppressed {
+        0 => {}
+        1 => essentials.push("1 flap suppressed".to_string()),
+        n => essentials.push(format!("{n} flaps suppressed")),
+    }
+    if !essentials.is_empty() {
+        line.push_str(if subject.is_empty() { " " } else { "  " });
+        line.push_str(&essentials.join(", "));
+    }
+    if e.initial {
+        line.push_str(" (initial)");
+    }
+    line
+}
+
+/// What the event is about, beyond its cluster: the key's own parts as an operator names them.
+fn subject(e: &ClusterEvent) -> String {
+    let or = |v: &Option<String>| v.as_deref().unwrap_or_default().to_string();
+    match e.kind {
+        EventKind::NodeHasLeader
+        | EventKind::NodeIsLeaderless
+        | EventKind::NodeDown
+        | EventKind::NodeUp => or(&e.node),
+        EventKind::PeerConnected | EventKind::PeerDisconnected => {
+            format!("{} → {}", or(&e.node), or(&e.peer))
+        }
+        EventKind::RouterOnline | EventKind::RouterOffline => or(&e.router),
+        EventKind::SpinStarted | EventKind::SpinStopped => {
+            format!("{}@{}", or(&e.service), or(&e.router))
+        }
+        _ => String::new(),
+    }
+}
+
+fn essentials(e: &ClusterEvent) -> Option<String> {
+    let list = |v: &Option<Vec<String>>| v.as_deref().unwrap_or_default().join(", ");
+    match e.kind {
+        EventKind::LeaderElected => Some(match &e.previous {
+            Some(p) => format!("{p} → {}", e.leader_id.as_deref().unwrap_or_default()),
+            None => e.leader_id.clone().unwrap_or_default(),
+        }),
+        EventKind::Leaderless => e.previous.as_ref().map(|p| format!("{p} → none")),
+        EventKind::SplitBrain => Some(list(&e.leaders)),
+        EventKind::MembersChanged => {
+            let mut s = list(&e.members);
+            let changes: Vec<String> = (e.added.iter().flatten().map(|a| format!("+{a}")))
+                .chain(e.removed.iter().flatten().map(|r| format!("-{r}")))
+                .collect();
+            if !changes.is_empty() && !e.initial {
+                s.push_str(&format!(" ({})", changes.join(" ")));
+            }
+            Some(s)
+        }
+        EventKind::NodeHasLeader => e.leader_id.as_ref().map(|l| format!("leader {l}")),
+        EventKind::SpinStarted | EventKind::SpinStopped => {
+            let cycles = e.cycles.unwrap_or(0);
+            let host = e.host.as_deref().filter(|h| !h.is_empty());
+            Some(match host {
+                Some(h) => format!("host {h}, {cycles} cycles"),
+                None => format!("{cycles} cycles"),
+            })
+        }
+        EventKind::NodeDown | EventKind::NodeUp => e.via.map(|v| format!("via {}", v.as_str())),
+        _ => None,
+    }
+}
+
+/// The state key an event reports on, for tools that follow a key's states over time (the
+/// sweep, the timeline): its cluster, its family and its subject.
+pub fn key(e: &ClusterEvent) -> String {
+    let family = match e.kind {
+        EventKind::LeaderElected | EventKind::Leaderless => "leader",
+        EventKind::SplitBrain | EventKind::SplitBrainResolved => "split_brain",
+        EventKind::ReadOnly | EventKind::ReadWrite => "read_only",
+        EventKind::MembersChanged => "members",
+        EventKind::NodeHasLeader | EventKind::NodeIsLeaderless => "leader_view",
+        EventKind::PeerConnected | EventKind::PeerDisconnected => "peer",
+        EventKind::RouterOnline | EventKind::RouterOffline => "router",
+        EventKind::SpinStarted | EventKind::SpinStopped => "terminator",
+        EventKind::NodeDown | EventKind::NodeUp => "alive",
+    };
+    let subject = match e.kind {
+        EventKind::SpinStarted | EventKind::SpinStopped => match e.host.as_deref() {
+            Some(h) if !h.is_empty() => format!("{} {h}", subject(e)),
+            _ => subject(e),
+        },
+        _ => subject(e),
+    };
+    if subject.is_empty() {
+        format!("{} {family}", e.cluster)
+    } else {
+        format!("{} {family} {subject}", e.cluster)
+    }
+}
+
+/// The state an event reports its key to be in, in a word or two.
+pub fn state(e: &ClusterEvent) -> String {
+    let list = |v: &Option<Vec<String>>| v.as_deref().unwrap_or_default().join(",");
+    match e.kind {
+        EventKind::LeaderElected | EventKind::NodeHasLeader => {
+            e.leader_id.clone().unwrap_or_default()
+        }
+        EventKind::Leaderless | EventKind::NodeIsLeaderless => "none".to_string(),
+        EventKind::SplitBrain => format!("split {}", list(&e.leaders)),
+        EventKind::SplitBrainResolved => "resolved".to_string(),
+        EventKind::ReadOnly => "read-only".to_string(),
+        EventKind::ReadWrite => "read-write".to_string(),
+        EventKind::MembersChanged => list(&e.members),
+        EventKind::PeerConnected => "connected".to_string(),
+        EventKind::PeerDisconnected => "disconnected".to_string(),
+        EventKind::RouterOnline => "online".to_string(),
+        EventKind::RouterOffline => "offline".to_string(),
+        EventKind::SpinStarted => "spinning".to_string(),
+        EventKind::SpinStopped => "steady".to_string(),
+        EventKind::NodeDown => "down".to_string(),
+        EventKind::NodeUp => "up".to_string(),
+    }
+}
+
+/// How a line sink writes an event (`encoding = "..."`).
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// The ClusterEvent (DESIGN §6): the contract for pipes and files.
+    #[default]
+    Json,
+    /// The readable line of [`text`].
+    Text,
+}
+
+/// An [`Encoding`] as it is written: text in colour only on a terminal that wants it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineFormat {
+    Json,
+    Text { colour: bool },
+}
+
+impl LineFormat {
+    /// `encoding` for a stream; none given means text on a terminal and JSON otherwise, so
+    /// pipes and files keep the contract (DESIGN §12).
+    pub fn for_stream(encoding: Option<Encoding>, is_terminal: bool) -> LineFormat {
+        match encoding.unwrap_or(if is_terminal { Encoding::Text } else { Encoding::Json }) {
+            Encoding::Json => LineFormat::Json,
+            Encoding::Text => LineFormat::Text { colour: is_terminal && wants_colour() },
+        }
+    }
+
+    /// The line of `event`, whose JSON is `json` already.
+    pub fn line<'a>(&self, event: &ClusterEvent, json: &'a str) -> std::borrow::Cow<'a, str> {
+        match *self {
+            LineFormat::Json => std::borrow::Cow::Borrowed(json),
+            LineFormat::Text { colour } => std::borrow::Cow::Owned(text(event, colour)),
+        }
+    }
+}
+
+/// The `NO_COLOR` convention (no-color.org): set and not empty, no colour.
+fn wants_colour() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -1,8 +1,10 @@
-//! The file sink: ClusterEvents as JSON lines appended to a file.
+//! The file sink: ClusterEvents as JSON lines (or readable lines) appended to a file.
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+use super::encoding::{Encoding, LineFormat};
 
 use crate::support::problems::Problems;
 
@@ -10,6 +12,9 @@ use crate::support::problems::Problems;
 pub struct Config {
     /// The file to append to; required.
     pub path: Option<PathBuf>,
+    /// `json` (the default) or `text`, never in colour.
+    #[serde(default)]
+    pub encoding: Encoding,
 }
 
 impl Config {
@@ -47,5 +52,13 @@ pub fn run(
         .append(true)
         .open(&path)
         .map_err(|source| SinkError::Io { name: name.to_string(), source })?;
-    write_lines(name, std::io::BufWriter::with_capacity(64 * 1024, file), rx, acked, metrics)
+    let format = LineFormat::for_stream(Some(config.encoding), false);
+    write_lines(
+        name,
+        format,
+        std::io::BufWriter::with_capacity(64 * 1024, file),
+        rx,
+        acked,
+        metrics,
+    )
 }

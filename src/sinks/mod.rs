@@ -122,6 +122,7 @@ impl SinkError {
 /// Shared by the line sinks (stdout, file); runs on a blocking thread.
 pub(crate) fn write_lines(
     name: &str,
+    format: encoding::LineFormat,
     mut out: impl Write,
     mut rx: Queue,
     acked: Acked,
@@ -142,7 +143,7 @@ pub(crate) fn write_lines(
         written.clear();
     };
     while let Some(d) = rx.blocking_recv() {
-        out.write_all(d.line.as_bytes()).map_err(err)?;
+        out.write_all(format.line(&d.event, &d.line).as_bytes()).map_err(err)?;
         out.write_all(b"\n").map_err(err)?;
         written.push((d.seq, d.event.stable_at));
         // Flush whenever the queue runs dry: batches under load, prompt when quiet.

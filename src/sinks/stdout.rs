@@ -1,10 +1,15 @@
-//! The stdout sink: one ClusterEvent JSON object per line. The default, so herald is useful
-//! with no broker at all.
+//! The stdout sink: one event per line, the ClusterEvent JSON or, on a terminal, the readable
+//! line. The default, so herald is useful with no broker at all.
 
 use serde::Deserialize;
 
+use super::encoding::{Encoding, LineFormat};
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-pub struct Config {}
+pub struct Config {
+    /// `json` or `text`; by default text on a terminal and JSON otherwise (DESIGN §12).
+    pub encoding: Option<Encoding>,
+}
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -16,17 +21,22 @@ use crate::pipeline::Delivery;
 
 impl Sink for Config {
     async fn start(&self, ctx: SinkContext, rx: super::Queue) -> super::Started {
-        Ok(tokio::task::spawn_blocking(move || run(&ctx.name, rx, ctx.acked, ctx.metrics)))
+        let format = LineFormat::for_stream(
+            self.encoding,
+            std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        );
+        Ok(tokio::task::spawn_blocking(move || run(&ctx.name, format, rx, ctx.acked, ctx.metrics)))
     }
 }
 
 /// Writes events to standard output until the pipeline closes the queue.
 pub fn run(
     name: &str,
+    format: LineFormat,
     rx: Receiver<Delivery>,
     acked: Arc<AtomicU64>,
     metrics: crate::telemetry::metrics::SinkMetrics,
 ) -> Result<(), SinkError> {
     let out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    write_lines(name, out, rx, acked, metrics)
+    write_lines(name, format, out, rx, acked, metrics)
 }

@@ -11,6 +11,7 @@ mod kafka;
 mod limits;
 mod lines;
 mod nats;
+mod operator;
 mod otlp;
 mod prometheus;
 mod props;
