@@ -29,6 +29,7 @@ use crate::sinks::{SinkConfig, SinkContext, SinkError, SinkKind, SinkTask};
 use crate::sources::SourceContext;
 use crate::telemetry::gauges::StateGauges;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::tap::{self, Tap};
 use crate::telemetry::view::{SharedView, View};
 
 /// Inputs waiting for the engine task. A file source's input is one read's lines, so this
@@ -144,8 +145,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         true => Some(Arc::new(StateGauges::register(&metrics.registry)?)),
         false => None,
     };
+    let tap = Arc::new(Tap::new(
+        metrics.tap_readers.clone(),
+        metrics.tap_dropped.clone(),
+        tap::MAX_SUBSCRIBERS,
+    ));
     let shared = ServerState {
         readiness: Arc::new(Readiness::new(&metrics, components)),
+        tap,
         metrics,
         gauges,
         view,
@@ -176,6 +183,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     tracing::info!("shutting down: stopping sources, delivering in-flight events");
     shared.readiness.stopping();
+    shared.tap.close();
     // Told now, waited for last: a broker source keeps its connection until the
     // acknowledgements of what is committed below are out.
     sources.token().stop();
@@ -243,6 +251,7 @@ async fn start(
             clock,
         )?;
         task.connect(Fanout::new(queues)).await?;
+        task.tap(shared.tap.clone());
         Task::Engine(Box::new(task))
     };
     readiness.up("state");

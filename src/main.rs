@@ -118,6 +118,21 @@ enum Command {
         #[arg(long)]
         router_flips: bool,
     },
+    /// Follow a running daemon's events as they are emitted (its `GET /events`).
+    Tap {
+        /// The daemon's HTTP address (its `[server] listen`).
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        server: String,
+        /// Only this cluster's events.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Only events of this kind, e.g. `cluster.leader_elected`.
+        #[arg(long)]
+        kind: Option<String>,
+        /// `json` or `text`; by default text on a terminal and JSON otherwise.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
     /// Shell completions on stdout, e.g. `herald completions bash > /etc/bash_completion.d/herald`.
     Completions {
         #[arg(value_enum)]
@@ -223,6 +238,26 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 herald::replay::set_window(&mut engine, Nanos::from_std(w));
             }
             replay(engine, context, &input, format, timeline.as_deref())
+        }
+        Command::Tap { server, cluster, kind, format } => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let format = line_format(format);
+            let filter = herald::telemetry::tap::Filter { cluster, kind };
+            let stdout = io::stdout();
+            let mut written = Ok(());
+            let mut buf = Vec::new();
+            runtime.block_on(herald::telemetry::tap::follow(&server, &filter, |e, _| {
+                let mut out = stdout.lock();
+                written = herald::replay::write_line(format, &e, &mut buf, &mut out)
+                    .and_then(|()| out.flush());
+                written.is_ok()
+            }))?;
+            written.context("writing events")?;
+            Ok(())
         }
         Command::Completions { shell } => {
             let mut out = io::stdout().lock();

@@ -16,16 +16,23 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{Request, State};
+use std::convert::Infallible;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus::{IntGauge, IntGaugeVec};
+use tokio::sync::broadcast;
 use tower::ServiceExt;
 
+use crate::model::EventKind;
 use crate::telemetry::gauges::StateGauges;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::tap::{Filter, Tap};
 use crate::telemetry::view::View;
 
 /// The most a request's line and headers may take (431 beyond). hyper's read buffer is the
@@ -44,6 +51,8 @@ pub struct ServerState {
     pub scrape: Arc<Mutex<()>>,
     /// The sources' routes, set once the sinks and the state are up.
     pub routes: Arc<OnceLock<Router>>,
+    /// The live events of `GET /events`.
+    pub tap: Arc<Tap>,
 }
 
 /// What the request handlers may take.
@@ -57,6 +66,7 @@ pub struct Limits {
 
 /// The server's routes; the sources' come in through `shared.routes`.
 pub fn app(shared: ServerState, limits: Limits) -> Router {
+    let tap_state = shared.clone();
     let probes = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -73,10 +83,76 @@ pub fn app(shared: ServerState, limits: Limits) -> Router {
         .fallback(sources)
         .with_state(shared)
         .layer(shed);
-    probes.merge(work).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+    let timed = probes.merge(work).layer(tower_http::timeout::TimeoutLayer::with_status_code(
         StatusCode::REQUEST_TIMEOUT,
         limits.request_timeout,
-    ))
+    ));
+    // A stream lasts as long as its reader wants: no request timeout, and the tap's own cap
+    // on readers instead of the endpoints' limit.
+    let live = Router::new().route("/events", get(events)).with_state(tap_state);
+    live.merge(timed)
+}
+
+/// `GET /events?cluster=C&kind=K`: every event from now on as a server-sent event (`event:`
+/// its kind, `id:` its id, `data:` its JSON line). A reader that falls behind gets an
+/// `event: dropped` and the end of its stream.
+async fn events(
+    State(s): State<ServerState>,
+    query: Result<Query<Filter>, QueryRejection>,
+) -> Response {
+    let filter = match query {
+        Ok(Query(f)) => f,
+        Err(e) => return bad_request(format!("{e}: the filters are cluster and kind")),
+    };
+    if let Some(kind) = &filter.kind {
+        if serde_json::from_value::<EventKind>(serde_json::Value::String(kind.clone())).is_err() {
+            return bad_request(format!("unknown kind {kind:?}"));
+        }
+    }
+    let Some(sub) = s.tap.subscribe() else {
+        let body = Json(serde_json::json!({ "error": "too many readers of /events at once" }));
+        return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "5")], body)
+            .into_response();
+    };
+    let dropped = s.tap.dropped.clone();
+    let stream = futures_util::stream::unfold(Some((sub, filter)), move |state| {
+        let dropped = dropped.clone();
+        async move {
+            let (mut sub, filter) = state?;
+            loop {
+                let next = tokio::select! {
+                    () = sub.closed.cancelled() => return None,
+                    next = sub.rx.recv() => next,
+                };
+                match next {
+                    Ok(t) if filter.wants(&t.event) => {
+                        let e = SseEvent::default()
+                            .event(t.event.kind.as_str())
+                            .id(t.event.id.as_str())
+                            .data(&*t.line);
+                        return Some((Ok::<_, Infallible>(e), Some((sub, filter))));
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(behind)) => {
+                        dropped.inc();
+                        tracing::warn!(behind, "a reader of /events fell behind and was dropped");
+                        let why = serde_json::json!({
+                            "dropped": behind,
+                            "reason": "this reader fell too far behind the events; reconnect",
+                        });
+                        let e = SseEvent::default().event("dropped").data(why.to_string());
+                        return Some((Ok(e), None));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+fn bad_request(why: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": why }))).into_response()
 }
 
 fn busy() -> Response {
@@ -199,6 +275,11 @@ mod tests {
             view: Arc::default(),
             scrape: Arc::default(),
             routes: Arc::default(),
+            tap: Arc::new(Tap::new(
+                prometheus::IntGauge::new("tap_readers", "test").unwrap(),
+                prometheus::IntCounter::new("tap_dropped", "test").unwrap(),
+                2,
+            )),
         }
     }
 

@@ -43,6 +43,7 @@ use crate::telemetry::events::{
     DecodeFailed, EventUnserializable, LimitReached, RecordRead, RedeliveryRecognised,
 };
 use crate::telemetry::metrics::{Metrics, RecordOutcome, SourceMetrics};
+use crate::telemetry::tap::Tap;
 use crate::telemetry::view::{SharedView, View};
 
 /// How long a record's effect may wait before its commit when no event hurries it.
@@ -100,6 +101,8 @@ pub struct EngineTask {
     redeliver: Vec<Delivery>,
     /// The commit being written while the engine applies the next records.
     inflight: Option<InFlight>,
+    /// Readers of the live events (`GET /events`), told of each new event as it goes out.
+    tap: Option<Arc<Tap>>,
 }
 
 /// A grouped kafka source, its changelog, and what appends to it.
@@ -173,10 +176,16 @@ impl EngineTask {
             skew_warned: BTreeSet::new(),
             redeliver,
             inflight: None,
+            tap: None,
         })
     }
 
     /// Partitions of grouped kafka source `source` keep their engines in `changelog`.
+    /// New events also go to `tap`'s readers.
+    pub fn tap(&mut self, tap: Arc<Tap>) {
+        self.tap = Some(tap);
+    }
+
     pub fn set_changelog(&mut self, source: &str, changelog: Arc<dyn Changelog>, owned: Owned) {
         let (name, store) = (source.to_string(), self.store.clone());
         let appender = Appender::start(name, changelog.clone(), store, owned);
@@ -702,6 +711,11 @@ impl EngineTask {
         written.map_err(|e| PipelineError::Commit(e.to_string()))??;
         self.outbox.committed_sealed(sealed);
         self.outbox.release(self.sinks.held());
+        if let Some(tap) = &self.tap {
+            for d in &fresh {
+                tap.publish(&d.event, &d.line);
+            }
+        }
         self.sinks.dispatch(fresh).await
     }
 

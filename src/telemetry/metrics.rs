@@ -54,6 +54,9 @@ pub struct Metrics {
     pub keys: IntGauge,
     /// Events that could not be serialized, never delivered: each one logged and counted.
     pub unserializable: IntCounter,
+    /// `GET /events` readers dropped for falling behind, and those there are.
+    pub tap_dropped: IntCounter,
+    pub tap_readers: IntGauge,
     ready: IntGauge,
     waiting_for: IntGaugeVec,
     /// A kafka source's partitions (DESIGN §10): 1 for each this instance owns.
@@ -203,6 +206,12 @@ impl Metrics {
             "Events that could not be serialized and so were not delivered",
         )?;
         r.register(Box::new(unserializable.clone()))?;
+        let tap_dropped = IntCounter::new(
+            "herald_tap_dropped_total",
+            "Readers of GET /events dropped because they fell too far behind",
+        )?;
+        r.register(Box::new(tap_dropped.clone()))?;
+        let tap_readers = plain_gauge("herald_tap_readers", "Readers of GET /events now")?;
         let ready = IntGauge::new(
             "herald_ready",
             "1 once everything started, 0 while starting or stopping",
@@ -220,6 +229,8 @@ impl Metrics {
             clusters,
             keys,
             unserializable,
+            tap_dropped,
+            tap_readers,
             records: counter(&r, "herald_records_total", "Records read, by source and outcome", &["source", "outcome"])?,
             last_record: gauge(&r, "herald_source_last_record_timestamp_seconds", "Record time of the newest record per source", &["source"])?,
             clock_offset: gauge(&r, "herald_reporter_clock_offset_seconds", "Wall clock minus record time, on records read while caught up", &["cluster", "reporter"])?,

@@ -4,4 +4,5 @@
 pub mod events;
 pub mod gauges;
 pub mod metrics;
+pub mod tap;
 pub mod view;

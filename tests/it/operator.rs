@@ -128,3 +128,91 @@ fn the_systemd_unit_verifies() {
     let about_unit: Vec<&str> = stderr.lines().filter(|l| l.contains("herald.service")).collect();
     assert!(about_unit.is_empty(), "{about_unit:?}");
 }
+
+/// `herald tap` against a running daemon: it prints the events the daemon emits from the
+/// moment it connects, filtered by kind, while the stdout sink gets them all; the daemon
+/// ends the stream when it stops.
+#[test]
+fn herald_tap_follows_a_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = write_temp(dir.path(), "events.log", b"");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[state]\ndir = {:?}\n[sources.in]\ntype = \"http\"\ncluster = \"prod\"\n[sources.log]\ntype = \"file\"\npath = {:?}\n[engine]\nkey_ttl = \"87600h\"\n",
+        dir.path().join("state").to_str().unwrap(),
+        log.to_str().unwrap()
+    );
+    let cfg = write_temp(dir.path(), "herald.toml", text.as_bytes());
+    let mut d = Daemon::start(&cfg);
+    assert!(eventually(|| http(port, "GET", "/readyz", &[], b"").0 == 200));
+    let server = format!("http://127.0.0.1:{port}");
+    let tap = |args: &[&str]| {
+        let mut c = herald();
+        c.args(["tap", "--server", &server]).args(args);
+        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        c.spawn().expect("start herald tap")
+    };
+    let online = tap(&["--kind", "router.online", "--format", "json"]);
+    let text_tap = tap(&["--cluster", "prod", "--format", "text"]);
+    let readers = || {
+        let (_, metrics) = http(port, "GET", "/metrics", &[], b"");
+        metrics.contains("herald_tap_readers 2")
+    };
+    assert!(eventually(readers), "both taps connected");
+    let (status, body) =
+        http(port, "POST", "/ingest", &[], &crate::daemon::one_event_per_line(0, 5));
+    assert_eq!(status, 200, "{body}");
+    let all = d.wait_for(5);
+    assert_eq!(all.len(), 5);
+    // A kind nobody emits and a cluster nobody has: refused or empty, never an error.
+    let (status, _) = http(port, "GET", "/events?kind=no.such", &[], b"");
+    assert_eq!(status, 400);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(d.signal("-TERM").success());
+    // The daemon's stop ends the taps' streams: they exit by themselves.
+    let online = online.wait_with_output().expect("tap ends");
+    let text_tap = text_tap.wait_with_output().expect("tap ends");
+    assert!(online.status.success(), "{online:?}");
+    let tapped = events(&online.stdout);
+    let ids =
+        |v: &[herald::model::ClusterEvent]| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&tapped), ids(&all), "the tap saw what the sink got, in order");
+    let lines = String::from_utf8(text_tap.stdout).unwrap();
+    assert_eq!(lines.lines().count(), 5, "{lines}");
+    assert!(lines.lines().all(|l| l.contains(" prod router.online ")), "{lines}");
+}
+
+/// A reader that does not read is dropped once it falls behind, counted, and the pipeline
+/// goes on delivering to the sink meanwhile.
+#[test]
+fn a_tap_reader_that_falls_behind_is_dropped_and_the_pipeline_goes_on() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("events.log");
+    std::fs::write(&log, b"").unwrap();
+    let cfg = tail_config(dir.path(), &log, "");
+    let cfg_text =
+        std::fs::read_to_string(&cfg).unwrap().replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let mut d = Daemon::start(&cfg);
+    assert!(eventually(|| http(port, "GET", "/readyz", &[], b"").0 == 200));
+    // Connects and never reads: its socket buffers fill, then the tap's backlog.
+    let mut stuck = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stuck.write_all(b"GET /events HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    assert!(eventually(|| http(port, "GET", "/metrics", &[], b"")
+        .1
+        .contains("herald_tap_readers 1")));
+    let n = 60_000;
+    std::fs::write(&log, crate::daemon::one_event_per_line(0, n)).unwrap();
+    let all = d.wait_for(n);
+    assert_eq!(all.len(), n, "the sink got every event");
+    let dropped =
+        || http(port, "GET", "/metrics", &[], b"").1.contains("herald_tap_dropped_total 1");
+    assert!(eventually(dropped), "the stuck reader was dropped and counted");
+    assert!(d.signal("-TERM").success());
+    let mut rest = Vec::new();
+    stuck.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let _ = stuck.read_to_end(&mut rest);
+    assert!(String::from_utf8_lossy(&rest).contains("event: dropped"), "it was told why");
+}
