@@ -27,6 +27,8 @@ have curl || apt_install curl
 have openssl || apt_install openssl
 # systemd-analyze (the unit's verify test).
 have systemd-analyze || apt_install systemd
+# Headless Chromium (the timeline test renders the page it draws).
+have chromium || apt_install chromium
 
 # Real raft clusters for the pollers' tests: etcd (each test starts its own 3-member cluster)
 # and ZooKeeper.

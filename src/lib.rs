@@ -23,6 +23,7 @@
 //! - [`support`]: leaves — config problems, retry (backoff, outage), the line splitter, the
 //!   clock, URLs fit for logs.
 //! - [`replay`]: a recorded log through the driver on record time.
+//! - [`timeline`]: `replay --timeline`'s page, each key's states over time.
 //! - [`generate`]: synthetic OpenZiti logs for tests and benchmarks.
 //!
 //! # The engine in five lines

@@ -18,3 +18,4 @@ mod props;
 mod raft;
 mod server;
 mod support;
+mod timeline;
