@@ -95,7 +95,7 @@ enum Command {
         sweep: Option<Vec<Duration>>,
         /// Also write a self-contained HTML page of each key's states over time, the
         /// suppressed flaps marked and the emitted events as ticks.
-        #[arg(long, value_name = "FILE.html")]
+        #[arg(long, value_name = "FILE.html", conflicts_with = "sweep")]
         timeline: Option<PathBuf>,
         /// The log to read, or `-` for standard input.
         input: String,
@@ -234,10 +234,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if let Some(windows) = sweep {
                 return self::sweep(engine, context, &input, &windows, format);
             }
+            if timeline.is_some() && input == "-" {
+                let error = anyhow::anyhow!("--timeline reads the log twice: give a file, not -");
+                return Err(Failure { code: 1, error });
+            }
+            let mut title = input.clone();
             if let Some(w) = window {
                 herald::replay::set_window(&mut engine, Nanos::from_std(w));
+                title = format!("{input} at W = {}", herald::sweep::duration(Nanos::from_std(w).0));
             }
-            replay(engine, context, &input, format, timeline.as_deref())
+            let timeline = timeline.as_deref().map(|path| (path, title.as_str()));
+            replay(engine, context, &input, format, timeline)
         }
         Command::Tap { server, cluster, kind, format } => {
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -353,7 +360,7 @@ fn progress(len: Option<u64>) -> Option<indicatif::ProgressBar> {
     }
     let bar = indicatif::ProgressBar::new(len);
     let style =
-        indicatif::ProgressStyle::with_template("{bar:32} {bytes}/{total_bytes} {msg} eta {eta}")
+        indicatif::ProgressStyle::with_template("{bar:20} {bytes}/{total_bytes} {msg} eta {eta}")
             .ok()?;
     bar.set_style(style);
     Some(bar)
@@ -383,7 +390,7 @@ fn replay(
     context: Context,
     input: &str,
     format: Option<Format>,
-    timeline: Option<&std::path::Path>,
+    timeline: Option<(&std::path::Path, &str)>,
 ) -> Result<(), Failure> {
     let (reader, len) = open(input)?;
     let bar = progress(len);
@@ -413,8 +420,8 @@ fn replay(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if let Some(path) = timeline {
-        write_timeline(engine, context, input, path, &emitted)?;
+    if let Some((path, title)) = timeline {
+        write_timeline(engine, context, input, (path, title), &emitted)?;
     }
     eprintln!("{summary}");
     Ok(())
@@ -434,20 +441,16 @@ fn write_timeline(
     mut engine: EngineConfig,
     context: Context,
     input: &str,
-    path: &std::path::Path,
+    (path, title): (&std::path::Path, &str),
     emitted: &[herald::model::ClusterEvent],
 ) -> Result<(), Failure> {
-    if input == "-" {
-        let error = anyhow::anyhow!("--timeline reads the log twice: give a file, not -");
-        return Err(Failure { code: 1, error });
-    }
     herald::replay::set_window(&mut engine, Nanos::ZERO);
     let (reader, _) = open(input)?;
     let (zero, _) = herald::replay::collect(engine, context, BufReader::new(reader), |_| {})
         .with_context(|| format!("replaying {input} at W = 0"))?;
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut page = BufWriter::new(file);
-    herald::timeline::render(&mut page, input, &zero, emitted)
+    herald::timeline::render(&mut page, title, &zero, emitted)
         .and_then(|()| page.flush())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())

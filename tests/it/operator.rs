@@ -216,3 +216,34 @@ fn a_tap_reader_that_falls_behind_is_dropped_and_the_pipeline_goes_on() {
     let _ = stuck.read_to_end(&mut rest);
     assert!(String::from_utf8_lossy(&rest).contains("event: dropped"), "it was told why");
 }
+
+/// A large file on a terminal shows a progress bar on stderr; with stderr not a terminal,
+/// the summary is all there is.
+#[test]
+fn replay_shows_a_progress_bar_only_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("big.log");
+    let generated = herald()
+        .args(["generate", "--seed", "3", "--lines", "100000"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert!(generated.success());
+    assert!(std::fs::metadata(&log).unwrap().len() > 16 << 20, "large enough for a bar");
+    let piped = run(&["replay", log.to_str().unwrap()], b"");
+    assert!(piped.status.success());
+    let stderr = String::from_utf8(piped.stderr.clone()).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "only the summary: {stderr}");
+    assert!(!stderr.contains('\x1b'));
+    // `script` gives the command a terminal; stdout goes to /dev/null inside it.
+    let command = format!("{} replay {} > /dev/null", env!("CARGO_BIN_EXE_herald"), log.display());
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("script (util-linux)");
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("records,") && shown.contains("/s") && shown.contains("eta"), "{shown}");
+    assert!(shown.contains("MiB"), "bytes read: {shown}");
+    assert!(shown.trim_end().ends_with(stderr.trim_end()), "the summary is still last: {shown}");
+}
