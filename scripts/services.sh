@@ -71,5 +71,10 @@ python3 -c 'import kafka' 2>/dev/null || {
   log "installing kafka-python"
   python3 -m pip install --quiet --disable-pip-version-check kafka-python==3.0.12
 }
+# pycef: an independent reader of the CEF lines herald writes.
+python3 -c 'import pycef' 2>/dev/null || {
+  log "installing pycef"
+  python3 -m pip install --quiet --disable-pip-version-check pycef==1.11
+}
 
 log "ready: promtool, nats-server on :4222, tansu on :9092, kafka-python"

@@ -145,6 +145,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         true => Some(Arc::new(StateGauges::register(&metrics.registry)?)),
         false => None,
     };
+    metrics.set_severities(config.severities.clone());
     let tap = Arc::new(Tap::new(
         metrics.tap_readers.clone(),
         metrics.tap_dropped.clone(),
@@ -396,6 +397,7 @@ async fn start_sinks(
     readiness: &Readiness,
 ) -> Result<(Vec<SinkQueue>, Vec<Running>), DaemonError> {
     let (mut queues, mut running) = (Vec::new(), Vec::new());
+    let severities = Arc::new(config.severities.clone());
     for (name, sink) in configured {
         let (tx, rx) = mpsc::channel(sink.buffer.max_events);
         // What the pipeline reads: up to where this sink holds every event.
@@ -408,6 +410,7 @@ async fn start_sinks(
             acked,
             telemetry: metrics.clone(),
             view: view.clone(),
+            severities: severities.clone(),
         };
         let task = if disk {
             // The sink is fed by the buffer and acknowledges to it; the pipeline counts an
@@ -472,6 +475,8 @@ async fn start_raw_sinks(
             acked: acked.clone(),
             telemetry: metrics.clone(),
             view: view.clone(),
+            // An edge's raw records carry no event, hence no severity.
+            severities: Arc::default(),
         };
         let task = kafka.start_raw(ctx, rx).await?;
         readiness.up(&format!("sink {name}"));

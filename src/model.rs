@@ -399,7 +399,8 @@ impl fmt::Display for EventKind {
 }
 
 /// How bad an event is for whoever is paged (DESIGN §11).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
     Warning,
@@ -420,6 +421,26 @@ impl Severity {
         }
     }
 
+    /// CEF's severity and ECS `event.severity` (0–10).
+    pub fn number(self) -> u8 {
+        match self {
+            Severity::Critical => 10,
+            Severity::High => 8,
+            Severity::Warning => 5,
+            Severity::Info => 3,
+        }
+    }
+
+    /// The syslog severity (RFC 5424: 2 critical, 3 error, 4 warning, 6 informational).
+    pub fn syslog(self) -> u8 {
+        match self {
+            Severity::Critical => 2,
+            Severity::High => 3,
+            Severity::Warning => 4,
+            Severity::Info => 6,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -427,6 +448,26 @@ impl Severity {
             Severity::High => "high",
             Severity::Critical => "critical",
         }
+    }
+}
+
+/// The severity of each kind: the defaults of DESIGN §11, then `[severities]`, then a
+/// cluster's `[clusters.NAME.severities]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Severities {
+    pub kinds: std::collections::BTreeMap<EventKind, Severity>,
+    pub clusters:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<EventKind, Severity>>,
+}
+
+impl Severities {
+    pub fn of(&self, cluster: &str, kind: EventKind) -> Severity {
+        self.clusters
+            .get(cluster)
+            .and_then(|k| k.get(&kind))
+            .or_else(|| self.kinds.get(&kind))
+            .copied()
+            .unwrap_or_else(|| Severity::of(kind))
     }
 }
 

@@ -9,7 +9,7 @@ use std::io::{self, BufRead, Write};
 
 use crate::decode::{Context, DecodeError};
 use crate::engine::{Engine, EngineConfig, Windows};
-use crate::model::{ClusterEvent, Nanos};
+use crate::model::{ClusterEvent, Nanos, Severities};
 use crate::pipeline::driver::{Driver, Watch};
 use crate::sinks::encoding::{text, LineFormat};
 use crate::support::lines::read_lines;
@@ -96,6 +96,10 @@ pub fn write_line<W: Write>(
     match format {
         LineFormat::Json => serde_json::to_writer(&mut *buf, e).map_err(io::Error::other)?,
         LineFormat::Text { colour } => buf.extend_from_slice(text(e, colour).as_bytes()),
+        other => {
+            let json = serde_json::to_string(e).map_err(io::Error::other)?;
+            buf.extend_from_slice(other.line(e, &json, &Severities::default()).as_bytes());
+        }
     }
     buf.push(b'\n');
     out.write_all(buf)

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::engine::{EngineConfig, Limits, Params};
-use crate::model::Nanos;
+use crate::model::{EventKind, Nanos, Severities, Severity};
 use crate::sinks::{self, SinkConfig};
 use crate::sources::{self, SourceKind};
 pub use crate::support::problems::{section, Problem, Problems};
@@ -28,6 +28,8 @@ pub struct Config {
     pub state: StateConfig,
     pub sources: BTreeMap<String, SourceKind>,
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// `[severities]` and `[clusters.NAME.severities]` over the kinds' defaults (DESIGN §11).
+    pub severities: Severities,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -265,10 +267,17 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, Problems> {
     let state = root.remove("state");
     let sources = root.remove("sources");
     let sinks = root.remove("sinks");
+    let mut severities = Severities {
+        kinds: root
+            .remove("severities")
+            .map(|v| severity_table(v, "severities", &mut p))
+            .unwrap_or_default(),
+        clusters: BTreeMap::new(),
+    };
     for key in root.keys() {
         p.push(
             key.clone(),
-            "unknown key (expected engine, clusters, server, state, sources, sinks)",
+            "unknown key (expected engine, clusters, server, state, sources, sinks, severities)",
         );
     }
 
@@ -286,8 +295,12 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, Problems> {
             continue;
         };
         let overrides = t.remove("engine");
+        if let Some(v) = t.remove("severities") {
+            let table = severity_table(v, &format!("{path}.severities"), &mut p);
+            severities.clusters.insert(name.clone(), table);
+        }
         for key in t.keys() {
-            p.push(format!("{path}.{key}"), "unknown key (expected engine)");
+            p.push(format!("{path}.{key}"), "unknown key (expected engine, severities)");
         }
         if let Some(v) = overrides {
             let path = format!("{path}.engine");
@@ -404,10 +417,55 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, Problems> {
     }
 
     if p.0.is_empty() {
-        Ok(Config { engine, server, state, sources: source_map, sinks: sink_map })
+        Ok(Config { engine, server, state, sources: source_map, sinks: sink_map, severities })
     } else {
         Err(p)
     }
+}
+
+/// `[severities]`: kind = word. A kind may be written quoted (`"node.down" = "high"`) or as
+/// TOML's dotted key (`node.down = "high"`), which is a nested table.
+fn severity_table(
+    value: toml::Value,
+    path: &str,
+    p: &mut Problems,
+) -> BTreeMap<EventKind, Severity> {
+    fn flatten(prefix: &str, value: toml::Value, out: &mut Vec<(String, toml::Value)>) {
+        match value {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+                    flatten(&key, v, out);
+                }
+            }
+            other => out.push((prefix.to_string(), other)),
+        }
+    }
+    let mut out = BTreeMap::new();
+    if !value.is_table() {
+        p.push(path, "must be a table of kind = severity");
+        return out;
+    }
+    let mut pairs = Vec::new();
+    flatten("", value, &mut pairs);
+    for (key, v) in pairs {
+        let kind = serde_json::from_value::<EventKind>(serde_json::Value::String(key.clone()));
+        let Ok(kind) = kind else {
+            p.push(
+                format!("{path}.{key}"),
+                "not a kind of event (cluster.leaderless, node.down, …)",
+            );
+            continue;
+        };
+        let word = v.as_str().map(|w| serde_json::Value::String(w.to_string()));
+        match word.and_then(|w| serde_json::from_value::<Severity>(w).ok()) {
+            Some(s) => {
+                out.insert(kind, s);
+            }
+            None => p.push(format!("{path}.{key}"), "must be critical, high, warning or info"),
+        }
+    }
+    out
 }
 
 /// The tables under `[sources]`, `[sinks]` or `[clusters]`, by name.

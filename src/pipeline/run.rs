@@ -736,7 +736,7 @@ impl EngineTask {
                 *transitions.entry((e.cluster.as_str(), e.kind)).or_default() += 1;
             }
             for ((cluster, kind), n) in transitions {
-                self.metrics.transitions.with_label_values(&[cluster, kind.as_str()]).inc_by(n);
+                self.metrics.transitions(cluster, kind, n);
             }
             for e in self.evicted.drain(..) {
                 view.evict(&e);

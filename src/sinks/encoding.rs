@@ -2,7 +2,7 @@
 //! (the OTLP log body), the readable line of a terminal (`text`), and an event's key and
 //! state for the tools that follow keys over time.
 
-use crate::model::{ClusterEvent, EventKind, Severity};
+use crate::model::{ClusterEvent, EventKind, Severities, Severity};
 
 /// The log body: one sentence an operator can read in a log viewer.
 pub fn sentence(e: &ClusterEvent) -> String {
@@ -219,6 +219,10 @@ pub enum Encoding {
     Json,
     /// The readable line of [`text`].
     Text,
+    /// An Elastic Common Schema document ([`ecs`]).
+    Ecs,
+    /// An ArcSight CEF line ([`cef`]).
+    Cef,
 }
 
 /// An [`Encoding`] as it is written: text in colour only on a terminal that wants it.
@@ -226,6 +230,8 @@ pub enum Encoding {
 pub enum LineFormat {
     Json,
     Text { colour: bool },
+    Ecs,
+    Cef,
 }
 
 impl LineFormat {
@@ -235,19 +241,170 @@ impl LineFormat {
         match encoding.unwrap_or(if is_terminal { Encoding::Text } else { Encoding::Json }) {
             Encoding::Json => LineFormat::Json,
             Encoding::Text => LineFormat::Text { colour: is_terminal && wants_colour() },
+            Encoding::Ecs => LineFormat::Ecs,
+            Encoding::Cef => LineFormat::Cef,
         }
     }
 
+    /// `encoding` for a message body: never in colour.
+    pub fn body(encoding: Encoding) -> LineFormat {
+        LineFormat::for_stream(Some(encoding), false)
+    }
+
     /// The line of `event`, whose JSON is `json` already.
-    pub fn line<'a>(&self, event: &ClusterEvent, json: &'a str) -> std::borrow::Cow<'a, str> {
+    pub fn line<'a>(
+        &self,
+        event: &ClusterEvent,
+        json: &'a str,
+        severities: &Severities,
+    ) -> std::borrow::Cow<'a, str> {
+        use std::borrow::Cow;
+        let severity = || severities.of(&event.cluster, event.kind);
         match *self {
-            LineFormat::Json => std::borrow::Cow::Borrowed(json),
-            LineFormat::Text { colour } => std::borrow::Cow::Owned(text(event, colour)),
+            LineFormat::Json => Cow::Borrowed(json),
+            LineFormat::Text { colour } => Cow::Owned(text(event, colour)),
+            LineFormat::Ecs => Cow::Owned(ecs(event, severity())),
+            LineFormat::Cef => Cow::Owned(cef(event, severity())),
         }
     }
+}
+
+/// `d` with its line in `format`: a sink whose body is not the JSON line re-encodes it once,
+/// as it takes the delivery.
+pub fn reencode(
+    format: LineFormat,
+    severities: &Severities,
+    d: crate::pipeline::Delivery,
+) -> crate::pipeline::Delivery {
+    if format == LineFormat::Json {
+        return d;
+    }
+    let line = std::sync::Arc::from(format.line(&d.event, &d.line, severities).into_owned());
+    crate::pipeline::Delivery { line, ..d }
 }
 
 /// The `NO_COLOR` convention (no-color.org): set and not empty, no colour.
 fn wants_colour() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The ECS version whose field types [`ecs`] documents follow (`ecs.version`).
+pub const ECS_VERSION: &str = "8.11.0";
+
+/// An Elastic Common Schema document (DESIGN §11): `@timestamp` = `stable_at`, the event's
+/// facts under `event.*`, `observer.product: herald`, the readable line as `message`, and the
+/// ClusterEvent itself under `herald`.
+pub fn ecs(e: &ClusterEvent, severity: Severity) -> String {
+    let doc = serde_json::json!({
+        "@timestamp": e.stable_at.rfc3339().as_str(),
+        "ecs": { "version": ECS_VERSION },
+        "event": {
+            "kind": "event",
+            "type": ["change"],
+            "action": e.kind.as_str(),
+            "id": e.id,
+            "start": e.at.rfc3339().as_str(),
+            "severity": severity.number(),
+            "dataset": "herald.events",
+        },
+        "observer": { "product": "herald", "vendor": "herald", "version": env!("CARGO_PKG_VERSION") },
+        "log": { "level": severity.as_str() },
+        "message": text(e, false),
+        "herald": e,
+    });
+    doc.to_string()
+}
+
+/// CEF's header fields at most this many characters (the CEF specification's limits).
+const CEF_VENDOR_MAX: usize = 63;
+const CEF_SIGNATURE_MAX: usize = 1023;
+const CEF_NAME_MAX: usize = 512;
+/// `msg` in CEF's extension dictionary: 1023 characters.
+const CEF_MSG_MAX: usize = 1023;
+
+/// An ArcSight CEF line (DESIGN §11): `CEF:0|herald|herald|VERSION|kind|summary|severity|`
+/// then `rt` (`stable_at`), `start` (`at`), both in milliseconds since the epoch, `externalId`,
+/// `cs1` the cluster, `cnt` the suppressed flaps, `cs2` the subject and `msg` the readable
+/// line. Escaped as the specification says: `\` and `|` in the header, `\`, `=` and line
+/// breaks in the extensions.
+pub fn cef(e: &ClusterEvent, severity: Severity) -> String {
+    let header = |s: &str, max: usize| escape_header(&truncate(s, max));
+    let millis = |t: crate::model::Timestamp| t.0.div_euclid(1_000_000);
+    let mut out = format!(
+        "CEF:0|{}|{}|{}|{}|{}|{}|",
+        header("herald", CEF_VENDOR_MAX),
+        header("herald", CEF_VENDOR_MAX),
+        header(env!("CARGO_PKG_VERSION"), CEF_VENDOR_MAX),
+        header(e.kind.as_str(), CEF_SIGNATURE_MAX),
+        header(&sentence(e), CEF_NAME_MAX),
+        severity.number(),
+    );
+    let mut fields: Vec<(&str, String)> = vec![
+        ("rt", millis(e.stable_at).to_string()),
+        ("start", millis(e.at).to_string()),
+        ("externalId", e.id.clone()),
+        ("cs1Label", "cluster".into()),
+        ("cs1", e.cluster.clone()),
+        ("cnt", e.suppressed.to_string()),
+    ];
+    let subject = cef_subject(e);
+    if !subject.is_empty() {
+        fields.push(("cs2Label", "subject".into()));
+        fields.push(("cs2", subject));
+    }
+    fields.push(("msg", truncate(&text(e, false), CEF_MSG_MAX)));
+    let extensions: Vec<String> =
+        fields.into_iter().map(|(k, v)| format!("{k}={}", escape_extension(&v))).collect();
+    out.push_str(&extensions.join(" "));
+    out
+}
+
+/// The key's own subject: node, router or slot (`service@router`), as `cs2`.
+fn cef_subject(e: &ClusterEvent) -> String {
+    match e.kind {
+        EventKind::SpinStarted | EventKind::SpinStopped => match e.host.as_deref() {
+            Some(h) if !h.is_empty() => {
+                format!("{}@{} {h}", or_empty(&e.service), or_empty(&e.router))
+            }
+            _ => format!("{}@{}", or_empty(&e.service), or_empty(&e.router)),
+        },
+        _ => subject(e),
+    }
+}
+
+fn or_empty(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or_default()
+}
+
+/// At most `max` characters, cut on a character boundary.
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+fn escape_header(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '|' => out.push_str("\\|"),
+            // A header is one line: a break would end the record.
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn escape_extension(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '=' => out.push_str("\\="),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -23,9 +23,6 @@ impl Config {
     }
 }
 
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
-
 use tokio::sync::mpsc::Receiver;
 
 use super::{write_lines, Sink, SinkContext, SinkError};
@@ -34,31 +31,19 @@ use crate::pipeline::Delivery;
 impl Sink for Config {
     async fn start(&self, ctx: SinkContext, rx: super::Queue) -> super::Started {
         let config = self.clone();
-        Ok(tokio::task::spawn_blocking(move || run(&ctx.name, &config, rx, ctx.acked, ctx.metrics)))
+        Ok(tokio::task::spawn_blocking(move || run(ctx, &config, rx)))
     }
 }
 
 /// Appends events to the configured file until the pipeline closes the queue.
-pub fn run(
-    name: &str,
-    config: &Config,
-    rx: Receiver<Delivery>,
-    acked: Arc<AtomicU64>,
-    metrics: crate::telemetry::metrics::SinkMetrics,
-) -> Result<(), SinkError> {
+fn run(ctx: SinkContext, config: &Config, rx: Receiver<Delivery>) -> Result<(), SinkError> {
     let path = config.path.clone().unwrap_or_default();
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path)
-        .map_err(|source| SinkError::Io { name: name.to_string(), source })?;
+        .map_err(|source| SinkError::Io { name: ctx.name.clone(), source })?;
     let format = LineFormat::for_stream(Some(config.encoding), false);
-    write_lines(
-        name,
-        format,
-        std::io::BufWriter::with_capacity(64 * 1024, file),
-        rx,
-        acked,
-        metrics,
-    )
+    let out = std::io::BufWriter::with_capacity(64 * 1024, file);
+    write_lines(&ctx.name, (format, &ctx.severities), out, rx, ctx.acked, ctx.metrics)
 }

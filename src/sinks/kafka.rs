@@ -17,8 +17,8 @@ pub struct Config {
     /// librdkafka options passed through as they are (SASL, TLS, …).
     #[serde(default)]
     pub client: BTreeMap<String, String>,
-    /// `json` (the events) or `raw`: an edge's sink, which forwards the records its sources
-    /// read, not events (DESIGN §10).
+    /// `json`, `ecs`, `cef` or `text` (the events, DESIGN §11) or `raw`: an edge's sink,
+    /// which forwards the records its sources read, not events (DESIGN §10).
     #[serde(default)]
     pub encoding: Encoding,
 }
@@ -28,7 +28,24 @@ pub struct Config {
 pub enum Encoding {
     #[default]
     Json,
+    Ecs,
+    Cef,
+    Text,
     Raw,
+}
+
+impl Encoding {
+    /// How an event's message body is written; `None` for raw records.
+    fn events(self) -> Option<super::encoding::Encoding> {
+        use super::encoding::Encoding as E;
+        match self {
+            Encoding::Json => Some(E::Json),
+            Encoding::Ecs => Some(E::Ecs),
+            Encoding::Cef => Some(E::Cef),
+            Encoding::Text => Some(E::Text),
+            Encoding::Raw => None,
+        }
+    }
 }
 
 impl Config {
@@ -53,6 +70,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::mpsc::Receiver;
 
+use super::encoding::{reencode, LineFormat};
 use super::SinkError;
 use crate::model::ClusterEvent;
 use crate::pipeline::{Delivery, Forward};
@@ -93,13 +111,17 @@ pub struct Opaque {
 /// What a message carries: an event, or an edge's raw record (DESIGN §10).
 #[derive(Clone)]
 enum Record {
-    Event(Arc<ClusterEvent>),
-    Raw { cluster: Arc<str>, reporter: Arc<str> },
+    /// With the body's content type.
+    Event(Arc<ClusterEvent>, &'static str),
+    Raw {
+        cluster: Arc<str>,
+        reporter: Arc<str>,
+    },
 }
 
 impl From<Delivery> for Opaque {
     fn from(d: Delivery) -> Opaque {
-        Opaque { seq: d.seq, line: d.line, record: Record::Event(d.event) }
+        Opaque { seq: d.seq, line: d.line, record: Record::Event(d.event, "application/json") }
     }
 }
 
@@ -117,14 +139,14 @@ impl Record {
     /// The message key: the cluster, so that a cluster's records stay in order.
     fn key(&self) -> &str {
         match self {
-            Record::Event(e) => &e.cluster,
+            Record::Event(e, _) => &e.cluster,
             Record::Raw { cluster, .. } => cluster,
         }
     }
 
     fn headers(&self, source: &str) -> OwnedHeaders {
         match self {
-            Record::Event(e) => headers(e, source),
+            Record::Event(e, content_type) => headers(e, source, content_type),
             Record::Raw { cluster, reporter } => OwnedHeaders::new_with_capacity(2)
                 .insert(Header { key: "herald-cluster", value: Some(&**cluster) })
                 .insert(Header { key: "herald-reporter", value: Some(&**reporter) }),
@@ -156,7 +178,7 @@ impl DeliveryReports {
     fn pass_over(&self, opaque: &Opaque, error: &KafkaError) {
         DeliveryFailed.emit(&self.metrics);
         match &opaque.record {
-            Record::Event(event) => {
+            Record::Event(event, _) => {
                 tracing::error!(sink = %self.name, id = %event.id, kind = %event.kind, error = %error, "kafka can never take this event: it is passed over")
             }
             Record::Raw { cluster, reporter } => {
@@ -205,7 +227,7 @@ impl ProducerContext for DeliveryReports {
         match result {
             Ok(_) => {
                 self.reach.reached();
-                if let Record::Event(event) = &opaque.record {
+                if let Record::Event(event, _) = &opaque.record {
                     self.metrics.acked(event.stable_at);
                 }
                 self.settle(opaque.seq);
@@ -259,7 +281,20 @@ impl super::Sink for Config {
     async fn start(&self, ctx: super::SinkContext, rx: super::Queue) -> super::Started {
         // Ready means a successful metadata fetch: wait for it before anything is read.
         let connected = connect(&ctx.name, self, &ctx.metrics, ctx.acked).await?;
-        Ok(tokio::spawn(run(self.clone(), connected, rx, ctx.metrics)))
+        let format = LineFormat::body(self.encoding.events().unwrap_or_default());
+        let content_type = match format {
+            LineFormat::Json | LineFormat::Ecs => "application/json",
+            LineFormat::Text { .. } | LineFormat::Cef => "text/plain; charset=utf-8",
+        };
+        let severities = ctx.severities.clone();
+        let encode = move |d: Delivery| {
+            let mut opaque = Opaque::from(reencode(format, &severities, d));
+            if let Record::Event(_, ct) = &mut opaque.record {
+                *ct = content_type;
+            }
+            opaque
+        };
+        Ok(tokio::spawn(run(self.clone(), connected, rx, ctx.metrics, encode)))
     }
 }
 
@@ -271,7 +306,7 @@ impl Config {
         rx: Receiver<Forward>,
     ) -> super::Started {
         let connected = connect(&ctx.name, self, &ctx.metrics, ctx.acked).await?;
-        Ok(tokio::spawn(run(self.clone(), connected, rx, ctx.metrics)))
+        Ok(tokio::spawn(run(self.clone(), connected, rx, ctx.metrics, Opaque::from)))
     }
 }
 
@@ -358,7 +393,7 @@ fn has_producer_id(
     false
 }
 
-fn headers(e: &ClusterEvent, source: &str) -> OwnedHeaders {
+fn headers(e: &ClusterEvent, source: &str, content_type: &str) -> OwnedHeaders {
     let time = e.stable_at.rfc3339();
     OwnedHeaders::new_with_capacity(6)
         .insert(Header { key: "ce_specversion", value: Some("1.0") })
@@ -366,18 +401,19 @@ fn headers(e: &ClusterEvent, source: &str) -> OwnedHeaders {
         .insert(Header { key: "ce_source", value: Some(source) })
         .insert(Header { key: "ce_type", value: Some(e.kind.as_str()) })
         .insert(Header { key: "ce_time", value: Some(time.as_str()) })
-        .insert(Header { key: "content-type", value: Some("application/json") })
+        .insert(Header { key: "content-type", value: Some(content_type) })
 }
 
 /// Delivers events to the topic, keyed by cluster (a cluster's events stay in order), with
 /// CloudEvents binary-mode headers (an edge's raw records with `herald-cluster` and
 /// `herald-reporter`). Each is acknowledged on its delivery report, in outbox order.
 /// librdkafka retries while the broker is away; the queue waits meanwhile.
-pub async fn run<T: Into<Opaque>>(
+pub async fn run<T>(
     config: Config,
     connected: Connected,
     mut rx: Receiver<T>,
     metrics: SinkMetrics,
+    encode: impl Fn(T) -> Opaque,
 ) -> Result<(), SinkError> {
     let producer = connected.producer;
     let topic = config.topic.clone().unwrap_or_default();
@@ -398,7 +434,7 @@ pub async fn run<T: Into<Opaque>>(
         }
         out.again().await;
         for d in batch.drain(..) {
-            let opaque: Opaque = d.into();
+            let opaque = encode(d);
             // Sequence numbers this sink never saw were dropped upstream (when_full =
             // "drop_newest"): settle them, or the watermark would wait on them for ever.
             if let Some(last) = last {

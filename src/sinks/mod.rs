@@ -42,6 +42,8 @@ pub struct SinkContext {
     /// herald's own metrics and the stable view (the OTLP sink exports both).
     pub telemetry: Arc<Metrics>,
     pub view: SharedView,
+    /// Each event's severity, for the encodings and messages that carry one.
+    pub severities: Arc<crate::model::Severities>,
 }
 
 /// A sink's running task.
@@ -122,7 +124,7 @@ impl SinkError {
 /// Shared by the line sinks (stdout, file); runs on a blocking thread.
 pub(crate) fn write_lines(
     name: &str,
-    format: encoding::LineFormat,
+    (format, severities): (encoding::LineFormat, &crate::model::Severities),
     mut out: impl Write,
     mut rx: Queue,
     acked: Acked,
@@ -143,7 +145,7 @@ pub(crate) fn write_lines(
         written.clear();
     };
     while let Some(d) = rx.blocking_recv() {
-        out.write_all(format.line(&d.event, &d.line).as_bytes()).map_err(err)?;
+        out.write_all(format.line(&d.event, &d.line, severities).as_bytes()).map_err(err)?;
         out.write_all(b"\n").map_err(err)?;
         written.push((d.seq, d.event.stable_at));
         // Flush whenever the queue runs dry: batches under load, prompt when quiet.
@@ -155,6 +157,27 @@ pub(crate) fn write_lines(
     out.flush().map_err(err)?;
     ack(&mut written);
     Ok(())
+}
+
+/// `rx` with each delivery's line in `format`, for a sink whose body is not the JSON line;
+/// `rx` itself for JSON. Order and sequence numbers stay, so acknowledgements do too.
+pub(crate) fn encoded(
+    mut rx: Queue,
+    format: encoding::LineFormat,
+    severities: Arc<crate::model::Severities>,
+) -> Queue {
+    if format == encoding::LineFormat::Json {
+        return rx;
+    }
+    let (tx, out) = tokio::sync::mpsc::channel(rx.max_capacity());
+    tokio::spawn(async move {
+        while let Some(d) = rx.recv().await {
+            if tx.send(encoding::reencode(format, &severities, d)).await.is_err() {
+                break;
+            }
+        }
+    });
+    out
 }
 
 /// A configured sink: its type-specific part and its buffer.

@@ -30,6 +30,9 @@ pub struct Config {
     pub tls_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The message body: `json` (default), `ecs`, `cef` or `text` (DESIGN §11).
+    #[serde(default)]
+    pub encoding: super::encoding::Encoding,
 }
 
 fn default_prefix() -> String {
@@ -127,6 +130,8 @@ async fn options(config: &Config) -> Result<async_nats::ConnectOptions, std::io:
 impl super::Sink for Config {
     async fn start(&self, ctx: super::SinkContext, rx: super::Queue) -> super::Started {
         let connected = connect(&ctx.name, self).await?;
+        let format = super::encoding::LineFormat::body(self.encoding);
+        let rx = super::encoded(rx, format, ctx.severities.clone());
         Ok(tokio::spawn(run(self.clone(), connected, rx, ctx.acked, ctx.metrics)))
     }
 }

@@ -69,7 +69,6 @@ use tokio::sync::mpsc::Receiver;
 
 use super::encoding::sentence;
 use super::SinkError;
-use crate::model::EventKind;
 use crate::pipeline::Delivery;
 use crate::support::retry::Backoff;
 use crate::telemetry::events::{DeliveryFailed, Reachability};
@@ -186,7 +185,8 @@ impl super::Sink for Config {
     async fn start(&self, ctx: super::SinkContext, rx: super::Queue) -> super::Started {
         let connected =
             connect(&ctx.name, self, &ctx.telemetry, ctx.metrics.clone(), ctx.view).await?;
-        Ok(tokio::spawn(run(ctx.name, connected, rx, ctx.acked, ctx.metrics)))
+        let severities = ctx.severities.clone();
+        Ok(tokio::spawn(run(ctx.name, connected, rx, ctx.acked, (ctx.metrics, severities))))
     }
 }
 
@@ -419,15 +419,14 @@ impl opentelemetry_sdk::metrics::exporter::PushMetricExporter for CountingExport
     }
 }
 
-/// WARN for what an operator must look at; the rest, resolutions included, INFO.
-pub fn severity(kind: EventKind) -> Severity {
-    match kind {
-        EventKind::Leaderless
-        | EventKind::SplitBrain
-        | EventKind::SpinStarted
-        | EventKind::NodeDown
-        | EventKind::NodeIsLeaderless => Severity::Warn,
-        _ => Severity::Info,
+/// The log record's severity (DESIGN §11): critical / high / warning / info as FATAL /
+/// ERROR / WARN / INFO.
+pub fn severity(s: crate::model::Severity) -> Severity {
+    match s {
+        crate::model::Severity::Critical => Severity::Fatal,
+        crate::model::Severity::High => Severity::Error,
+        crate::model::Severity::Warning => Severity::Warn,
+        crate::model::Severity::Info => Severity::Info,
     }
 }
 
@@ -463,13 +462,13 @@ pub fn attributes(line: &str) -> Vec<(Key, AnyValue)> {
         .collect()
 }
 
-fn record(logger: &SdkLogger, d: &Delivery) -> SdkLogRecord {
+fn record(logger: &SdkLogger, d: &Delivery, severities: &crate::model::Severities) -> SdkLogRecord {
     let e = &d.event;
     let mut r = logger.create_log_record();
     let nanos = u64::try_from(e.stable_at.0).unwrap_or(0);
     r.set_timestamp(SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos));
     r.set_observed_timestamp(SystemTime::now());
-    let severity = severity(e.kind);
+    let severity = severity(severities.of(&e.cluster, e.kind));
     r.set_severity_number(severity);
     r.set_severity_text(severity.name());
     r.set_event_name(e.kind.as_str());
@@ -485,7 +484,7 @@ pub async fn run(
     connected: Connected,
     mut rx: Receiver<Delivery>,
     acked: Arc<AtomicU64>,
-    metrics: SinkMetrics,
+    (metrics, severities): (SinkMetrics, Arc<crate::model::Severities>),
 ) -> Result<(), SinkError> {
     let Connected { logs, reach, logger, scope, meters } = connected;
     let mut batch: Vec<Delivery> = Vec::with_capacity(BATCH);
@@ -503,7 +502,8 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        let records: Vec<SdkLogRecord> = batch.iter().map(|d| record(&logger, d)).collect();
+        let records: Vec<SdkLogRecord> =
+            batch.iter().map(|d| record(&logger, d, &severities)).collect();
         let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
             records.iter().map(|r| (r, &scope)).collect();
         let mut backoff = Backoff::new(Duration::from_millis(100));

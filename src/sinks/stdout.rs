@@ -11,9 +11,6 @@ pub struct Config {
     pub encoding: Option<Encoding>,
 }
 
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
-
 use tokio::sync::mpsc::Receiver;
 
 use super::{write_lines, Sink, SinkContext, SinkError};
@@ -25,18 +22,12 @@ impl Sink for Config {
             self.encoding,
             std::io::IsTerminal::is_terminal(&std::io::stdout()),
         );
-        Ok(tokio::task::spawn_blocking(move || run(&ctx.name, format, rx, ctx.acked, ctx.metrics)))
+        Ok(tokio::task::spawn_blocking(move || run(ctx, format, rx)))
     }
 }
 
 /// Writes events to standard output until the pipeline closes the queue.
-pub fn run(
-    name: &str,
-    format: LineFormat,
-    rx: Receiver<Delivery>,
-    acked: Arc<AtomicU64>,
-    metrics: crate::telemetry::metrics::SinkMetrics,
-) -> Result<(), SinkError> {
+fn run(ctx: SinkContext, format: LineFormat, rx: Receiver<Delivery>) -> Result<(), SinkError> {
     let out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    write_lines(name, format, out, rx, acked, metrics)
+    write_lines(&ctx.name, (format, &ctx.severities), out, rx, ctx.acked, ctx.metrics)
 }

@@ -46,7 +46,9 @@ pub struct Metrics {
     sink_buffer_bytes: IntGaugeVec,
     ack_delay: HistogramVec,
     pub suppressed: IntCounterVec,
-    pub transitions: IntCounterVec,
+    transitions: IntCounterVec,
+    /// The severity label of the transition counters (DESIGN §11); the defaults until set.
+    severities: std::sync::OnceLock<crate::model::Severities>,
     outages: IntCounterVec,
     build: IntGaugeVec,
     /// What the engine holds (DESIGN §5.2): `herald_clusters`, `herald_keys`.
@@ -238,7 +240,8 @@ impl Metrics {
             sink_errors: counter(&r, "herald_sink_errors_total", "Failed deliveries to a sink", &["sink"])?,
             sink_dropped: counter(&r, "herald_sink_dropped_total", "Events dropped because a sink's queue was full (when_full = drop_newest)", &["sink"])?,
             suppressed: counter(&r, "herald_suppressed_total", "Reverts inside a window and other suppressed flaps, by the kind they would have produced", &["cluster", "kind"])?,
-            transitions: counter(&r, "herald_transitions_total", "Events emitted, by kind", &["cluster", "kind"])?,
+            transitions: counter(&r, "herald_transitions_total", "Events emitted, by kind and severity", &["cluster", "kind", "severity"])?,
+            severities: std::sync::OnceLock::new(),
             outages: counter(&r, "herald_outages_total", "Outages of a source's or sink's server, as they began and ended", &["component", "transition"])?,
             sink_queue,
             sink_buffer_bytes: {
@@ -356,10 +359,29 @@ impl Metrics {
         }
     }
 
+    /// The configured severities, for the transition counters' label; once, at start.
+    pub fn set_severities(&self, severities: crate::model::Severities) {
+        let _ = self.severities.set(severities);
+    }
+
+    fn severity(&self, cluster: &str, kind: crate::model::EventKind) -> crate::model::Severity {
+        match self.severities.get() {
+            Some(s) => s.of(cluster, kind),
+            None => crate::model::Severity::of(kind),
+        }
+    }
+
+    /// `n` events of `kind` were emitted in `cluster`.
+    pub fn transitions(&self, cluster: &str, kind: crate::model::EventKind, n: u64) {
+        let severity = self.severity(cluster, kind).as_str();
+        self.transitions.with_label_values(&[cluster, kind.as_str(), severity]).inc_by(n);
+    }
+
     /// A cluster the engine let go takes its series with it.
     pub fn forget_cluster(&self, cluster: &str) {
         for kind in crate::model::EventKind::ALL {
-            let _ = self.transitions.remove_label_values(&[cluster, kind.as_str()]);
+            let severity = self.severity(cluster, kind).as_str();
+            let _ = self.transitions.remove_label_values(&[cluster, kind.as_str(), severity]);
             let _ = self.suppressed.remove_label_values(&[cluster, kind.as_str()]);
         }
         use prometheus::core::Collector;

@@ -194,7 +194,7 @@ fn the_http_server_serves_health_state_and_metrics() {
         "herald_node_up{cluster=\"prod\",node=\"ctrl1\"} 1",
         "herald_peer_connected{cluster=\"prod\",node=\"ctrl2\",peer=\"ctrl1\"} 1",
         "herald_node_has_leader{cluster=\"prod\",node=\"ctrl3\"} 1",
-        "herald_transitions_total{cluster=\"prod\",kind=\"cluster.leader_elected\"} 2",
+        "herald_transitions_total{cluster=\"prod\",kind=\"cluster.leader_elected\",severity=\"info\"} 2",
         "herald_suppressed_total{cluster=\"prod\",kind=\"router.offline\"} 1",
         "herald_records_total{outcome=\"ok\",source=\"log\"} 44",
         "herald_records_total{outcome=\"stale\",source=\"log\"} 2",

@@ -69,7 +69,7 @@ async fn start(cfg: Config) -> Running {
         .expect("ready within 30 s")
         .expect("connect");
     let (tx, rx) = mpsc::channel(1000);
-    let task = tokio::spawn(kafka::run(cfg, connected, rx, sm));
+    let task = tokio::spawn(kafka::run(cfg, connected, rx, sm, kafka::Opaque::from));
     Running { tx, acked, task, metrics }
 }
 

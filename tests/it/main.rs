@@ -17,5 +17,6 @@ mod prometheus;
 mod props;
 mod raft;
 mod server;
+mod siem;
 mod support;
 mod timeline;

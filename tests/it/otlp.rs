@@ -283,15 +283,15 @@ fn check_logs(received: &Received, want: &[ClusterEvent]) {
         assert_eq!(flat(&r.attributes), want_attrs, "attributes of {}", e.id);
         assert_eq!(r.time_unix_nano, e.stable_at.0 as u64, "timestamp = stable_at");
         assert!(r.observed_time_unix_nano > r.time_unix_nano, "observed now, after stable_at");
-        let warn = matches!(
-            e.kind,
-            EventKind::Leaderless
-                | EventKind::SplitBrain
-                | EventKind::SpinStarted
-                | EventKind::NodeDown
-                | EventKind::NodeIsLeaderless
-        );
-        let (number, text) = if warn { (13, "WARN") } else { (9, "INFO") };
+        // DESIGN §11: critical / high / warning / info as FATAL / ERROR / WARN / INFO.
+        let (number, text) = match e.kind {
+            EventKind::Leaderless | EventKind::SplitBrain => (21, "FATAL"),
+            EventKind::NodeDown | EventKind::RouterOffline | EventKind::ReadOnly => (17, "ERROR"),
+            EventKind::SpinStarted | EventKind::PeerDisconnected | EventKind::NodeIsLeaderless => {
+                (13, "WARN")
+            }
+            _ => (9, "INFO"),
+        };
         assert_eq!((r.severity_number, r.severity_text.as_str()), (number, text), "{:?}", e.kind);
         let body = json(r.body.as_ref());
         let body = body.as_str().unwrap_or_default();
@@ -307,6 +307,7 @@ fn check_metrics(received: &Received, want: &[ClusterEvent], sink: &str) {
         let key = BTreeMap::from([
             ("cluster".to_string(), "prod".to_string()),
             ("kind".to_string(), e.kind.as_str().to_string()),
+            ("severity".to_string(), herald::model::Severity::of(e.kind).as_str().to_string()),
         ]);
         *transitions.entry(key).or_default() += 1.0;
     }
