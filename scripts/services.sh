@@ -23,6 +23,8 @@ apt_install() {
 
 # promtool and prometheus (the dashboards' and alerts' tests), curl and openssl (HTTPS test).
 have promtool || apt_install prometheus
+# Alertmanager and amtool (the alert routing's end-to-end test).
+have prometheus-alertmanager || apt_install prometheus-alertmanager
 have curl || apt_install curl
 have openssl || apt_install openssl
 # systemd-analyze (the unit's verify test).
@@ -77,4 +79,4 @@ python3 -c 'import pycef' 2>/dev/null || {
   python3 -m pip install --quiet --disable-pip-version-check pycef==1.11
 }
 
-log "ready: promtool, nats-server on :4222, tansu on :9092, kafka-python"
+log "ready: promtool, alertmanager, nats-server on :4222, tansu on :9092, kafka-python"

@@ -1,5 +1,6 @@
 //! Integration tests: the real binary and the library's public API, end to end.
 
+mod alertmanager;
 mod amqp;
 mod cli;
 mod corpus;

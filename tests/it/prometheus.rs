@@ -1,30 +1,11 @@
 //! The dashboards and alerts against a real Prometheus scraping a live herald every second
 //! while a scripted scenario (startup, flaps, a spin, a failover, a node down) unfolds.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::*;
-
-/// Kills the child when the test ends, however it ends.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tool(name: &str) -> Command {
-    assert!(
-        Command::new(name).arg("--version").output().is_ok(),
-        "{name} is missing: run scripts/services.sh (Debian package `prometheus`)"
-    );
-    Command::new(name)
-}
 
 fn percent(s: &str) -> String {
     s.bytes()
@@ -86,20 +67,6 @@ fn alert_expressions() -> Vec<(String, String)> {
     out
 }
 
-fn now_ts(offset_ms: i64) -> String {
-    herald::model::Timestamp(herald::pipeline::Clock::system().now().0 + offset_ms * 1_000_000)
-        .to_rfc3339()
-}
-
-fn cluster_line(src: &str, ty: &str, extra: &str) -> String {
-    format!("{{\"namespace\":\"cluster\",\"event_src_id\":\"{src}\",\"timestamp\":\"{}\",\"eventType\":\"{ty}\"{extra}}}\n", now_ts(0))
-}
-
-fn peers(ids: &[&str]) -> String {
-    let list: Vec<String> = ids.iter().map(|i| format!("{{\"id\":\"{i}\"}}")).collect();
-    format!(",\"peers\":[{}]", list.join(","))
-}
-
 fn router_line(r: &str, online: bool) -> String {
     let ty = if online { "router-online" } else { "router-offline" };
     format!("{{\"namespace\":\"router\",\"event_src_id\":\"ctrl1\",\"timestamp\":\"{}\",\"event_type\":\"{ty}\",\"router_id\":\"{r}\"}}\n", now_ts(0))
@@ -107,11 +74,6 @@ fn router_line(r: &str, online: bool) -> String {
 
 fn terminator_line(ty: &str, id: usize) -> String {
     format!("{{\"namespace\":\"terminator\",\"event_src_id\":\"ctrl1\",\"timestamp\":\"{}\",\"event_type\":\"{ty}\",\"service_id\":\"billing\",\"router_id\":\"edge-1\",\"host_id\":\"h7\",\"terminator_id\":\"t{id}\"}}\n", now_ts(0))
-}
-
-fn append(log: &Path, lines: &[String]) {
-    let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
-    f.write_all(lines.concat().as_bytes()).unwrap();
 }
 
 /// The scripted scenario, in real time.
@@ -210,7 +172,7 @@ fn every_panel_and_alert_query_returns_data_from_a_real_prometheus() {
     );
     let prom_cfg = write_temp(dir.path(), "prometheus.yml", prom_cfg.as_bytes());
     let _prometheus = Reaper(
-        tool("prometheus")
+        tool("prometheus", "prometheus")
             .arg(format!("--config.file={}", prom_cfg.display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
@@ -260,14 +222,14 @@ fn every_panel_and_alert_query_returns_data_from_a_real_prometheus() {
 
 #[test]
 fn promtool_checks_and_tests_the_rules() {
-    let check = tool("promtool")
+    let check = tool("promtool", "prometheus")
         .args(["check", "rules"])
         .arg(repo("config/prometheus/alerts.yml"))
         .output()
         .unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
     assert!(String::from_utf8_lossy(&check.stdout).contains("SUCCESS: 8 rules found"));
-    let test = tool("promtool")
+    let test = tool("promtool", "prometheus")
         .args(["test", "rules", "alerts_test.yml"])
         .current_dir(repo("config/prometheus"))
         .output()

@@ -292,3 +292,46 @@ impl Proxy {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Kills the child when the test ends, however it ends.
+pub struct Reaper(pub Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An outside program a test needs. A missing one fails the test: a skipped test would hide
+/// that what it proves went unproven.
+pub fn tool(name: &str, package: &str) -> Command {
+    assert!(
+        Command::new(name).arg("--version").output().is_ok(),
+        "{name} is missing: run scripts/services.sh (Debian package `{package}`)"
+    );
+    Command::new(name)
+}
+
+/// The wall clock `offset_ms` from now, as live OpenZiti lines carry it.
+pub fn now_ts(offset_ms: i64) -> String {
+    herald::model::Timestamp(herald::pipeline::Clock::system().now().0 + offset_ms * 1_000_000)
+        .to_rfc3339()
+}
+
+/// A live OpenZiti cluster record of `src`; `extra` goes on as more fields.
+pub fn cluster_line(src: &str, ty: &str, extra: &str) -> String {
+    format!("{{\"namespace\":\"cluster\",\"event_src_id\":\"{src}\",\"timestamp\":\"{}\",\"eventType\":\"{ty}\"{extra}}}\n", now_ts(0))
+}
+
+/// The `peers` field of a cluster record, as `extra` for [`cluster_line`].
+pub fn peers(ids: &[&str]) -> String {
+    let list: Vec<String> = ids.iter().map(|i| format!("{{\"id\":\"{i}\"}}")).collect();
+    format!(",\"peers\":[{}]", list.join(","))
+}
+
+/// Appends `lines` to the log herald tails, in one write.
+pub fn append(log: &Path, lines: &[String]) {
+    let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+    f.write_all(lines.concat().as_bytes()).unwrap();
+}
