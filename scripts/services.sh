@@ -31,6 +31,9 @@ have openssl || apt_install openssl
 have systemd-analyze || apt_install systemd
 # Headless Chromium (the timeline test renders the page it draws).
 have chromium || apt_install chromium
+# rsyslog with its GnuTLS driver (the syslog sink's tests start their own rsyslogd each).
+have rsyslogd || apt_install rsyslog
+compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || apt_install rsyslog-gnutls
 
 # Real raft clusters for the pollers' tests: etcd (each test starts its own 3-member cluster)
 # and ZooKeeper.

@@ -17,6 +17,7 @@ pub mod nats;
 pub mod otlp;
 pub mod prometheus;
 pub mod stdout;
+pub mod syslog;
 
 use std::future::Future;
 use std::io::Write;
@@ -88,6 +89,7 @@ impl SinkKind {
             SinkKind::Nats(c) => c.start(ctx, rx).await?,
             #[cfg(feature = "otlp")]
             SinkKind::Otlp(c) => c.start(ctx, rx).await?,
+            SinkKind::Syslog(c) => c.start(ctx, rx).await?,
             SinkKind::Prometheus(_) => return Ok(None),
         }))
     }
@@ -109,7 +111,6 @@ pub enum SinkError {
 }
 
 impl SinkError {
-    #[cfg(any(feature = "kafka", feature = "nats", feature = "otlp"))]
     pub(crate) fn broker(name: &str, server: &str, source: impl Into<BoxError>) -> SinkError {
         SinkError::Broker {
             name: name.to_string(),
@@ -198,9 +199,10 @@ pub enum SinkKind {
     Prometheus(prometheus::Config),
     #[cfg(feature = "otlp")]
     Otlp(otlp::Config),
+    Syslog(syslog::Config),
 }
 
-pub const TYPES: &str = "stdout, file, kafka, nats, prometheus, otlp";
+pub const TYPES: &str = "stdout, file, kafka, nats, prometheus, otlp, syslog";
 
 /// Reads `[sinks.NAME]` by its `type`; `buffer` has been taken out of `table` already.
 pub(crate) fn parse(
@@ -219,6 +221,7 @@ pub(crate) fn parse(
         "prometheus" => SinkKind::Prometheus(section(table, path, p)?),
         #[cfg(feature = "otlp")]
         "otlp" => SinkKind::Otlp(section::<otlp::Config>(table, path, p)?.validate(path, p)?),
+        "syslog" => SinkKind::Syslog(section::<syslog::Config>(table, path, p)?.validate(path, p)?),
         #[cfg(not(feature = "kafka"))]
         "kafka" => return p.not_built(path, kind),
         #[cfg(not(feature = "nats"))]

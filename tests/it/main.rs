@@ -20,4 +20,5 @@ mod raft;
 mod server;
 mod siem;
 mod support;
+mod syslog;
 mod timeline;
