@@ -44,7 +44,7 @@ pub use kafka::KafkaChangelog;
 
 #[cfg(feature = "kafka")]
 mod kafka {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -67,7 +67,7 @@ mod kafka {
         producer: FutureProducer,
         topic: Arc<str>,
         /// Reads a partition on its restore, one at a time.
-        reader: Mutex<BaseConsumer>,
+        reader: ClientConfig,
     }
 
     impl KafkaChangelog {
@@ -106,25 +106,23 @@ mod kafka {
                 .set("linger.ms", "5")
                 .create()
                 .map_err(|e| fail(format!("creating its producer: {e}")))?;
-            let reader = client
-                .clone()
+            let mut reader = client.clone();
+            reader
                 .set("group.id", "herald-changelog-restore")
                 .set("enable.auto.commit", "false")
                 .set("isolation.level", "read_committed")
                 // A restore waits for nothing that is not there yet.
-                .set("fetch.wait.max.ms", "20")
-                .create()
-                .map_err(|e| fail(format!("creating its reader: {e}")))?;
+                .set("fetch.wait.max.ms", "20");
             // A topic just created may show only some of its partitions for a moment; a
             // reader that cached that would wait for the rest until its next refresh.
             let deadline = Instant::now() + METADATA;
-            while count(&reader, topic)? < partitions {
+            while count(&probe, topic)? < partitions {
                 if Instant::now() > deadline {
                     return Err(fail(format!("it does not show its {partitions} partitions")));
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Ok(KafkaChangelog { producer, topic: topic.into(), reader: Mutex::new(reader) })
+            Ok(KafkaChangelog { producer, topic: topic.into(), reader })
         }
     }
 
@@ -207,9 +205,14 @@ mod kafka {
 
         fn read(&self, partition: i32, from: u64) -> Result<Replayed, StateError> {
             let topic = &*self.topic;
-            let consumer = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-            let result = read(&consumer, topic, partition, from);
-            let _ = consumer.unassign();
+            // A reader of its own per restore: one kept across restores carried what it had
+            // fetched, its position and its end of one read into the next read of the same
+            // partition, where they could end the read early.
+            let result = self
+                .reader
+                .create::<BaseConsumer>()
+                .map_err(|e| format!("creating its reader: {e}"))
+                .and_then(|consumer| read(&consumer, topic, partition, from));
             result.map_err(|reason| StateError::Changelog { topic: topic.into(), reason })
         }
     }
@@ -250,7 +253,6 @@ mod kafka {
         while Instant::now() < deadline {
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Err(e)) => return Err(format!("reading partition {partition}: {e}")),
-                // What the reader fetched of the partition it read before is not this one's.
                 Some(Ok(m)) if m.partition() != partition => continue,
                 Some(Ok(m)) => {
                     out.next = u64::try_from(m.offset()).unwrap_or_default() + 1;
@@ -258,19 +260,17 @@ mod kafka {
                         out.entries.push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
                     }
                 }
-                // Past the last record there may be transaction markers, which are never
-                // handed out: the position tells.
-                None => {
-                    let position = consumer.position().ok().and_then(|tpl| {
-                        let e = tpl.find_partition(topic, partition)?;
-                        e.offset().to_raw().and_then(|o| u64::try_from(o).ok())
-                    });
-                    if let Some(p) = position {
-                        out.next = out.next.max(p);
-                    }
-                }
+                None => {}
             }
             if out.next >= high {
+                tracing::info!(
+                    topic,
+                    partition,
+                    from = start,
+                    to = high,
+                    records = out.entries.len(),
+                    "changelog partition read"
+                );
                 return Ok(out);
             }
         }
