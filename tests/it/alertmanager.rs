@@ -302,23 +302,8 @@ fn split_brain_reaches_the_siem_and_inhibits_the_same_clusters_leaderless_alert(
     let routing = write_temp(dir.path(), "alertmanager.yml", routing.as_bytes());
 
     let log = write_temp(dir.path(), "events.log", b"");
-    let cfg = format!(
-        "[engine]\nwindow = \"500ms\"\nstartup_grace = \"1s\"\nsplit_window = \"1s\"\n\
-         [server]\nlisten = \"127.0.0.1:{hport}\"\n[state]\ndir = {:?}\n\
-         [sources.log]\ntype = \"file\"\npath = {:?}\ncluster = \"prod\"\n\
-         [sinks.metrics]\ntype = \"prometheus\"\n",
-        dir.path().join("state").to_str().unwrap(),
-        log.to_str().unwrap(),
-    );
-    let cfg = write_temp(dir.path(), "herald.toml", cfg.as_bytes());
-    let _herald = Reaper(
-        herald()
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let sinks = "[sinks.metrics]\ntype = \"prometheus\"\n";
+    let _herald = live_herald(dir.path(), hport, &log, "", sinks);
     let am_log = dir.path().join("alertmanager.log");
     let _alertmanager = Reaper(
         tool(ALERTMANAGER, PACKAGE)

@@ -147,24 +147,11 @@ fn every_panel_and_alert_query_returns_data_from_a_real_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let (hport, pport) = (free_port(), free_port());
     let log = write_temp(dir.path(), "events.log", b"");
-    let cfg = format!(
-        "[engine]\nwindow = \"500ms\"\nstartup_grace = \"1s\"\nsplit_window = \"1s\"\nspin_period = \"10m\"\n\
-         [server]\nlisten = \"127.0.0.1:{hport}\"\n[state]\ndir = {:?}\n\
-         [sources.log]\ntype = \"file\"\npath = {:?}\ncluster = \"prod\"\n\
-         [sinks.out]\ntype = \"file\"\npath = {:?}\n[sinks.metrics]\ntype = \"prometheus\"\n",
-        dir.path().join("state").to_str().unwrap(),
-        log.to_str().unwrap(),
+    let sinks = format!(
+        "[sinks.out]\ntype = \"file\"\npath = {:?}\n[sinks.metrics]\ntype = \"prometheus\"\n",
         dir.path().join("events.out").to_str().unwrap()
     );
-    let cfg = write_temp(dir.path(), "herald.toml", cfg.as_bytes());
-    let _herald = Reaper(
-        herald()
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _herald = live_herald(dir.path(), hport, &log, "spin_period = \"10m\"\n", &sinks);
     let prom_cfg = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {:?}\n\
          scrape_configs:\n  - job_name: herald\n    static_configs:\n      - targets: ['127.0.0.1:{hport}']\n",

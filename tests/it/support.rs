@@ -296,6 +296,28 @@ impl Proxy {
 /// Kills the child when the test ends, however it ends.
 pub struct Reaper(pub Child);
 
+/// `herald run` tailing `log` as cluster `prod` with short windows, its server on `port`, a
+/// state dir in `dir`, `engine` added to `[engine]` and the given sink tables; killed when
+/// dropped.
+pub fn live_herald(dir: &Path, port: u16, log: &Path, engine: &str, sinks: &str) -> Reaper {
+    let cfg = format!(
+        "[engine]\nwindow = \"500ms\"\nstartup_grace = \"1s\"\nsplit_window = \"1s\"\n{engine}\
+         [server]\nlisten = \"127.0.0.1:{port}\"\n[state]\ndir = {:?}\n\
+         [sources.log]\ntype = \"file\"\npath = {:?}\ncluster = \"prod\"\n{sinks}",
+        dir.join("state").to_str().unwrap(),
+        log.to_str().unwrap(),
+    );
+    let cfg = write_temp(dir, "herald.toml", cfg.as_bytes());
+    Reaper(
+        herald()
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start herald run"),
+    )
+}
+
 impl Drop for Reaper {
     fn drop(&mut self) {
         let _ = self.0.kill();
