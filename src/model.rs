@@ -588,6 +588,19 @@ fn hex_digit(n: u8) -> char {
 mod tests {
     use super::*;
 
+    /// A cluster's table wins over `[severities]`, which wins over the kind's default.
+    #[test]
+    fn severities_are_layered_cluster_then_global_then_default() {
+        let mut s = Severities::default();
+        s.kinds.insert(EventKind::RouterOnline, Severity::Warning);
+        s.clusters.insert("prod".into(), [(EventKind::RouterOnline, Severity::High)].into());
+        assert_eq!(s.of("prod", EventKind::RouterOnline), Severity::High);
+        assert_eq!(s.of("dev", EventKind::RouterOnline), Severity::Warning);
+        assert_eq!(s.of("prod", EventKind::NodeDown), Severity::High, "the default");
+        assert_eq!(s.of("dev", EventKind::RouterOffline), Severity::High, "the default");
+        assert_eq!(s.of("dev", EventKind::LeaderElected), Severity::Info, "the default");
+    }
+
     proptest::proptest! {
         /// The hand-written formatter agrees with chrono over the whole representable range.
         #[test]

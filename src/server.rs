@@ -114,42 +114,56 @@ async fn events(
         return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "5")], body)
             .into_response();
     };
+    // A task of its own takes the reader's events off the broadcast into a short queue: a
+    // reader whose socket stops draining stops its response being polled, and it must still
+    // be dropped, counted and its place freed. What it had not read ends its stream with the
+    // reason.
+    let (tx, mut queue) = tokio::sync::mpsc::channel::<SseEvent>(READER_QUEUE);
     let dropped = s.tap.dropped.clone();
-    let stream = futures_util::stream::unfold(Some((sub, filter)), move |state| {
-        let dropped = dropped.clone();
-        async move {
-            let (mut sub, filter) = state?;
-            loop {
-                let next = tokio::select! {
-                    () = sub.closed.cancelled() => return None,
-                    next = sub.rx.recv() => next,
-                };
-                match next {
-                    Ok(t) if filter.wants(&t.event) => {
-                        let e = SseEvent::default()
-                            .event(t.event.kind.as_str())
-                            .id(t.event.id.as_str())
-                            .data(&*t.line);
-                        return Some((Ok::<_, Infallible>(e), Some((sub, filter))));
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(behind)) => {
-                        dropped.inc();
-                        tracing::warn!(behind, "a reader of /events fell behind and was dropped");
-                        let why = serde_json::json!({
-                            "dropped": behind,
-                            "reason": "this reader fell too far behind the events; reconnect",
-                        });
-                        let e = SseEvent::default().event("dropped").data(why.to_string());
-                        return Some((Ok(e), None));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
+    tokio::spawn(async move {
+        let mut sub = sub;
+        let behind = loop {
+            let next = tokio::select! {
+                biased;
+                next = sub.rx.recv() => next,
+                () = sub.closed.cancelled() => return,
+            };
+            let t = match next {
+                Ok(t) => t,
+                Err(broadcast::error::RecvError::Lagged(n)) => break n,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if !filter.wants(&t.event) {
+                continue;
             }
-        }
+            let e = SseEvent::default()
+                .event(t.event.kind.as_str())
+                .id(t.event.id.as_str())
+                .data(&*t.line);
+            match tx.try_send(e) {
+                Ok(()) => {}
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => break READER_QUEUE as u64,
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        };
+        dropped.inc();
+        tracing::warn!(behind, "a reader of /events fell behind and was dropped");
+        let why = serde_json::json!({
+            "dropped": behind,
+            "reason": "this reader fell too far behind the events; reconnect",
+        });
+        // Its place is freed here; the reason goes out once the reader reads again.
+        drop(sub);
+        let _ = tx.send(SseEvent::default().event("dropped").data(why.to_string())).await;
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        queue.poll_recv(cx).map(|e| e.map(Ok::<_, Infallible>))
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
+
+/// Events queued for one reader of `/events` beyond what its socket takes.
+const READER_QUEUE: usize = 256;
 
 fn bad_request(why: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": why }))).into_response()

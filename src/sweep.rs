@@ -31,13 +31,16 @@ pub struct Row {
     pub delay_p99_ns: Option<i64>,
 }
 
-/// A key's states as W = 0 emitted them, in order: (state, at, stable_at).
+/// A key's states as W = 0 emitted them, by `at`: (state, at, stable_at).
 type Baseline = HashMap<String, Vec<(String, Timestamp, Timestamp)>>;
 
 fn baseline(events: &[ClusterEvent]) -> Baseline {
     let mut by_key: Baseline = HashMap::new();
     for e in events {
         by_key.entry(key(e)).or_default().push((state(e), e.at, e.stable_at));
+    }
+    for states in by_key.values_mut() {
+        states.sort_by_key(|(_, at, _)| *at);
     }
     by_key
 }
@@ -74,7 +77,8 @@ fn row_against(
         let s = state(e);
         // The same state's latest emission at W = 0 that began no later than this one: a
         // flap swallowed here was emitted there, then its state came back.
-        let at_zero = states.iter().rev().find(|(z, at, _)| *z == s && *at <= e.at);
+        let until = states.partition_point(|(_, at, _)| *at <= e.at);
+        let at_zero = states[..until].iter().rev().find(|(z, _, _)| *z == s);
         if let Some((_, _, stable_zero)) = at_zero {
             delays.push(e.stable_at.saturating_sub(*stable_zero).0.max(0));
         }

@@ -170,7 +170,8 @@ pub(crate) fn encoded(
     if format == encoding::LineFormat::Json {
         return rx;
     }
-    let (tx, out) = tokio::sync::mpsc::channel(rx.max_capacity());
+    // One in hand: the sink's queue stays the bound its buffer configures.
+    let (tx, out) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         while let Some(d) = rx.recv().await {
             if tx.send(encoding::reencode(format, &severities, d)).await.is_err() {

@@ -257,6 +257,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long, at shutdown, herald keeps trying to have what it was handed held.
 const CLOSING: Duration = Duration::from_secs(30);
+/// How often reconnecting looks up to see whether herald stops.
+const RECONNECT_LOOK: Duration = Duration::from_secs(1);
 /// The largest UDP payload over IPv4.
 const MAX_DATAGRAM: usize = 65_507;
 
@@ -483,16 +485,19 @@ async fn run_stream(
             Some(c) => c,
             None if unheld.is_empty() => continue,
             None => {
-                let c = match closing_until {
-                    Some(until) => {
-                        match tokio::time::timeout_at(until, connector.connect(&metrics)).await {
-                            Ok(c) => c,
-                            Err(_) => continue,
+                // Reconnecting gives way now and then, so that a queue closed meanwhile (a
+                // stop while the collector is away) starts the bounded wait of a close.
+                let until = closing_until.unwrap_or_else(|| Instant::now() + RECONNECT_LOOK);
+                match tokio::time::timeout_at(until, connector.connect(&metrics)).await {
+                    Ok(c) => conn.insert(c),
+                    Err(_) => {
+                        if open && rx.is_closed() && rx.is_empty() {
+                            open = false;
+                            closing_until = Some(Instant::now() + CLOSING);
                         }
+                        continue;
                     }
-                    None => connector.connect(&metrics).await,
-                };
-                conn.insert(c)
+                }
             }
         };
         // The check comes before anything is counted, and before the next write.
@@ -609,13 +614,21 @@ async fn run_udp(
                 tracing::error!(sink = %connector.name, id = %d.event.id, kind = %d.event.kind, bytes = msg.len(), "too large for a syslog datagram: passed over");
             } else {
                 let mut backoff = Backoff::new(Duration::from_millis(100));
+                let mut sent = true;
                 while let Err(e) = socket.send(msg.as_bytes()).await {
                     DeliveryFailed.emit(&metrics);
                     connector.reach.failed(e);
+                    // Best effort: once herald stops, a datagram that cannot go is let go.
+                    if rx.is_closed() {
+                        sent = false;
+                        break;
+                    }
                     backoff.wait().await;
                 }
-                connector.reach.reached();
-                metrics.acked(d.event.stable_at);
+                if sent {
+                    connector.reach.reached();
+                    metrics.acked(d.event.stable_at);
+                }
             }
             acked.store(d.seq, Ordering::Release);
         }
@@ -664,6 +677,15 @@ mod tests {
         let m = parse(&msg);
         assert!(m.msg.starts_with("CEF:0|herald|herald|"), "{}", m.msg);
         assert!(m.msg.contains("|router.online|") && m.msg.contains("|10|"), "{}", m.msg);
+    }
+
+    /// The sink's mapping is the one of DESIGN §11 that `Severity::syslog` states.
+    #[test]
+    fn the_sinks_severity_is_the_designs() {
+        use crate::model::Severity as S;
+        for s in [S::Critical, S::High, S::Warning, S::Info] {
+            assert_eq!(severity(s).code(), s.syslog(), "{s:?}");
+        }
     }
 
     fn parse(msg: &str) -> syslog_rfc5424::SyslogMessage {

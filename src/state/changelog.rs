@@ -260,7 +260,17 @@ mod kafka {
                         out.entries.push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
                     }
                 }
-                None => {}
+                // Past the last record there may be transaction markers, which are never
+                // handed out: the position tells (this reader's own, it read nothing else).
+                None => {
+                    let position = consumer.position().ok().and_then(|tpl| {
+                        let e = tpl.find_partition(topic, partition)?;
+                        e.offset().to_raw().and_then(|o| u64::try_from(o).ok())
+                    });
+                    if let Some(p) = position {
+                        out.next = out.next.max(p);
+                    }
+                }
             }
             if out.next >= high {
                 tracing::info!(

@@ -394,3 +394,28 @@ fn syslog_udp_delivers_best_effort_one_datagram_per_event() {
     }
     d.signal("-TERM");
 }
+
+/// Regression: with the collector gone, the sink reconnected for ever and never saw the
+/// pipeline close its queue, so SIGTERM waited on it without end. Now herald stops within
+/// the sink's bounded wait and exits 0, keeping what the collector did not take.
+#[test]
+fn a_stop_while_the_collector_is_away_ends_within_the_bounded_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let log = dir.path().join("events.log");
+    std::fs::write(&log, b"").unwrap();
+    let sink = format!("[sinks.siem]\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n");
+    let cfg = tail_config(dir.path(), &log, &sink);
+    let mut d = Daemon::start(&cfg);
+    // The collector takes the first connection (herald's readiness), then goes away.
+    let (conn, _) = listener.accept().unwrap();
+    drop(conn);
+    drop(listener);
+    std::fs::write(&log, one_event_per_line(0, 20)).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let status = d.signal("-TERM");
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(50), "stopped in {:?}", started.elapsed());
+}
