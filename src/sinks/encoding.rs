@@ -172,13 +172,7 @@ pub fn key(e: &ClusterEvent) -> String {
         EventKind::SpinStarted | EventKind::SpinStopped => "terminator",
         EventKind::NodeDown | EventKind::NodeUp => "alive",
     };
-    let subject = match e.kind {
-        EventKind::SpinStarted | EventKind::SpinStopped => match e.host.as_deref() {
-            Some(h) if !h.is_empty() => format!("{} {h}", subject(e)),
-            _ => subject(e),
-        },
-        _ => subject(e),
-    };
+    let subject = slot_subject(e);
     if subject.is_empty() {
         format!("{} {family}", e.cluster)
     } else {
@@ -347,7 +341,7 @@ pub fn cef(e: &ClusterEvent, severity: Severity) -> String {
         ("cs1", e.cluster.clone()),
         ("cnt", e.suppressed.to_string()),
     ];
-    let subject = cef_subject(e);
+    let subject = slot_subject(e);
     if !subject.is_empty() {
         fields.push(("cs2Label", "subject".into()));
         fields.push(("cs2", subject));
@@ -359,21 +353,14 @@ pub fn cef(e: &ClusterEvent, severity: Severity) -> String {
     out
 }
 
-/// The key's own subject: node, router or slot (`service@router`), as `cs2`.
-fn cef_subject(e: &ClusterEvent) -> String {
-    match e.kind {
-        EventKind::SpinStarted | EventKind::SpinStopped => match e.host.as_deref() {
-            Some(h) if !h.is_empty() => {
-                format!("{}@{} {h}", or_empty(&e.service), or_empty(&e.router))
-            }
-            _ => format!("{}@{}", or_empty(&e.service), or_empty(&e.router)),
-        },
+/// [`subject`], with a terminator slot's host: the whole of the key's own parts.
+fn slot_subject(e: &ClusterEvent) -> String {
+    match (e.kind, e.host.as_deref()) {
+        (EventKind::SpinStarted | EventKind::SpinStopped, Some(h)) if !h.is_empty() => {
+            format!("{} {h}", subject(e))
+        }
         _ => subject(e),
     }
-}
-
-fn or_empty(v: &Option<String>) -> &str {
-    v.as_deref().unwrap_or_default()
 }
 
 /// At most `max` characters, cut on a character boundary.

@@ -70,7 +70,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::mpsc::Receiver;
 
-use super::encoding::{reencode, LineFormat};
+use super::encoding::LineFormat;
 use super::SinkError;
 use crate::model::ClusterEvent;
 use crate::pipeline::{Delivery, Forward};
@@ -286,9 +286,9 @@ impl super::Sink for Config {
             LineFormat::Json | LineFormat::Ecs => "application/json",
             LineFormat::Text { .. } | LineFormat::Cef => "text/plain; charset=utf-8",
         };
-        let severities = ctx.severities.clone();
+        let rx = super::encoded(rx, format, ctx.severities.clone());
         let encode = move |d: Delivery| {
-            let mut opaque = Opaque::from(reencode(format, &severities, d));
+            let mut opaque = Opaque::from(d);
             if let Record::Event(_, ct) = &mut opaque.record {
                 *ct = content_type;
             }
