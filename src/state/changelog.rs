@@ -111,6 +111,7 @@ mod kafka {
                 .set("group.id", "herald-changelog-restore")
                 .set("enable.auto.commit", "false")
                 .set("isolation.level", "read_committed")
+                .set("enable.partition.eof", "true")
                 // A restore waits for nothing that is not there yet.
                 .set("fetch.wait.max.ms", "20");
             // A topic just created may show only some of its partitions for a moment; a
@@ -239,9 +240,11 @@ mod kafka {
         let from_start = from < low || from > high;
         let start = if from_start { low } else { from };
         let mut out = Replayed { entries: Vec::new(), next: start, from_start };
-        if start >= high {
-            return Ok(out);
-        }
+        // The end is where a fetch finds nothing more (librdkafka's partition end, at the
+        // last stable offset), not only the end ListOffsets gave: a broker was seen to give
+        // there the start of its newest batch plus one, which would end a restore before the
+        // last records of the last commit appended. So the read goes on to both.
+        let mut at_end = false;
         let mut tpl = TopicPartitionList::new();
         let at = Offset::Offset(i64::try_from(start).unwrap_or(i64::MAX));
         tpl.add_partition_offset(topic, partition, at)
@@ -251,33 +254,41 @@ mod kafka {
         // instance's own, or a former owner's that the group has fenced off.
         let deadline = Instant::now() + READ_LIMIT;
         while Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(100)) {
+            let quiet = match consumer.poll(Duration::from_millis(100)) {
+                Some(Err(KafkaError::PartitionEOF(p))) if p == partition => {
+                    at_end = true;
+                    true
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => false,
                 Some(Err(e)) => return Err(format!("reading partition {partition}: {e}")),
-                Some(Ok(m)) if m.partition() != partition => continue,
+                Some(Ok(m)) if m.partition() != partition => false,
                 Some(Ok(m)) => {
                     out.next = u64::try_from(m.offset()).unwrap_or_default() + 1;
                     if let Some(key) = m.key() {
                         out.entries.push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
                     }
+                    at_end = false;
+                    false
                 }
+                None => true,
+            };
+            if quiet {
                 // Past the last record there may be transaction markers, which are never
                 // handed out: the position tells (this reader's own, it read nothing else).
-                None => {
-                    let position = consumer.position().ok().and_then(|tpl| {
-                        let e = tpl.find_partition(topic, partition)?;
-                        e.offset().to_raw().and_then(|o| u64::try_from(o).ok())
-                    });
-                    if let Some(p) = position {
-                        out.next = out.next.max(p);
-                    }
+                let position = consumer.position().ok().and_then(|tpl| {
+                    let e = tpl.find_partition(topic, partition)?;
+                    e.offset().to_raw().and_then(|o| u64::try_from(o).ok())
+                });
+                if let Some(p) = position {
+                    out.next = out.next.max(p);
                 }
             }
-            if out.next >= high {
+            if at_end && out.next >= high {
                 tracing::info!(
                     topic,
                     partition,
                     from = start,
-                    to = high,
+                    to = out.next,
                     records = out.entries.len(),
                     "changelog partition read"
                 );

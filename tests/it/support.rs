@@ -101,8 +101,13 @@ pub fn http(
 }
 
 /// Waits until `f` holds (30 s at most).
-pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+pub fn eventually(f: impl FnMut() -> bool) -> bool {
+    eventually_for(std::time::Duration::from_secs(30), f)
+}
+
+/// Waits until `f` holds, `limit` at most.
+pub fn eventually_for(limit: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
     while std::time::Instant::now() < deadline {
         if f() {
             return true;
