@@ -269,11 +269,27 @@ async fn start(
         if let (crate::sources::SourceKind::Kafka(kafka), Task::Engine(engine)) = (kind, &mut task)
         {
             let kafka = kafka.clone();
-            let changelog = tokio::task::spawn_blocking(move || kafka.changelog())
+            let exactly_once = kafka.processing == crate::sources::kafka::Processing::ExactlyOnce;
+            let k = kafka.clone();
+            let changelog = tokio::task::spawn_blocking(move || k.changelog())
                 .await
                 .map_err(|e| PipelineError::Commit(e.to_string()))?
                 .map_err(PipelineError::from)?;
-            engine.set_changelog(name, std::sync::Arc::new(changelog), owned.clone());
+            let changelog = std::sync::Arc::new(changelog);
+            if exactly_once {
+                let sinks = transactional_sinks(config);
+                let severities = Arc::new(config.severities.clone());
+                let (o, m) = (owned.clone(), metrics.clone());
+                let txn =
+                    tokio::task::spawn_blocking(move || kafka.transactor(sinks, severities, o, m))
+                        .await
+                        .map_err(|e| PipelineError::Commit(e.to_string()))?
+                        .map_err(|e| PipelineError::Commit(e.to_string()))?;
+                let mode = crate::pipeline::appender::Mode::ExactlyOnce(Arc::new(txn));
+                engine.set_grouped(name, changelog, owned.clone(), mode);
+            } else {
+                engine.set_changelog(name, changelog, owned.clone());
+            }
         }
         let ctx = SourceContext {
             index,
@@ -372,13 +388,15 @@ fn bounded<A: axum_server::Address, Acc>(
 /// The sinks fed through a queue, by name: the configured ones but the scraped, or stdout
 /// when none is configured.
 fn queue_fed(config: &Config) -> Vec<(String, SinkConfig)> {
+    let transactional = exactly_once(config);
     let mut configured: Vec<(String, SinkConfig)> = config
         .sinks
         .iter()
         .filter(|(_, s)| !s.kind.scraped())
+        .filter(|(_, s)| !(transactional && matches!(s.kind, SinkKind::Kafka(_))))
         .map(|(n, s)| (n.clone(), s.clone()))
         .collect();
-    if configured.is_empty() {
+    if configured.is_empty() && !transactional {
         // stdout is the default: herald is useful with no broker at all.
         configured.push((
             "stdout".into(),
@@ -386,6 +404,32 @@ fn queue_fed(config: &Config) -> Vec<(String, SinkConfig)> {
         ));
     }
     configured
+}
+
+/// Whether a grouped kafka source runs exactly once: its kafka sinks are then written in its
+/// transactions, not fed through a queue.
+fn exactly_once(config: &Config) -> bool {
+    #[cfg(feature = "kafka")]
+    {
+        use crate::sources::kafka::Processing;
+        config.sources.values().any(
+            |s| matches!(s, crate::sources::SourceKind::Kafka(k) if k.processing == Processing::ExactlyOnce),
+        )
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = config;
+        false
+    }
+}
+
+#[cfg(feature = "kafka")]
+fn transactional_sinks(config: &Config) -> Vec<crate::sinks::kafka::Transactional> {
+    let kafka = config.sinks.values().filter_map(|s| match &s.kind {
+        SinkKind::Kafka(k) => Some(k.transactional()),
+        _ => None,
+    });
+    kafka.collect()
 }
 
 /// Starts every queue-fed sink, each ready before the next.

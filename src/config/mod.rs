@@ -371,6 +371,27 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, Problems> {
                 format!("sources.{grouped} reads a Kafka consumer group, and an instance in a group takes no other source"),
             );
         }
+        // One transaction holds a commit's events, entries and offsets: on one Kafka.
+        if let Some(SourceKind::Kafka(k)) = source_map.get(&grouped) {
+            if k.processing == crate::sources::kafka::Processing::ExactlyOnce {
+                for (name, sink) in &sink_map {
+                    if let sinks::SinkKind::Kafka(s) = &sink.kind {
+                        if s.brokers != k.brokers {
+                            p.push(
+                                format!("sinks.{name}.brokers"),
+                                format!("with sources.{grouped}.processing = \"exactly_once\" a kafka sink writes in the source's transactions, so it takes the source's brokers ({})", k.brokers.as_deref().unwrap_or("")),
+                            );
+                        }
+                        if sink.buffer.kind == sinks::BufferKind::Disk {
+                            p.push(
+                                format!("sinks.{name}.buffer.type"),
+                                "exactly once: a kafka sink's events go in the source's transactions, not through a buffer",
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     // An edge runs no engine (DESIGN §10): there are no events for another sink to take.

@@ -411,3 +411,36 @@ fn a_kafka_group_source_takes_no_other_source() {
         problems("[sources.group]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"raw\"\n");
     assert_eq!(got, ["sources.group.group_id: missing"]);
 }
+
+/// Exactly once puts a commit's events, entries and offsets in one transaction: every kafka
+/// sink is on the source's brokers and takes no buffer; the isolation level and the
+/// transactional id are herald's to set.
+#[cfg(feature = "kafka")]
+#[test]
+fn exactly_once_keeps_every_kafka_sink_in_the_sources_transactions() {
+    let kafka = "[sources.group]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"raw\"\ngroup_id = \"core\"\nprocessing = \"exactly_once\"\n";
+    let sink = "[sinks.events]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"events\"\n";
+    let SourceKind::Kafka(k) = &ok(&format!("{kafka}{sink}")).sources["group"] else {
+        panic!("a kafka source")
+    };
+    assert_eq!(k.processing, crate::sources::kafka::Processing::ExactlyOnce);
+    let got = problems(&format!("{kafka}{}", sink.replace("b:9092", "other:9092")));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("sinks.events.brokers: with sources.group.processing"), "{got:?}");
+    let got = problems(&format!(
+        "{kafka}{sink}[sinks.events.buffer]\ntype = \"disk\"\ndir = \"/tmp/b\"\n"
+    ));
+    assert!(got.iter().any(|g| g.starts_with("sinks.events.buffer.type: exactly once")), "{got:?}");
+    let got = problems(&format!(
+        "{kafka}[sources.group.client]\n\"isolation.level\" = \"read_uncommitted\"\n"
+    ));
+    assert!(got[0].starts_with("sources.group.client.isolation.level"), "{got:?}");
+    let got = problems(&format!("{kafka}[sources.group.client]\n\"transactional.id\" = \"x\"\n"));
+    assert!(got[0].starts_with("sources.group.client.transactional.id: herald sets"), "{got:?}");
+    let at_least_once =
+        kafka.replace("processing = \"exactly_once\"\n", "transactional_id = \"x\"\n");
+    let got = problems(&at_least_once);
+    assert!(got[0].starts_with("sources.group.transactional_id: only with"), "{got:?}");
+    let got = problems(&kafka.replace("exactly_once", "twice"));
+    assert!(got[0].starts_with("sources.group"), "{got:?}");
+}

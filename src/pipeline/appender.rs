@@ -31,6 +31,19 @@ pub struct ShardJob {
     pub entries: Vec<Entry>,
     /// The input partition's next offset the entries reflect.
     pub input: u64,
+    /// Exactly once: the partition's events, which its transaction produces to the kafka
+    /// sinks' topics. Empty otherwise.
+    pub events: Vec<(Arc<str>, Arc<crate::model::ClusterEvent>)>,
+}
+
+/// How jobs reach Kafka.
+#[derive(Clone)]
+pub enum Mode {
+    /// The changelog's own producer; the records' offsets are committed by the source.
+    AtLeastOnce,
+    /// One transaction per job (DESIGN §10).
+    #[cfg(feature = "kafka")]
+    ExactlyOnce(Arc<super::transaction::Transactor>),
 }
 
 /// A commit's partition entries, and its records' acknowledgements.
@@ -43,6 +56,7 @@ pub struct Job {
 pub struct Appender {
     tx: mpsc::UnboundedSender<Job>,
     owned: Owned,
+    mode: Mode,
     /// Jobs sent and not yet done, and a wake-up when they are all done.
     pending: Arc<AtomicUsize>,
     idle: Arc<Notify>,
@@ -58,11 +72,13 @@ impl Appender {
         changelog: Arc<dyn Changelog>,
         store: Store,
         owned: Owned,
+        mode: Mode,
     ) -> Appender {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let appender = Appender {
             tx,
             owned,
+            mode,
             pending: Arc::default(),
             idle: Arc::default(),
             failed: Arc::default(),
@@ -96,11 +112,56 @@ impl Appender {
         });
         let appended = self.append_owned(source, changelog, store, current).await;
         self.owned.end();
-        appended?;
+        if !appended? {
+            // Aborted: its records are not acknowledged; the partitions are read again.
+            return Ok(());
+        }
         for f in job.batches {
             f();
         }
         Ok(())
+    }
+
+    /// Produces the entries (in a transaction, exactly once): whether Kafka holds them.
+    async fn produce(
+        &self,
+        changelog: &dyn Changelog,
+        current: &[ShardJob],
+    ) -> Result<Option<Vec<(i32, u64)>>, String> {
+        let records = |s: &ShardJob| {
+            let mut entries = s.entries.clone();
+            entries.push((INPUT_KEY.to_vec(), Some(s.input.to_be_bytes().to_vec())));
+            entries
+        };
+        match &self.mode {
+            Mode::AtLeastOnce => {
+                let records = current.iter().map(|s| (s.partition, records(s))).collect();
+                changelog.append(records).await.map(Some).map_err(|e| e.to_string())
+            }
+            #[cfg(feature = "kafka")]
+            Mode::ExactlyOnce(txn) => {
+                use super::transaction::{TxnError, TxnShard};
+                let shards: Vec<TxnShard> = current
+                    .iter()
+                    .map(|s| TxnShard {
+                        partition: s.partition,
+                        entries: records(s),
+                        input: s.input,
+                        events: s.events.clone(),
+                    })
+                    .collect();
+                match txn.commit(&shards).await {
+                    Ok(next) => Ok(Some(next)),
+                    Err(TxnError::Aborted(why)) => {
+                        let rewound = self.owned.rewind();
+                        let partitions: Vec<i32> = rewound.iter().map(|(p, _)| *p).collect();
+                        tracing::warn!(reason = %why, ?partitions, "transaction aborted; every owned partition goes back to its last committed state");
+                        Ok(None)
+                    }
+                    Err(e @ TxnError::Fatal(_)) => Err(e.to_string()),
+                }
+            }
+        }
     }
 
     async fn append_owned(
@@ -109,17 +170,11 @@ impl Appender {
         changelog: &dyn Changelog,
         store: &Store,
         current: Vec<ShardJob>,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         if !current.is_empty() {
-            let records = current
-                .iter()
-                .map(|s| {
-                    let mut entries = s.entries.clone();
-                    entries.push((INPUT_KEY.to_vec(), Some(s.input.to_be_bytes().to_vec())));
-                    (s.partition, entries)
-                })
-                .collect();
-            let next = changelog.append(records).await.map_err(|e| e.to_string())?;
+            let Some(next) = self.produce(changelog, &current).await? else {
+                return Ok(false);
+            };
             let at = |offset| Position { offset, ..Position::default() };
             let mut commit = Commit::default();
             for (p, offset) in next {
@@ -135,7 +190,7 @@ impl Appender {
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Appends `job` once earlier ones are done.

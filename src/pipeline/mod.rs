@@ -23,6 +23,8 @@ pub mod ownership;
 pub mod run;
 pub mod shards;
 pub mod shutdown;
+#[cfg(feature = "kafka")]
+pub mod transaction;
 
 pub use crate::support::clock::Clock;
 pub use delivery::{Acked, Delivery, Forward};

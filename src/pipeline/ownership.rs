@@ -18,14 +18,24 @@ const REVOKE_WAIT: Duration = Duration::from_secs(30);
 struct State {
     /// Each owned partition, with the number of its assignment.
     owned: BTreeMap<i32, u64>,
+    /// The last assignment number given.
+    assignments: u64,
     /// A job is being appended.
     busy: bool,
+    /// Partitions rewound to their last committed state, with their new assignment numbers,
+    /// that the source has not taken yet.
+    rewound: Vec<(i32, u64)>,
 }
 
 #[derive(Default)]
 pub struct Ownership {
     state: Mutex<State>,
     idle: Condvar,
+    rewinds: tokio::sync::Notify,
+    /// The consumer group's metadata as of the last rebalance: what a transaction sends its
+    /// offsets with (exactly once), so that the group fences a former member's.
+    #[cfg(feature = "kafka")]
+    group: Mutex<Option<std::sync::Arc<rdkafka::consumer::ConsumerGroupMetadata>>>,
 }
 
 impl Ownership {
@@ -35,6 +45,53 @@ impl Ownership {
 
     pub fn assign(&self, partition: i32, assignment: u64) {
         self.lock().owned.insert(partition, assignment);
+    }
+
+    /// A new assignment number, never given before.
+    pub fn next_assignment(&self) -> u64 {
+        let mut state = self.lock();
+        state.assignments += 1;
+        state.assignments
+    }
+
+    /// Every owned partition goes back to its last committed state (a transaction failed):
+    /// each gets a new assignment number, so that nothing made under the old one is
+    /// appended, and the source is told to read it again from its committed offset.
+    pub fn rewind(&self) -> Vec<(i32, u64)> {
+        let mut state = self.lock();
+        let partitions: Vec<i32> = state.owned.keys().copied().collect();
+        let mut rewound = Vec::new();
+        for p in partitions {
+            state.assignments += 1;
+            let n = state.assignments;
+            state.owned.insert(p, n);
+            rewound.push((p, n));
+        }
+        state.rewound.extend(rewound.iter().copied());
+        drop(state);
+        self.rewinds.notify_one();
+        rewound
+    }
+
+    /// Waits for a rewind, then gives the partitions rewound since the last call.
+    pub async fn rewound(&self) -> Vec<(i32, u64)> {
+        loop {
+            let taken = std::mem::take(&mut self.lock().rewound);
+            if !taken.is_empty() {
+                return taken;
+            }
+            self.rewinds.notified().await;
+        }
+    }
+
+    #[cfg(feature = "kafka")]
+    pub fn set_group(&self, group: Option<rdkafka::consumer::ConsumerGroupMetadata>) {
+        *self.group.lock().unwrap_or_else(|p| p.into_inner()) = group.map(std::sync::Arc::new);
+    }
+
+    #[cfg(feature = "kafka")]
+    pub fn group(&self) -> Option<std::sync::Arc<rdkafka::consumer::ConsumerGroupMetadata>> {
+        self.group.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Takes `partition` away, once the job being appended (if any) is in the changelog.

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::appender::{Appender, Job, ShardJob};
+use super::appender::{Appender, Job, Mode, ShardJob};
 use super::commit::{shard_positions, Restored, Store};
 use super::delivery::Delivery;
 use super::driver::Watch;
@@ -106,10 +106,15 @@ pub struct EngineTask {
 }
 
 /// A grouped kafka source, its changelog, and what appends to it.
+/// An event with its JSON line.
+type EventLine = (Arc<str>, Arc<ClusterEvent>);
+
 struct Grouped {
     source: String,
     changelog: Arc<dyn Changelog>,
     appender: Appender,
+    /// Each partition's events go in its commit's transaction too.
+    exactly_once: bool,
 }
 
 /// A commit whose store write is under way: its events go to the sinks, and its batches are
@@ -187,9 +192,22 @@ impl EngineTask {
     }
 
     pub fn set_changelog(&mut self, source: &str, changelog: Arc<dyn Changelog>, owned: Owned) {
+        self.set_grouped(source, changelog, owned, Mode::AtLeastOnce);
+    }
+
+    /// As [`EngineTask::set_changelog`], each commit going to Kafka as `mode` says.
+    pub fn set_grouped(
+        &mut self,
+        source: &str,
+        changelog: Arc<dyn Changelog>,
+        owned: Owned,
+        mode: Mode,
+    ) {
         let (name, store) = (source.to_string(), self.store.clone());
-        let appender = Appender::start(name, changelog.clone(), store, owned);
-        self.changelog = Some(Grouped { source: source.to_string(), changelog, appender });
+        let exactly_once = !matches!(mode, Mode::AtLeastOnce);
+        let appender = Appender::start(name, changelog.clone(), store, owned, mode);
+        self.changelog =
+            Some(Grouped { source: source.to_string(), changelog, appender, exactly_once });
     }
 
     /// Where the previous run left source `name`.
@@ -620,13 +638,24 @@ impl EngineTask {
         self.publish_view(&events);
         // One buffer for every line: a fresh String per event grew, and copied, several times.
         let mut buf = Vec::with_capacity(1024);
-        let mut lines = Vec::with_capacity(events.len());
+        let mut lines: Vec<EventLine> = Vec::with_capacity(events.len());
         for e in events {
             buf.clear();
             match serde_json::to_writer(&mut buf, &e).map(|()| std::str::from_utf8(&buf)) {
                 Ok(Ok(line)) => lines.push((Arc::from(line), Arc::new(e))),
                 Ok(Err(error)) => EventUnserializable { event: &e, error }.emit(&self.metrics),
                 Err(error) => EventUnserializable { event: &e, error }.emit(&self.metrics),
+            }
+        }
+        // Exactly once: each partition's events, for its transaction. A cluster is in one
+        // partition; one whose partition was let go has no transaction to be in.
+        let mut by_partition: BTreeMap<i32, Vec<EventLine>> = BTreeMap::new();
+        if self.changelog.as_ref().is_some_and(|g| g.exactly_once) && !lines.is_empty() {
+            let clusters = self.shards.partition_of_clusters();
+            for (line, event) in &lines {
+                if let Some(p) = clusters.get(event.cluster.as_str()) {
+                    by_partition.entry(*p).or_default().push((line.clone(), event.clone()));
+                }
             }
         }
         let fresh = self.outbox.enqueue(lines);
@@ -675,6 +704,7 @@ impl EngineTask {
                                 .map_or(0, |s| s.assignment),
                             entries,
                             input,
+                            events: by_partition.remove(&partition).unwrap_or_default(),
                         }
                     })
                     .collect();

@@ -168,6 +168,15 @@ impl Shards {
         self.partitions.iter().filter(|(_, s)| s.revoked).map(|(p, _)| *p)
     }
 
+    /// The partition each cluster of a partition's engine is in.
+    pub fn partition_of_clusters(&self) -> BTreeMap<&str, i32> {
+        let mut out = BTreeMap::new();
+        for (p, s) in &self.partitions {
+            out.extend(s.driver.engine.cluster_names().map(|c| (c, *p)));
+        }
+        out
+    }
+
     /// Drops the revoked partitions' engines, giving the clusters they held.
     pub fn drop_revoked(&mut self) -> Vec<String> {
         let revoked: Vec<i32> = self.revoked().collect();

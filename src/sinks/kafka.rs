@@ -277,15 +277,53 @@ fn undeliverable(e: &KafkaError) -> bool {
     )
 }
 
+/// A kafka sink's records as a transaction produces them (exactly once, DESIGN §10): the
+/// same topic, key, body and headers as the sink's own.
+pub struct Transactional {
+    pub topic: String,
+    source: String,
+    format: LineFormat,
+    content_type: &'static str,
+}
+
+impl Transactional {
+    /// The record of `event`, whose JSON line is `json`: (key, body, headers).
+    pub fn record<'a>(
+        &self,
+        event: &'a ClusterEvent,
+        json: &'a str,
+        severities: &crate::model::Severities,
+    ) -> (&'a str, std::borrow::Cow<'a, str>, OwnedHeaders) {
+        let body = self.format.line(event, json, severities);
+        (&event.cluster, body, headers(event, &self.source, self.content_type))
+    }
+}
+
+fn content_type(format: LineFormat) -> &'static str {
+    match format {
+        LineFormat::Json | LineFormat::Ecs => "application/json",
+        LineFormat::Text { .. } | LineFormat::Cef => "text/plain; charset=utf-8",
+    }
+}
+
+impl Config {
+    pub fn transactional(&self) -> Transactional {
+        let format = LineFormat::body(self.encoding.events().unwrap_or_default());
+        Transactional {
+            topic: self.topic.clone().unwrap_or_default(),
+            source: self.source.clone().unwrap_or_else(|| "herald".to_string()),
+            format,
+            content_type: content_type(format),
+        }
+    }
+}
+
 impl super::Sink for Config {
     async fn start(&self, ctx: super::SinkContext, rx: super::Queue) -> super::Started {
         // Ready means a successful metadata fetch: wait for it before anything is read.
         let connected = connect(&ctx.name, self, &ctx.metrics, ctx.acked).await?;
         let format = LineFormat::body(self.encoding.events().unwrap_or_default());
-        let content_type = match format {
-            LineFormat::Json | LineFormat::Ecs => "application/json",
-            LineFormat::Text { .. } | LineFormat::Cef => "text/plain; charset=utf-8",
-        };
+        let content_type = content_type(format);
         let rx = super::encoded(rx, format, ctx.severities.clone());
         let encode = move |d: Delivery| {
             let mut opaque = Opaque::from(d);

@@ -37,6 +37,23 @@ pub struct Config {
     /// The compacted topic each partition's engine lives in (DESIGN §10), created with the
     /// input's partition count when absent; `<group_id>-changelog` by default.
     pub state_topic: Option<String>,
+    /// `at_least_once` (default) or `exactly_once` (DESIGN §10).
+    #[serde(default)]
+    pub processing: Processing,
+    /// Exactly once: the transactional id of this instance's producer, unique in the group
+    /// and the same across its restarts (a restart then fences its former self).
+    /// `<group_id>-<hostname>` by default.
+    pub transactional_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Processing {
+    /// Offsets are committed once every sink holds the events and the changelog its entries.
+    #[default]
+    AtLeastOnce,
+    /// A commit's Kafka events, changelog entries and input offsets go in one transaction.
+    ExactlyOnce,
 }
 
 impl Config {
@@ -44,7 +61,21 @@ impl Config {
         let mut ok = p.require(path, "brokers", self.brokers.is_some());
         ok &= p.require(path, "topic", self.topic.is_some());
         ok &= p.require(path, "group_id", self.group_id.is_some());
-        for key in ["enable.auto.commit", "enable.auto.offset.store", "group.id"] {
+        if self.transactional_id.is_some() && self.processing != Processing::ExactlyOnce {
+            p.push(format!("{path}.transactional_id"), "only with processing = \"exactly_once\"");
+            ok = false;
+        }
+        let isolation = self.client.get("isolation.level").map(String::as_str);
+        if self.processing == Processing::ExactlyOnce && isolation == Some("read_uncommitted") {
+            p.push(
+                format!("{path}.client.isolation.level"),
+                "exactly once reads only committed records: an aborted transaction's would be applied",
+            );
+            ok = false;
+        }
+        for key in
+            ["enable.auto.commit", "enable.auto.offset.store", "group.id", "transactional.id"]
+        {
             if self.client.contains_key(key) {
                 p.push(
                     format!("{path}.client.{key}"),
@@ -90,7 +121,6 @@ struct Held {
     /// The partitions this instance owns, each with the number of its assignment, and those
     /// of them it has read to their end.
     owned: BTreeMap<i32, u64>,
-    assignments: u64,
     at_end: BTreeSet<i32>,
     /// The owned partitions a record was read from since their assignment.
     read: BTreeSet<i32>,
@@ -130,6 +160,8 @@ impl Held {
 /// track of what is owned.
 struct Group {
     name: String,
+    /// Exactly once: offsets go in the transactions, never committed from here.
+    transactional: bool,
     held: Arc<Mutex<Held>>,
     shared: crate::pipeline::Owned,
     reach: Reachability,
@@ -169,7 +201,7 @@ impl ConsumerContext for Group {
                 let tpl = held.list(Some(revoked));
                 // Asynchronous: this runs on the consumer's poll, inside an async worker. A
                 // commit that does not land before the new owner reads costs redelivery.
-                if tpl.count() > 0 {
+                if tpl.count() > 0 && !self.transactional {
                     if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
                         tracing::warn!(source = %self.name, error = %e, "committing revoked partitions failed; their new owner reads some records again");
                     }
@@ -191,8 +223,7 @@ impl ConsumerContext for Group {
             Rebalance::Assign(assigned) => {
                 let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
                 for p in partitions(assigned) {
-                    held.assignments += 1;
-                    let n = held.assignments;
+                    let n = self.shared.next_assignment();
                     held.owned.insert(p, n);
                     self.shared.assign(p, n);
                     held.at_end.remove(&p);
@@ -207,6 +238,13 @@ impl ConsumerContext for Group {
             Rebalance::Error(e) => {
                 tracing::warn!(source = %self.name, error = %e, "rebalance failed")
             }
+        }
+    }
+
+    /// The group's generation is the new one now: transactions send offsets with it.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+        if self.transactional {
+            self.shared.set_group(consumer.group_metadata());
         }
     }
 }
@@ -283,6 +321,18 @@ fn connection(config: &Config) -> ClientConfig {
 }
 
 impl Config {
+    pub fn transactional_id(&self) -> String {
+        match &self.transactional_id {
+            Some(t) => t.clone(),
+            None => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+                    .unwrap_or_default();
+                format!("{}-{}", self.group_id.as_deref().unwrap_or_default(), host.trim())
+            }
+        }
+    }
+
     pub fn state_topic(&self) -> String {
         match &self.state_topic {
             Some(t) => t.clone(),
@@ -290,15 +340,44 @@ impl Config {
         }
     }
 
+    /// The client of the changelog and of the transactions: the source's brokers and
+    /// options, without a group member's.
+    fn producing(&self) -> ClientConfig {
+        let mut client = connection(self);
+        for key in CONSUMER_ONLY {
+            client.remove(key);
+        }
+        client
+    }
+
+    /// Exactly once: the transactional producer of this instance, which also writes the
+    /// kafka sinks' events. Blocking.
+    pub fn transactor(
+        &self,
+        sinks: Vec<crate::sinks::kafka::Transactional>,
+        severities: Arc<crate::model::Severities>,
+        owned: crate::pipeline::Owned,
+        metrics: Arc<crate::telemetry::metrics::Metrics>,
+    ) -> Result<crate::pipeline::transaction::Transactor, crate::pipeline::transaction::TxnError>
+    {
+        crate::pipeline::transaction::Transactor::open(
+            self.producing(),
+            &self.transactional_id(),
+            &self.state_topic(),
+            self.topic.as_deref().unwrap_or_default(),
+            sinks,
+            severities,
+            owned,
+            metrics,
+        )
+    }
+
     /// The changelog its partitions' engines live in, created if absent. Blocking.
     pub fn changelog(
         &self,
     ) -> Result<crate::state::changelog::KafkaChangelog, crate::state::StateError> {
-        let mut client = connection(self);
         // A group member's options mean nothing to the changelog's producer and reader.
-        for key in CONSUMER_ONLY {
-            client.remove(key);
-        }
+        let client = self.producing();
         let input = self.topic.as_deref().unwrap_or_default();
         crate::state::changelog::KafkaChangelog::open(client, &self.state_topic(), input)
     }
@@ -363,8 +442,10 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
     let brokers = config.brokers.clone().unwrap_or_default();
     let server = format!("kafka {brokers}");
     let held = Arc::new(Mutex::new(Held::default()));
+    let transactional = config.processing == Processing::ExactlyOnce;
     let group = Group {
         name: name.clone(),
+        transactional,
         held: held.clone(),
         shared: ctx.owned.clone(),
         metrics: ctx.metrics.clone(),
@@ -383,8 +464,16 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
     loop {
         let next = tokio::select! {
             _ = stop.stopped() => break,
-            _ = commits.tick() => {
+            _ = commits.tick(), if !transactional => {
                 commit(&consumer, &held, CommitMode::Async);
+                continue;
+            }
+            rewound = ctx.owned.rewound() => {
+                // Reading on from where it is would skip what the aborted commit held.
+                rewind(&consumer, &topic, rewound).await.map_err(|e| SourceError::broker(&brokers, e))?;
+                if !consumer.context().hand_over(source, tx).await {
+                    break;
+                }
                 continue;
             }
             next = tokio::time::timeout(QUIET, consumer.recv()) => next,
@@ -462,7 +551,9 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
     drain(&outstanding).await;
     // Closing the consumer leaves the group, a blocking call too.
     let _ = tokio::task::spawn_blocking(move || {
-        commit(&consumer, &held, CommitMode::Sync);
+        if !transactional {
+            commit(&consumer, &held, CommitMode::Sync);
+        }
         drop(consumer);
     })
     .await;
@@ -491,6 +582,62 @@ async fn at_end(consumer: &Arc<StreamConsumer<Group>>, topic: &str, p: i32) -> b
         Some(start >= high)
     });
     checked.await.ok().flatten().unwrap_or(true)
+}
+
+/// A transaction failed (exactly once): each rewound partition is read again from its
+/// committed offset, under its new assignment number, whose news goes ahead of its records
+/// so that the engine task restores the partition's last committed engine first. The seek
+/// drops what librdkafka had fetched from the old position.
+async fn rewind(
+    consumer: &Arc<StreamConsumer<Group>>,
+    topic: &str,
+    rewound: Vec<(i32, u64)>,
+) -> Result<(), KafkaError> {
+    let mut seek = Vec::new();
+    {
+        let group = consumer.context();
+        let mut held = group.held.lock().unwrap_or_else(|p| p.into_inner());
+        for (p, n) in rewound {
+            if let Some(owned) = held.owned.get_mut(&p) {
+                *owned = n;
+                held.at_end.remove(&p);
+                held.read.remove(&p);
+                held.changes.push((p, PartitionChange::Assigned(n)));
+                seek.push(p);
+            }
+        }
+    }
+    let (consumer, topic) = (consumer.clone(), topic.to_string());
+    let sought = tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(10);
+        let mut tpl = TopicPartitionList::new();
+        for p in &seek {
+            tpl.add_partition(&topic, *p);
+        }
+        let committed = consumer.committed_offsets(tpl, timeout)?;
+        for p in seek {
+            let at = committed
+                .find_partition(&topic, p)
+                .map(|e| e.offset())
+                .filter(|o| matches!(o, Offset::Offset(_)))
+                .unwrap_or(Offset::Beginning);
+            // A partition still starting to fetch refuses a seek for a moment.
+            let mut attempt = 0;
+            loop {
+                match consumer.seek(&topic, p, at, timeout) {
+                    Ok(()) => break,
+                    Err(_) if attempt < 50 => {
+                        attempt += 1;
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            tracing::info!(partition = p, offset = ?at, "partition read again from its committed offset");
+        }
+        Ok(())
+    });
+    sought.await.unwrap_or(Err(KafkaError::Canceled))
 }
 
 /// Commits the offsets of what is held, if they moved.

@@ -211,15 +211,28 @@ mod kafka {
             // partition, where they could end the read early.
             let result = self
                 .reader
-                .create::<BaseConsumer>()
+                .create_with_context::<_, BaseConsumer<Reader>>(Reader)
                 .map_err(|e| format!("creating its reader: {e}"))
                 .and_then(|consumer| read(&consumer, topic, partition, from));
             result.map_err(|reason| StateError::Changelog { topic: topic.into(), reason })
         }
     }
 
+    /// The reader's client: the end of its partition is what it waits for, not an error.
+    struct Reader;
+
+    impl rdkafka::ClientContext for Reader {
+        fn error(&self, error: KafkaError, reason: &str) {
+            if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+                tracing::warn!(error = %error, reason, "changelog reader");
+            }
+        }
+    }
+
+    impl rdkafka::consumer::ConsumerContext for Reader {}
+
     fn read(
-        consumer: &BaseConsumer,
+        consumer: &BaseConsumer<Reader>,
         topic: &str,
         partition: i32,
         from: u64,

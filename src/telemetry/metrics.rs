@@ -65,6 +65,8 @@ pub struct Metrics {
     pub partition_owned: IntGaugeVec,
     /// A kafka source's rebalances, by what they did (`assign`, `revoke`).
     pub rebalances: IntCounterVec,
+    /// Exactly once: transactions, by outcome (`committed`, `aborted`).
+    pub transactions: IntCounterVec,
     /// How long restoring an assigned partition's engine took.
     pub restore_seconds: HistogramVec,
     /// A kafka source's lag per owned partition: the high watermark minus the committed
@@ -275,6 +277,7 @@ impl Metrics {
                 g
             },
             rebalances: counter(&r, "herald_rebalances_total", "Partitions a kafka source's group assigned to or revoked from this instance", &["source", "change"])?,
+            transactions: counter(&r, "herald_transactions_total", "Kafka transactions of the exactly-once mode, by outcome", &["outcome"])?,
             restore_seconds: {
                 let h = HistogramVec::new(
                     HistogramOpts::new(

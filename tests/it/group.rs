@@ -7,7 +7,11 @@
 //! `cooperative-sticky`, tansu 0.6.0 was seen letting two live members own one partition at
 //! once, and it expires a killed member only once another one joins or leaves. A short
 //! session timeout: tansu answers no heartbeat while a member joins, so with librdkafka's
-//! 45 s default every join cost the other members their session.
+//! 45 s default every join cost the other members their session. Two defects of its
+//! in-memory storage shape the tests: ListOffsets gives the newest batch's first offset plus
+//! one as a partition's end (herald reads a changelog on to the end a fetch reports), and a
+//! fetch from inside a batch skips the rest of it (the edge here writes a record per batch).
+//! Cooperative rebalancing and the exactly-once sequence run against MockCluster instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -98,7 +102,7 @@ fn replayed_per_partition(mut records: Vec<serde_json::Value>) -> BTreeMap<Strin
 
 /// An edge forwarding `clusters` generated logs of `lines` lines each to topic `raw`, one
 /// record per batch.
-fn start_edge(dir: &Path, bootstrap: &str, clusters: usize, lines: &str) -> Child {
+fn start_edge(dir: &Path, bootstrap: &str, topic: &str, clusters: usize, lines: &str) -> Child {
     let mut events_of_logs = 0;
     let mut sources = String::new();
     for i in 0..clusters {
@@ -119,7 +123,7 @@ fn start_edge(dir: &Path, bootstrap: &str, clusters: usize, lines: &str) -> Chil
     let edge_dir = dir.join("edge");
     std::fs::create_dir(&edge_dir).unwrap();
     let sink = format!(
-        "[sinks.edge]\ntype = \"kafka\"\nbrokers = \"{bootstrap}\"\ntopic = \"raw\"\nencoding = \"raw\"\n{ONE_RECORD_PER_BATCH}"
+        "[sinks.edge]\ntype = \"kafka\"\nbrokers = \"{bootstrap}\"\ntopic = \"{topic}\"\nencoding = \"raw\"\n{ONE_RECORD_PER_BATCH}"
     );
     let edge_cfg = write_temp(
         &edge_dir,
@@ -137,12 +141,11 @@ fn start_edge(dir: &Path, bootstrap: &str, clusters: usize, lines: &str) -> Chil
 /// union of their events, by id, is what `herald replay` emits of each partition's records —
 /// every id at least once, none that replay does not emit, each equal to replay's.
 #[test]
-#[ignore = "not yet true: in runs here none to 14 of 11,000 events are missing and 7 to 1,100 are not what replay emits: an instance given a partition (even back, in one eager rebalance) was seen to read first at an offset past the input offset its restored engine reflects, and a changelog append made just before a revocation was missing from a restore right after it; see the notes of issue 18"]
 fn a_core_group_emits_what_replay_emits_though_an_instance_is_killed_and_another_joins() {
     let dir = tempfile::tempdir().unwrap();
     let tansu = Tansu::start();
     tansu.create_with("raw", PARTITIONS);
-    let mut edge = start_edge(dir.path(), &tansu.bootstrap(), CLUSTERS, "4000");
+    let mut edge = start_edge(dir.path(), &tansu.bootstrap(), "raw", CLUSTERS, "4000");
     forwarded(&tansu.bootstrap(), "raw", PARTITIONS as i32);
     let want = replayed_per_partition(tansu.records("raw"));
     assert!(want.len() > 12 * 50, "a workload: {} events", want.len());
@@ -192,6 +195,11 @@ fn a_core_group_emits_what_replay_emits_though_an_instance_is_killed_and_another
     // A moment more, for anything spurious to show.
     std::thread::sleep(Duration::from_secs(2));
     got = union();
+    // The group may have finished a's partitions on b before c's join settled; c is given
+    // its share once it has.
+    let c_log = || std::fs::read_to_string(&logs[2]).unwrap_or_default();
+    let joined =
+        eventually_for(Duration::from_secs(60), || c_log().contains("partitions assigned"));
     signal(&mut b, "-TERM");
     signal(&mut c, "-TERM");
     signal(&mut edge, "-TERM");
@@ -236,8 +244,7 @@ fn a_core_group_emits_what_replay_emits_though_an_instance_is_killed_and_another
         got.len(),
         duplicates
     );
-    let c_log = std::fs::read_to_string(&logs[2]).unwrap_or_default();
-    assert!(c_log.contains("partitions assigned"), "instance c took part:\n{c_log}");
+    assert!(joined, "instance c took part:\n{}", c_log());
 }
 
 /// Regression: a restore read the changelog partition only to the end ListOffsets gave, and
@@ -284,10 +291,10 @@ fn cooperative_rebalancing_moves_only_the_partitions_that_change_owner() {
     // The mock answers no CreateTopics: the changelog is there before the core starts.
     mock.create_topic("core-changelog", 4, 1).expect("the changelog topic");
     let bootstrap = mock.bootstrap_servers();
-    let mut edge = start_edge(dir.path(), &bootstrap, 8, "3000");
+    let mut edge = start_edge(dir.path(), &bootstrap, "raw", 8, "3000");
     forwarded(&bootstrap, "raw", 4);
     // kafka-python cannot bootstrap from the mock: read it with librdkafka.
-    let records = mock_records(&bootstrap, "raw", 4);
+    let records = records_of(&bootstrap, "raw", 4);
     let want = replayed_per_partition(records);
     assert!(want.len() > 8 * 50, "a workload: {} events", want.len());
     let configs: Vec<(PathBuf, PathBuf)> = ["a", "b"]
@@ -338,7 +345,7 @@ fn cooperative_rebalancing_moves_only_the_partitions_that_change_owner() {
 }
 
 /// Every record of `topic`, as `Tansu::records` gives them: partition, offset, headers, value.
-fn mock_records(bootstrap: &str, topic: &str, partitions: i32) -> Vec<serde_json::Value> {
+fn records_of(bootstrap: &str, topic: &str, partitions: i32) -> Vec<serde_json::Value> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
@@ -383,4 +390,164 @@ fn mock_records(bootstrap: &str, topic: &str, partitions: i32) -> Vec<serde_json
     }
     assert_eq!(ended.len(), partitions as usize, "read every partition to its end");
     out
+}
+
+/// A core's config with `processing = "exactly_once"`: a kafka sink on the source's brokers
+/// (written in the transactions) and a file sink (at least once).
+fn exactly_once_config(
+    dir: &Path,
+    bootstrap: &str,
+    name: &str,
+    prefix: &str,
+) -> (PathBuf, PathBuf) {
+    let out = dir.join(format!("{name}.jsonl"));
+    let cfg = write_temp(
+        dir,
+        &format!("{name}.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = {:?}\n[engine]\nkey_ttl = \"87600h\"\n\
+             [sources.raw]\ntype = \"kafka\"\nbrokers = \"{bootstrap}\"\ntopic = \"{prefix}raw\"\ngroup_id = \"{prefix}core\"\n\
+             processing = \"exactly_once\"\ntransactional_id = \"{prefix}core-{name}\"\n\
+             client.\"session.timeout.ms\" = \"6000\"\nclient.\"heartbeat.interval.ms\" = \"1000\"\n\
+             [sinks.events]\ntype = \"kafka\"\nbrokers = \"{bootstrap}\"\ntopic = \"{prefix}events\"\n\
+             [sinks.out]\ntype = \"file\"\npath = {:?}\n",
+            dir.join(format!("{name}-state")).to_str().unwrap(),
+            out.to_str().unwrap(),
+        )
+        .as_bytes(),
+    );
+    (cfg, out)
+}
+
+/// The ids of the events in `topic`, as the kafka sink wrote them (`ce_id`).
+fn event_ids(bootstrap: &str, topic: &str) -> Vec<String> {
+    records_of(bootstrap, topic, 1)
+        .iter()
+        .map(|r| r["headers"]["ce_id"].as_str().expect("a ce_id").to_string())
+        .collect()
+}
+
+/// Exactly once (item 6d), against MockCluster, whose EndTxn and TxnOffsetCommit do
+/// nothing: what this proves is herald's side of the sequence — each commit begins a
+/// transaction, produces the events and changelog records, sends the offsets with the
+/// group's metadata and commits — and that an abortable error and a fenced producer each
+/// rewind the partitions to their last committed state and the work is done again, losing
+/// nothing. That a read_committed consumer then sees each event once needs a broker with
+/// transactions (`exactly_once_against_a_real_kafka`).
+#[test]
+fn exactly_once_rewinds_after_an_aborted_or_fenced_transaction_and_loses_nothing() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let dir = tempfile::tempdir().unwrap();
+    let mock = rdkafka::mocking::MockCluster::new(3).expect("a mock cluster");
+    for (topic, partitions) in [("raw", 2), ("core-changelog", 2), ("events", 1)] {
+        mock.create_topic(topic, partitions, 1).expect("a topic");
+    }
+    let bootstrap = mock.bootstrap_servers();
+    let mut edge = start_edge(dir.path(), &bootstrap, "raw", 4, "2000");
+    forwarded(&bootstrap, "raw", 2);
+    let want = replayed_per_partition(records_of(&bootstrap, "raw", 2));
+    assert!(want.len() > 4 * 50, "a workload: {} events", want.len());
+    // The first transaction fails where an abort cures it, and its abort finds the producer
+    // fenced, which takes a new producer.
+    mock.request_errors(
+        RDKafkaApiKey::AddPartitionsToTxn,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    );
+    mock.request_errors(
+        RDKafkaApiKey::EndTxn,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
+    );
+    let (cfg, out) = exactly_once_config(dir.path(), &bootstrap, "a", "");
+    let log_path = dir.path().join("a.log");
+    let mut a = start(&cfg, &log_path);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let wanted: BTreeSet<String> = want.keys().cloned().collect();
+    let complete = eventually_for(Duration::from_secs(180), || {
+        let ids: BTreeSet<String> = event_ids(&bootstrap, "events").into_iter().collect();
+        wanted.is_subset(&ids)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let in_topic = event_ids(&bootstrap, "events");
+    let in_file = read(&out);
+    signal(&mut a, "-TERM");
+    signal(&mut edge, "-TERM");
+    let text = log();
+    assert!(complete, "every event reached the events topic\n{text}");
+    assert!(
+        text.contains("transaction aborted"),
+        "the injected failure aborted a transaction\n{text}"
+    );
+    assert!(
+        text.contains("transactional producer made anew"),
+        "the fenced producer was replaced\n{text}"
+    );
+    assert!(text.contains("partition read again from its committed offset"), "rewound\n{text}");
+    for id in &in_topic {
+        assert!(want.contains_key(id), "{id}: an event replay emits\n{text}");
+    }
+    for e in &in_file {
+        assert_eq!(Some(e), want.get(&e.id), "the file sink's events are replay's");
+    }
+    let file_ids: BTreeSet<String> = in_file.iter().map(|e| e.id.clone()).collect();
+    assert!(wanted.is_subset(&file_ids), "the file sink got every event too");
+    eprintln!(
+        "{} events: {} records in the topic, {} lines in the file",
+        want.len(),
+        in_topic.len(),
+        in_file.len()
+    );
+}
+
+/// Exactly once end to end (item 6e), against a Kafka with transactions: two core
+/// instances, one SIGKILLed mid-stream; a read_committed consumer of the events topic sees
+/// every event replay emits exactly once. Neither test broker here can run it: tansu 0.6.0
+/// advertises no EndTxn, and MockCluster's EndTxn and TxnOffsetCommit do nothing. Run it
+/// against any Kafka with `HERALD_KAFKA=host:port cargo test --test it exactly_once_against
+/// -- --ignored` (it creates topics named `herald-eos-<pid>-*`; a single broker needs
+/// `transaction.state.log.replication.factor=1` and `…min.isr=1`).
+#[test]
+#[ignore = "needs a Kafka with transactions (HERALD_KAFKA=host:port): tansu 0.6.0 has no EndTxn, MockCluster's EndTxn and TxnOffsetCommit do nothing"]
+fn exactly_once_against_a_real_kafka() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let bootstrap = std::env::var("HERALD_KAFKA").expect("HERALD_KAFKA=host:port of a Kafka");
+    let prefix = format!("herald-eos-{}-", std::process::id());
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let names = [format!("{prefix}raw"), format!("{prefix}events")];
+    let topics = [
+        NewTopic::new(&names[0], 2, TopicReplication::Fixed(1)),
+        NewTopic::new(&names[1], 1, TopicReplication::Fixed(1)),
+    ];
+    for r in runtime.block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap() {
+        r.expect("a topic created");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = start_edge(dir.path(), &bootstrap, &names[0], 4, "4000");
+    forwarded(&bootstrap, &names[0], 2);
+    let want = replayed_per_partition(records_of(&bootstrap, &names[0], 2));
+    let configs: Vec<(PathBuf, PathBuf)> = ["a", "b"]
+        .iter()
+        .map(|n| exactly_once_config(dir.path(), &bootstrap, n, &prefix))
+        .collect();
+    let logs: Vec<PathBuf> =
+        ["a", "b"].iter().map(|n| dir.path().join(format!("{n}.log"))).collect();
+    let mut a = start(&configs[0].0, &logs[0]);
+    assert!(eventually_for(Duration::from_secs(120), || !read(&configs[0].1).is_empty()));
+    signal(&mut a, "-KILL");
+    let mut b = start(&configs[1].0, &logs[1]);
+    let wanted: BTreeSet<String> = want.keys().cloned().collect();
+    let complete = eventually_for(Duration::from_secs(300), || {
+        let ids: BTreeSet<String> = event_ids(&bootstrap, &names[1]).into_iter().collect();
+        wanted.is_subset(&ids)
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let ids = event_ids(&bootstrap, &names[1]);
+    signal(&mut b, "-TERM");
+    signal(&mut edge, "-TERM");
+    let b_log = std::fs::read_to_string(&logs[1]).unwrap_or_default();
+    assert!(complete, "every event reached the events topic\n{b_log}");
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "each event once for a read_committed consumer");
+    assert!(ids.iter().all(|id| want.contains_key(id)), "only events replay emits");
 }

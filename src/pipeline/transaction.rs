@@ -1,0 +1,238 @@
+//! Exactly once (DESIGN §10): one transactional producer per instance puts a commit's events
+//! for the kafka sinks, its changelog records and its input offsets, over every partition it
+//! owns, in one Kafka transaction. A read_committed consumer of the events topic then sees
+//! each event once, even across crashes and rebalances: a former owner's transaction is
+//! fenced by the group's generation (the offsets go with fresh group metadata), and an
+//! aborted one leaves nothing behind, while the partitions are read again from their last
+//! committed state (see [`Ownership::rewind`](super::ownership::Ownership::rewind)).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::input::Owned;
+use crate::model::{ClusterEvent, Severities};
+use crate::sinks::kafka::Transactional;
+use crate::state::Entry;
+use crate::telemetry::metrics::Metrics;
+
+/// How long the blocking transaction calls may take.
+const TXN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One partition's share of a transaction.
+pub struct TxnShard {
+    pub partition: i32,
+    /// Its changelog records, the `#input` entry among them.
+    pub entries: Vec<Entry>,
+    /// The input partition's next offset: what the group commits for it.
+    pub input: u64,
+    /// The events its engine emitted, with their JSON lines.
+    pub events: Vec<(Arc<str>, Arc<ClusterEvent>)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    /// Aborted, or fenced and a new producer in its place: the partitions go back to their
+    /// last committed state and the work is done again.
+    #[error("transaction aborted: {0}")]
+    Aborted(String),
+    /// No producer could be made to work again: the engine stops.
+    #[error("transactional producer lost: {0}")]
+    Fatal(String),
+}
+
+pub struct Transactor {
+    client: ClientConfig,
+    producer: Mutex<Arc<FutureProducer>>,
+    changelog: String,
+    input: String,
+    sinks: Vec<Transactional>,
+    severities: Arc<Severities>,
+    owned: Owned,
+    metrics: Arc<Metrics>,
+}
+
+impl Transactor {
+    /// Makes the producer and fences a former producer of the same transactional id (its
+    /// open transaction is aborted). Blocking.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        client: ClientConfig,
+        transactional_id: &str,
+        changelog: &str,
+        input: &str,
+        sinks: Vec<Transactional>,
+        severities: Arc<Severities>,
+        owned: Owned,
+        metrics: Arc<Metrics>,
+    ) -> Result<Transactor, TxnError> {
+        let mut client = client;
+        client
+            .set("transactional.id", transactional_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5");
+        let producer = Arc::new(init(&client)?);
+        tracing::info!(transactional_id, "transactional producer ready (exactly once)");
+        Ok(Transactor {
+            client,
+            producer: Mutex::new(producer),
+            changelog: changelog.to_string(),
+            input: input.to_string(),
+            sinks,
+            severities,
+            owned,
+            metrics,
+        })
+    }
+
+    fn producer(&self) -> Arc<FutureProducer> {
+        self.producer.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// One transaction: every shard's changelog records and kafka events, and the input
+    /// offsets with the group's metadata. Gives each changelog partition's next offset.
+    pub async fn commit(&self, shards: &[TxnShard]) -> Result<Vec<(i32, u64)>, TxnError> {
+        // Fresh metadata each time: it carries the generation the group fences a former
+        // member's offsets with. None before the first assignment, when nothing is owned.
+        let Some(group) = self.owned.group() else {
+            return Err(TxnError::Aborted("the group has not assigned partitions yet".into()));
+        };
+        let producer = self.producer();
+        let done = self.attempt(&producer, group, shards).await;
+        let outcome = match &done {
+            Ok(_) => "committed",
+            Err(_) => "aborted",
+        };
+        self.metrics.transactions.with_label_values(&[outcome]).inc();
+        match done {
+            Ok(next) => Ok(next),
+            Err(e) => Err(self.recover(producer, e).await),
+        }
+    }
+
+    async fn attempt(
+        &self,
+        producer: &Arc<FutureProducer>,
+        group: Arc<rdkafka::consumer::ConsumerGroupMetadata>,
+        shards: &[TxnShard],
+    ) -> Result<Vec<(i32, u64)>, KafkaError> {
+        producer.begin_transaction()?;
+        let mut changelog = Vec::new();
+        let mut events = Vec::new();
+        let mut offsets = TopicPartitionList::new();
+        for shard in shards {
+            for (key, value) in &shard.entries {
+                let mut record = FutureRecord::<[u8], [u8]>::to(&self.changelog)
+                    .partition(shard.partition)
+                    .key(key);
+                if let Some(v) = value {
+                    record = record.payload(v.as_slice());
+                }
+                changelog.push(send(producer, record).await?);
+            }
+            for (json, event) in &shard.events {
+                for sink in &self.sinks {
+                    let (key, body, headers) = sink.record(event, json, &self.severities);
+                    let record = FutureRecord::<str, str>::to(&sink.topic)
+                        .key(key)
+                        .payload(&body)
+                        .headers(headers);
+                    events.push(send(producer, record).await?);
+                }
+            }
+            let next = Offset::Offset(i64::try_from(shard.input).unwrap_or(i64::MAX));
+            offsets.add_partition_offset(&self.input, shard.partition, next)?;
+        }
+        let p = producer.clone();
+        tokio::task::spawn_blocking(move || {
+            p.send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)?;
+            p.commit_transaction(TXN_TIMEOUT)
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)??;
+        let mut next: Vec<(i32, u64)> = Vec::new();
+        for delivery in changelog {
+            let d = match delivery.await {
+                Ok(Ok(d)) => d,
+                Ok(Err((e, _))) => return Err(e),
+                Err(_) => return Err(KafkaError::Canceled),
+            };
+            let after = u64::try_from(d.offset).unwrap_or_default() + 1;
+            match next.iter_mut().find(|(p, _)| *p == d.partition) {
+                Some((_, n)) => *n = (*n).max(after),
+                None => next.push((d.partition, after)),
+            }
+        }
+        for delivery in events {
+            if let Ok(Err((e, _))) = delivery.await {
+                return Err(e);
+            }
+        }
+        Ok(next)
+    }
+
+    /// After a failed attempt: abort the transaction, or, if the producer is fenced or
+    /// failed for good, make a new one (which aborts what its predecessor left open).
+    async fn recover(&self, producer: Arc<FutureProducer>, error: KafkaError) -> TxnError {
+        let fatal = match &error {
+            KafkaError::Transaction(e) => e.is_fatal(),
+            _ => false,
+        };
+        let aborted = match fatal {
+            true => false,
+            false => {
+                let p = producer.clone();
+                tokio::task::spawn_blocking(move || p.abort_transaction(TXN_TIMEOUT))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            }
+        };
+        if !aborted {
+            let client = self.client.clone();
+            match tokio::task::spawn_blocking(move || init(&client)).await {
+                Ok(Ok(fresh)) => {
+                    *self.producer.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+                    tracing::warn!(error = %error, "transactional producer made anew");
+                }
+                Ok(Err(e)) => return e,
+                Err(e) => return TxnError::Fatal(e.to_string()),
+            }
+        }
+        TxnError::Aborted(error.to_string())
+    }
+}
+
+fn init(client: &ClientConfig) -> Result<FutureProducer, TxnError> {
+    let producer: FutureProducer =
+        client.create().map_err(|e| TxnError::Fatal(format!("creating it: {e}")))?;
+    producer
+        .init_transactions(TXN_TIMEOUT)
+        .map_err(|e| TxnError::Fatal(format!("initialising transactions: {e}")))?;
+    Ok(producer)
+}
+
+/// Enqueues `record`, waiting while the producer's queue is full.
+async fn send<K, P>(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, K, P>,
+) -> Result<rdkafka::producer::DeliveryFuture, KafkaError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
