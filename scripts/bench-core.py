@@ -3,16 +3,18 @@
 
   1. records per second of one core instance (a `kafka` source in a group of one, a file
      sink) reading a raw topic an edge filled with the default mix, against `herald replay`
-     of the same log, in turns: seconds until the core's last event is out;
+     of the same log, in turns: seconds until the core's last event is out, in all and from
+     its first record read (joining the group comes first);
   2. restore time of a partition's engine holding 100,000 keys from its changelog: a first
      core reads a log of 100,000 routers and stops; a second one, with an empty `[state]
      dir`, is given the partition and restores it from the changelog alone.
 
 It starts its own tansu (in-memory storage) on a free port; scripts/services.sh installs it.
 
-usage: scripts/bench-core.py [HERALD_BINARY] [ROUNDS] [--lines N] [--keys N]
-       (default target/release/herald, 3 rounds, 200,000 lines, 100,000 keys; build it
-       with `cargo build --release`)
+usage: scripts/bench-core.py [HERALD_BINARY] [ROUNDS] [--lines N] [--keys N] [--only 1,2]
+       (default target/release/herald, 3 rounds, 1,000,000 lines, 100,000 keys; build it
+       with `cargo build --release`; BENCH_PERF=FILE records a `perf` profile of part 1's
+       core into FILE)
 """
 import os
 import re
@@ -23,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import datetime, timezone
 
 argv = sys.argv[1:]
 
@@ -36,7 +39,10 @@ def option(name, default):
     return default
 
 
-n_lines = option("--lines", 200_000)
+only = set(argv.pop(argv.index("--only") + 1).split(",")) if "--only" in argv else {"1", "2"}
+if "--only" in argv:
+    argv.remove("--only")
+n_lines = option("--lines", 1_000_000)
 n_keys = option("--keys", 100_000)
 herald = os.path.abspath(argv[0] if argv else "target/release/herald")
 rounds = int(argv[1]) if len(argv) > 1 else 3
@@ -70,6 +76,13 @@ while not listening(kafka_port):
     if time.monotonic() > deadline:
         raise SystemExit("tansu did not start")
     time.sleep(0.1)
+
+
+def cpu(pid):
+    """User + system CPU seconds of process `pid` so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def create_topic(name):
@@ -140,11 +153,14 @@ def core(d, name, topic, group, port):
                 '[server]\nlisten = "127.0.0.1:%d"\n[state]\ndir = "%s"\n[engine]\nkey_ttl = "87600h"\n'
                 '[sources.raw]\ntype = "kafka"\nbrokers = "%s"\ntopic = "%s"\ngroup_id = "%s"\n'
                 'client."partition.assignment.strategy" = "range"\n'
+                # tansu answers a fetch only after half its max wait, records or not.
+                'client."fetch.wait.max.ms" = "10"\n'
                 '[sinks.out]\ntype = "file"\npath = "%s"\n'
                 % (port, os.path.join(d, name + "-state"), bootstrap, topic, group,
                    os.path.join(d, name + ".jsonl")))
     log = open(os.path.join(d, name + ".log"), "w")
-    return subprocess.Popen([herald, "run", "--config", cfg], stdout=subprocess.DEVNULL,
+    perf = ["perf", "record", "-F", "499", "-g", "-o", os.environ["BENCH_PERF"], "--"] if os.environ.get("BENCH_PERF") and name == "core" else []
+    return subprocess.Popen(perf + [herald, "run", "--config", cfg], stdout=subprocess.DEVNULL,
                             stderr=log), os.path.join(d, name + ".jsonl"), os.path.join(d, name + ".log")
 
 
@@ -158,34 +174,47 @@ def replay(log, out):
 
 # 1. records per second
 mix = os.path.join(work, "mix.jsonl")
-generate(mix, "--seed", "1", "--lines", str(n_lines))
-create_topic("mix")
-forward(mix, "mix")
-records = lines(mix)
-print("1. %d lines of the default mix through a raw topic: seconds to the last event" % records)
-for i in range(rounds):
+rounds_1 = rounds if "1" in only else 0
+if rounds_1:
+    generate(mix, "--seed", "1", "--lines", str(n_lines))
+    create_topic("mix")
+    forward(mix, "mix")
+    records = lines(mix)
+    print("1. %d lines of the default mix through a raw topic: seconds to the last event" % records)
+for i in range(rounds_1):
     d = tempfile.mkdtemp(dir=work)
     replayed = os.path.join(d, "replay.jsonl")
     rep = replay(mix, replayed)
     size = os.path.getsize(replayed)
-    t = time.monotonic()
-    p, out, _ = core(d, "core", "mix", "bench-%d" % i, free_port())
+    t, wall, broker_before = time.monotonic(), time.time(), cpu(tansu.pid)
+    p, out, log = core(d, "core", "mix", "bench-%d" % i, free_port())
     while not os.path.exists(out) or os.path.getsize(out) < size:
         if p.poll() is not None:
             raise SystemExit("the core exited early")
         time.sleep(0.05)
     run = time.monotonic() - t
+    core_cpu, broker_cpu = cpu(p.pid), cpu(tansu.pid) - broker_before
     stop(p)
-    print("  round %d: replay %.2f s (%.0f records/s), core %.2f s (%.0f records/s), core/replay records/s %.2f"
-          % (i + 1, rep, records / rep, run, records / run, rep / run))
+    # Joining the group and being assigned the partition is not reading: the first record
+    # read starts the reading.
+    with open(log) as f:
+        first = re.search(r"^(\S+)Z .*reading partition", f.read(), re.M)
+    began = datetime.fromisoformat(first.group(1)).replace(tzinfo=timezone.utc).timestamp() - wall
+    reading = run - began
+    print("  round %d: replay %.2f s (%.0f records/s); core %.2f s in all, %.2f s of it joining, "
+          "%.2f s reading (%.0f records/s); core/replay records/s %.2f (reading), %.2f (in all)"
+          % (i + 1, rep, records / rep, run, began, reading, records / reading, rep / reading, rep / run))
+    print("           CPU meanwhile: core %.2f s, broker %.2f s" % (core_cpu, broker_cpu))
 
 # 2. restore of a partition's engine holding n_keys keys
 routers = os.path.join(work, "routers.jsonl")
-generate(routers, "--routers", str(n_keys), "--router-flips", "--lines", str(n_keys + 8))
-create_topic("routers")
-forward(routers, "routers")
-print("\n2. restore of a partition's engine holding %d keys from its changelog" % n_keys)
-for i in range(rounds):
+rounds_2 = rounds if "2" in only else 0
+if rounds_2:
+    generate(routers, "--routers", str(n_keys), "--router-flips", "--lines", str(n_keys + 8))
+    create_topic("routers")
+    forward(routers, "routers")
+    print("\n2. restore of a partition's engine holding %d keys from its changelog" % n_keys)
+for i in range(rounds_2):
     d = tempfile.mkdtemp(dir=work)
     group = "restore-%d" % i
     port = free_port()

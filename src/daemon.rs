@@ -277,14 +277,12 @@ async fn start(
                 .map_err(PipelineError::from)?;
             let changelog = std::sync::Arc::new(changelog);
             if exactly_once {
-                let sinks = transactional_sinks(config);
-                let severities = Arc::new(config.severities.clone());
+                let records = event_records(config);
                 let (o, m) = (owned.clone(), metrics.clone());
-                let txn =
-                    tokio::task::spawn_blocking(move || kafka.transactor(sinks, severities, o, m))
-                        .await
-                        .map_err(|e| PipelineError::Commit(e.to_string()))?
-                        .map_err(|e| PipelineError::Commit(e.to_string()))?;
+                let txn = tokio::task::spawn_blocking(move || kafka.transactor(records, o, m))
+                    .await
+                    .map_err(|e| PipelineError::Commit(e.to_string()))?
+                    .map_err(|e| PipelineError::Commit(e.to_string()))?;
                 let mode = crate::pipeline::appender::Mode::ExactlyOnce(Arc::new(txn));
                 engine.set_grouped(name, changelog, owned.clone(), mode);
             } else {
@@ -423,13 +421,33 @@ fn exactly_once(config: &Config) -> bool {
     }
 }
 
+/// Exactly once: an event's records for the kafka sinks, as each sink writes them.
 #[cfg(feature = "kafka")]
-fn transactional_sinks(config: &Config) -> Vec<crate::sinks::kafka::Transactional> {
-    let kafka = config.sinks.values().filter_map(|s| match &s.kind {
-        SinkKind::Kafka(k) => Some(k.transactional()),
-        _ => None,
-    });
-    kafka.collect()
+fn event_records(config: &Config) -> crate::pipeline::transaction::EventRecords {
+    use crate::pipeline::transaction::EventRecord;
+    let sinks: Vec<_> = config
+        .sinks
+        .values()
+        .filter_map(|s| match &s.kind {
+            SinkKind::Kafka(k) => {
+                Some((Arc::<str>::from(k.topic.as_deref().unwrap_or("")), k.transactional()))
+            }
+            _ => None,
+        })
+        .collect();
+    let severities = config.severities.clone();
+    Box::new(move |event, json| {
+        let record = |(topic, sink): &(Arc<str>, crate::sinks::kafka::Transactional)| {
+            let (key, body, headers) = sink.record(event, json, &severities);
+            EventRecord {
+                topic: topic.clone(),
+                key: key.to_string(),
+                body: body.into_owned(),
+                headers,
+            }
+        };
+        sinks.iter().map(record).collect()
+    })
 }
 
 /// Starts every queue-fed sink, each ready before the next.

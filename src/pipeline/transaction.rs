@@ -14,9 +14,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use rdkafka::message::OwnedHeaders;
+
 use super::input::Owned;
-use crate::model::{ClusterEvent, Severities};
-use crate::sinks::kafka::Transactional;
+use crate::model::ClusterEvent;
 use crate::state::Entry;
 use crate::telemetry::metrics::Metrics;
 
@@ -34,6 +35,18 @@ pub struct TxnShard {
     pub events: Vec<(Arc<str>, Arc<ClusterEvent>)>,
 }
 
+/// An event's record for one kafka sink: topic, key, body, headers.
+pub struct EventRecord {
+    pub topic: Arc<str>,
+    pub key: String,
+    pub body: String,
+    pub headers: OwnedHeaders,
+}
+
+/// The records of an event, whose JSON line is given, for every kafka sink: what the sinks
+/// themselves would produce.
+pub type EventRecords = Box<dyn Fn(&ClusterEvent, &str) -> Vec<EventRecord> + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TxnError {
     /// Aborted, or fenced and a new producer in its place: the partitions go back to their
@@ -50,8 +63,7 @@ pub struct Transactor {
     producer: Mutex<Arc<FutureProducer>>,
     changelog: String,
     input: String,
-    sinks: Vec<Transactional>,
-    severities: Arc<Severities>,
+    records: EventRecords,
     owned: Owned,
     metrics: Arc<Metrics>,
 }
@@ -59,14 +71,12 @@ pub struct Transactor {
 impl Transactor {
     /// Makes the producer and fences a former producer of the same transactional id (its
     /// open transaction is aborted). Blocking.
-    #[allow(clippy::too_many_arguments)]
     pub fn open(
         client: ClientConfig,
         transactional_id: &str,
         changelog: &str,
         input: &str,
-        sinks: Vec<Transactional>,
-        severities: Arc<Severities>,
+        records: EventRecords,
         owned: Owned,
         metrics: Arc<Metrics>,
     ) -> Result<Transactor, TxnError> {
@@ -83,8 +93,7 @@ impl Transactor {
             producer: Mutex::new(producer),
             changelog: changelog.to_string(),
             input: input.to_string(),
-            sinks,
-            severities,
+            records,
             owned,
             metrics,
         })
@@ -136,12 +145,11 @@ impl Transactor {
                 changelog.push(send(producer, record).await?);
             }
             for (json, event) in &shard.events {
-                for sink in &self.sinks {
-                    let (key, body, headers) = sink.record(event, json, &self.severities);
-                    let record = FutureRecord::<str, str>::to(&sink.topic)
-                        .key(key)
-                        .payload(&body)
-                        .headers(headers);
+                for r in (self.records)(event, json) {
+                    let record = FutureRecord::<str, str>::to(&r.topic)
+                        .key(&r.key)
+                        .payload(&r.body)
+                        .headers(r.headers);
                     events.push(send(producer, record).await?);
                 }
             }

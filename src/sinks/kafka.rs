@@ -280,7 +280,6 @@ fn undeliverable(e: &KafkaError) -> bool {
 /// A kafka sink's records as a transaction produces them (exactly once, DESIGN §10): the
 /// same topic, key, body and headers as the sink's own.
 pub struct Transactional {
-    pub topic: String,
     source: String,
     format: LineFormat,
     content_type: &'static str,
@@ -310,7 +309,6 @@ impl Config {
     pub fn transactional(&self) -> Transactional {
         let format = LineFormat::body(self.encoding.events().unwrap_or_default());
         Transactional {
-            topic: self.topic.clone().unwrap_or_default(),
             source: self.source.clone().unwrap_or_else(|| "herald".to_string()),
             format,
             content_type: content_type(format),

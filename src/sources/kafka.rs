@@ -354,8 +354,7 @@ impl Config {
     /// kafka sinks' events. Blocking.
     pub fn transactor(
         &self,
-        sinks: Vec<crate::sinks::kafka::Transactional>,
-        severities: Arc<crate::model::Severities>,
+        records: crate::pipeline::transaction::EventRecords,
         owned: crate::pipeline::Owned,
         metrics: Arc<crate::telemetry::metrics::Metrics>,
     ) -> Result<crate::pipeline::transaction::Transactor, crate::pipeline::transaction::TxnError>
@@ -365,8 +364,7 @@ impl Config {
             &self.transactional_id(),
             &self.state_topic(),
             self.topic.as_deref().unwrap_or_default(),
-            sinks,
-            severities,
+            records,
             owned,
             metrics,
         )

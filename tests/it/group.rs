@@ -34,26 +34,38 @@ const ONE_RECORD_PER_BATCH: &str = "[sinks.edge.client]\n\"batch.num.messages\" 
 const CLUSTERS: usize = 12;
 const PARTITIONS: u32 = 6;
 
-/// A core instance's config: its own state dir and output file, one group.
-fn core_config(dir: &Path, bootstrap: &str, name: &str, strategy: &str) -> (PathBuf, PathBuf) {
+/// A core instance's config: its own state dir and output file (a file sink), the kafka
+/// source `source` (its keys after `type` and `brokers`), and `sinks`.
+fn core_toml(
+    dir: &Path,
+    bootstrap: &str,
+    name: &str,
+    source: &str,
+    sinks: &str,
+) -> (PathBuf, PathBuf) {
     let out = dir.join(format!("{name}.jsonl"));
     let cfg = write_temp(
         dir,
         &format!("{name}.toml"),
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = {:?}\n[engine]\nkey_ttl = \"87600h\"\n\
-             [sources.raw]\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"raw\"\ngroup_id = \"core\"\n\
-             client.\"partition.assignment.strategy\" = \"{}\"\n\
+             [sources.raw]\ntype = \"kafka\"\nbrokers = \"{bootstrap}\"\n{source}\
              client.\"session.timeout.ms\" = \"6000\"\nclient.\"heartbeat.interval.ms\" = \"1000\"\n\
-             [sinks.out]\ntype = \"file\"\npath = {:?}\n",
+             {sinks}[sinks.out]\ntype = \"file\"\npath = {:?}\n",
             dir.join(format!("{name}-state")).to_str().unwrap(),
-            bootstrap,
-            strategy,
             out.to_str().unwrap(),
         )
         .as_bytes(),
     );
     (cfg, out)
+}
+
+/// A core instance in group `core` reading `raw`, with assignment `strategy`.
+fn core_config(dir: &Path, bootstrap: &str, name: &str, strategy: &str) -> (PathBuf, PathBuf) {
+    let source = format!(
+        "topic = \"raw\"\ngroup_id = \"core\"\nclient.\"partition.assignment.strategy\" = \"{strategy}\"\n"
+    );
+    core_toml(dir, bootstrap, name, &source, "")
 }
 
 fn start(cfg: &Path, log: &Path) -> Child {
@@ -400,23 +412,14 @@ fn exactly_once_config(
     name: &str,
     prefix: &str,
 ) -> (PathBuf, PathBuf) {
-    let out = dir.join(format!("{name}.jsonl"));
-    let cfg = write_temp(
-        dir,
-        &format!("{name}.toml"),
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = {:?}\n[engine]\nkey_ttl = \"87600h\"\n\
-             [sources.raw]\ntype = \"kafka\"\nbrokers = \"{bootstrap}\"\ntopic = \"{prefix}raw\"\ngroup_id = \"{prefix}core\"\n\
-             processing = \"exactly_once\"\ntransactional_id = \"{prefix}core-{name}\"\n\
-             client.\"session.timeout.ms\" = \"6000\"\nclient.\"heartbeat.interval.ms\" = \"1000\"\n\
-             [sinks.events]\ntype = \"kafka\"\nbrokers = \"{bootstrap}\"\ntopic = \"{prefix}events\"\n\
-             [sinks.out]\ntype = \"file\"\npath = {:?}\n",
-            dir.join(format!("{name}-state")).to_str().unwrap(),
-            out.to_str().unwrap(),
-        )
-        .as_bytes(),
+    let source = format!(
+        "topic = \"{prefix}raw\"\ngroup_id = \"{prefix}core\"\nprocessing = \"exactly_once\"\n\
+         transactional_id = \"{prefix}core-{name}\"\n"
     );
-    (cfg, out)
+    let sinks = format!(
+        "[sinks.events]\ntype = \"kafka\"\nbrokers = \"{bootstrap}\"\ntopic = \"{prefix}events\"\n"
+    );
+    core_toml(dir, bootstrap, name, &source, &sinks)
 }
 
 /// The ids of the events in `topic`, as the kafka sink wrote them (`ce_id`).
