@@ -386,7 +386,9 @@ fn bounded<A: axum_server::Address, Acc>(
 /// The sinks fed through a queue, by name: the configured ones but the scraped, or stdout
 /// when none is configured.
 fn queue_fed(config: &Config) -> Vec<(String, SinkConfig)> {
-    let transactional = exactly_once(config);
+    // Exactly once, the kafka sinks are written in the source's transactions.
+    let transactional =
+        exactly_once(config) && config.sinks.values().any(|s| matches!(s.kind, SinkKind::Kafka(_)));
     let mut configured: Vec<(String, SinkConfig)> = config
         .sinks
         .iter()

@@ -11,6 +11,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::PipelineError;
+
+/// How long a restore reads on for the changelog to reach the group's committed offset.
+const STABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::engine::{Engine, EngineConfig};
 use crate::state::changelog::{Changelog, INPUT_KEY};
 use crate::state::{Commit, Entry, Position, StateStore};
@@ -87,7 +90,6 @@ impl Store {
                 None => Ok(None),
             }
         };
-        let replayed = changelog.read(partition, position(&log_name)?.unwrap_or(0))?;
         let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         if let Some(store) = &self.0 {
             for kv in store.shard_entries(partition) {
@@ -95,33 +97,53 @@ impl Store {
                 entries.insert(k.as_ref().to_vec(), v.to_vec());
             }
         }
-        // A void cache: only the changelog's keys survive, the others go from the store.
-        let mut writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = match replayed.from_start {
-            true => std::mem::take(&mut entries).into_keys().map(|k| (k, None)).collect(),
-            false => BTreeMap::new(),
-        };
-        let mut input = match replayed.from_start {
-            true => Some(0),
-            false => position(&input_name)?,
-        };
-        for (key, value) in replayed.entries {
-            if key == INPUT_KEY {
-                let offset = value.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok());
-                input = offset.map(u64::from_be_bytes).or(input);
-                continue;
+        let mut writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        let mut input = position(&input_name)?;
+        let mut from = position(&log_name)?.unwrap_or(0);
+        let deadline = std::time::Instant::now() + STABLE_WAIT;
+        let next = loop {
+            let replayed = changelog.read(partition, from)?;
+            if replayed.from_start {
+                // A void cache: only the changelog's keys survive, the others go.
+                writes = std::mem::take(&mut entries).into_keys().map(|k| (k, None)).collect();
+                input = Some(0);
             }
-            match &value {
-                Some(v) => entries.insert(key.clone(), v.clone()),
-                None => entries.remove(&key),
-            };
-            writes.insert(key, value);
-        }
+            for (key, value) in replayed.entries {
+                if key == INPUT_KEY {
+                    let offset = value.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok());
+                    input = offset.map(u64::from_be_bytes).or(input);
+                    continue;
+                }
+                match &value {
+                    Some(v) => entries.insert(key.clone(), v.clone()),
+                    None => entries.remove(&key),
+                };
+                writes.insert(key, value);
+            }
+            from = replayed.next;
+            // The group's committed offset is never ahead of the changelog (both go in one
+            // transaction, or the offset after the entries). Ahead, it names a commit whose
+            // changelog records are not readable yet (a transaction's markers still being
+            // written): resuming from the offset on an engine without them would skip its
+            // records. So read on until they are there.
+            let committed = changelog.committed_input(partition)?;
+            match committed {
+                Some(c) if input.unwrap_or(0) < c => {
+                    if std::time::Instant::now() > deadline {
+                        tracing::warn!(partition, committed = c, input = input.unwrap_or(0), "the changelog does not reach the group's committed offset; the partition's engine resumes from what it holds");
+                        break from;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                _ => break from,
+            }
+        };
         let input = input.unwrap_or(0);
         if let Some(store) = &self.0 {
             let at = |offset| Position { offset, ..Position::default() };
             store.commit(Commit {
                 shards: vec![(partition, writes.into_iter().collect::<Vec<Entry>>())],
-                positions: vec![(log_name, at(replayed.next)), (input_name, at(input))],
+                positions: vec![(log_name, at(next)), (input_name, at(input))],
                 ..Commit::default()
             })?;
         }
@@ -215,5 +237,49 @@ mod tests {
         let again = Store::open(dir.path(), &config).unwrap().load(config).unwrap();
         assert_eq!(again.positions, old.positions);
         assert_eq!(again.engine.next_deadline(), pending);
+    }
+
+    /// A changelog whose last transaction's records become readable only on the second
+    /// read (its markers still being written at the first), while the group's committed
+    /// offset, from the same transaction, is already there.
+    struct LateMarkers(std::sync::atomic::AtomicUsize);
+
+    impl Changelog for LateMarkers {
+        fn append(&self, _: Vec<(i32, Vec<Entry>)>) -> crate::state::changelog::Appended {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn read(
+            &self,
+            _: i32,
+            from: u64,
+        ) -> Result<crate::state::changelog::Replayed, crate::state::StateError> {
+            let input = |o: u64| (INPUT_KEY.to_vec(), Some(o.to_be_bytes().to_vec()));
+            let reads = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let records = match reads {
+                0 => vec![input(3)],
+                _ => vec![input(3), input(5)],
+            };
+            let entries = records.get(from as usize..).unwrap_or_default().to_vec();
+            let next = records.len() as u64;
+            Ok(crate::state::changelog::Replayed { entries, next, from_start: false })
+        }
+
+        fn committed_input(&self, _: i32) -> Result<Option<u64>, crate::state::StateError> {
+            Ok(Some(5))
+        }
+    }
+
+    /// Regression: a restore that ended before the last transaction's records were
+    /// readable gave an engine older than the group's committed offset, and the partition
+    /// resumed from that offset: the records between were never applied.
+    #[test]
+    fn a_restore_reads_on_until_the_changelog_reaches_the_committed_offset() {
+        let changelog = LateMarkers(Default::default());
+        let (_, input) = Store::none()
+            .shard_from_changelog(EngineConfig::default(), &changelog, "raw", 0)
+            .unwrap();
+        assert_eq!(input, 5, "the input offset of the committed transaction");
+        assert_eq!(changelog.0.load(std::sync::atomic::Ordering::SeqCst), 2, "read twice");
     }
 }

@@ -11,8 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// How long a revocation waits for the job being appended.
-const REVOKE_WAIT: Duration = Duration::from_secs(30);
+/// How long a revocation waits for the job being appended: as long as a transaction may
+/// take (its commit, then an abort, each within 60 s), so that the next owner does not
+/// restore while it is still open.
+const REVOKE_WAIT: Duration = Duration::from_secs(150);
 
 #[derive(Default)]
 struct State {
@@ -32,19 +34,28 @@ pub struct Ownership {
     state: Mutex<State>,
     idle: Condvar,
     rewinds: tokio::sync::Notify,
-    /// The consumer group's metadata as of the last rebalance: what a transaction sends its
-    /// offsets with (exactly once), so that the group fences a former member's.
+    /// Where the consumer group's metadata is read, fresh for each transaction (exactly
+    /// once): it carries the generation the group fences a former member's offsets with.
     #[cfg(feature = "kafka")]
-    group: Mutex<Option<std::sync::Arc<rdkafka::consumer::ConsumerGroupMetadata>>>,
+    group: Mutex<Option<GroupMetadata>>,
 }
+
+/// Reads the group's metadata now, from the consumer (none once it is gone).
+#[cfg(feature = "kafka")]
+pub type GroupMetadata =
+    Box<dyn Fn() -> Option<rdkafka::consumer::ConsumerGroupMetadata> + Send + Sync>;
 
 impl Ownership {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A rewind queued for `partition` before it was assigned anew is void: the new
+    /// assignment reads from the committed offset anyway.
     pub fn assign(&self, partition: i32, assignment: u64) {
-        self.lock().owned.insert(partition, assignment);
+        let mut state = self.lock();
+        state.owned.insert(partition, assignment);
+        state.rewound.retain(|(p, _)| *p != partition);
     }
 
     /// A new assignment number, never given before.
@@ -85,13 +96,14 @@ impl Ownership {
     }
 
     #[cfg(feature = "kafka")]
-    pub fn set_group(&self, group: Option<rdkafka::consumer::ConsumerGroupMetadata>) {
-        *self.group.lock().unwrap_or_else(|p| p.into_inner()) = group.map(std::sync::Arc::new);
+    pub fn set_group(&self, group: GroupMetadata) {
+        *self.group.lock().unwrap_or_else(|p| p.into_inner()) = Some(group);
     }
 
+    /// The group's metadata as the consumer has it now.
     #[cfg(feature = "kafka")]
-    pub fn group(&self) -> Option<std::sync::Arc<rdkafka::consumer::ConsumerGroupMetadata>> {
-        self.group.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    pub fn group(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.group.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|g| g())
     }
 
     /// Takes `partition` away, once the job being appended (if any) is in the changelog.
@@ -99,6 +111,7 @@ impl Ownership {
     pub fn revoke(&self, partition: i32) {
         let mut state = self.lock();
         state.owned.remove(&partition);
+        state.rewound.retain(|(p, _)| *p != partition);
         if state.busy {
             let wait = self.idle.wait_timeout_while(state, REVOKE_WAIT, |s| s.busy);
             if wait.is_ok_and(|(_, timeout)| timeout.timed_out()) {
@@ -153,5 +166,23 @@ mod tests {
         assert!(!o.owns(3, 1));
         assert!(!o.begin(|owns| owns(3, 1)), "nothing of it appended after");
         o.end();
+    }
+
+    /// Regression: a rewind queued before a rebalance took a partition away and gave it back
+    /// put the partition under its old number again, and every later job for it was left out.
+    #[tokio::test]
+    async fn a_rewind_queued_before_a_rebalance_is_void_after_it() {
+        let o = Ownership::default();
+        let first = o.next_assignment();
+        o.assign(3, first);
+        o.assign(4, o.next_assignment());
+        let rewound = o.rewind();
+        assert_eq!(rewound.len(), 2);
+        o.revoke(3);
+        let again = o.next_assignment();
+        o.assign(3, again);
+        let taken = o.rewound().await;
+        assert_eq!(taken.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [4], "3 is assigned anew");
+        assert!(o.owns(3, again));
     }
 }

@@ -340,8 +340,13 @@ impl EngineTask {
                 // this instance applied before it lost it (that was never appended).
                 // Its clusters leave the view now, before the restore puts them back.
                 if let Some(mut old) = self.shards.remove(partition) {
+                    // Its events not yet committed come from records the restored engine
+                    // applies again. At least once they go out now as well; exactly once
+                    // they would be in the partition's next transaction twice.
                     let events = std::mem::take(&mut old.driver.events);
-                    self.shards.whole().driver.events.extend(events);
+                    if !self.changelog.as_ref().is_some_and(|g| g.exactly_once) {
+                        self.shards.whole().driver.events.extend(events);
+                    }
                     self.forget(old.driver.engine.cluster_names().map(str::to_string));
                     self.publish_view(&[]);
                 }
@@ -613,7 +618,7 @@ impl EngineTask {
         if let Some(why) = self.changelog.as_ref().and_then(|g| g.appender.failed()) {
             return Err(PipelineError::Commit(format!("the changelog: {why}")));
         }
-        let events = self.shards.take_events();
+        let (events, ranges) = self.shards.take_events_by_partition();
         // With a changelog, a revoked partition's last changes are let go, not produced: its
         // new owner may already be reading the changelog, and its records whose effect was
         // not committed are not acknowledged, so the new owner applies them again. Nor are
@@ -639,23 +644,26 @@ impl EngineTask {
         // One buffer for every line: a fresh String per event grew, and copied, several times.
         let mut buf = Vec::with_capacity(1024);
         let mut lines: Vec<EventLine> = Vec::with_capacity(events.len());
-        for e in events {
+        // Exactly once: each partition's events, for its transaction.
+        let exactly_once = self.changelog.as_ref().is_some_and(|g| g.exactly_once);
+        let mut by_partition: BTreeMap<i32, Vec<EventLine>> = BTreeMap::new();
+        let mut range = ranges.into_iter().peekable();
+        for (i, e) in events.into_iter().enumerate() {
+            while range.peek().is_some_and(|(_, to, _)| i >= *to) {
+                range.next();
+            }
+            let partition = range.peek().filter(|(from, _, _)| i >= *from).map(|(_, _, p)| *p);
             buf.clear();
             match serde_json::to_writer(&mut buf, &e).map(|()| std::str::from_utf8(&buf)) {
-                Ok(Ok(line)) => lines.push((Arc::from(line), Arc::new(e))),
+                Ok(Ok(line)) => {
+                    let line: EventLine = (Arc::from(line), Arc::new(e));
+                    if let Some(p) = partition.filter(|_| exactly_once) {
+                        by_partition.entry(p).or_default().push(line.clone());
+                    }
+                    lines.push(line);
+                }
                 Ok(Err(error)) => EventUnserializable { event: &e, error }.emit(&self.metrics),
                 Err(error) => EventUnserializable { event: &e, error }.emit(&self.metrics),
-            }
-        }
-        // Exactly once: each partition's events, for its transaction. A cluster is in one
-        // partition; one whose partition was let go has no transaction to be in.
-        let mut by_partition: BTreeMap<i32, Vec<EventLine>> = BTreeMap::new();
-        if self.changelog.as_ref().is_some_and(|g| g.exactly_once) && !lines.is_empty() {
-            let clusters = self.shards.partition_of_clusters();
-            for (line, event) in &lines {
-                if let Some(p) = clusters.get(event.cluster.as_str()) {
-                    by_partition.entry(*p).or_default().push((line.clone(), event.clone()));
-                }
             }
         }
         let fresh = self.outbox.enqueue(lines);

@@ -125,11 +125,22 @@ impl Shards {
 
     /// The events every engine emitted since the last call.
     pub fn take_events(&mut self) -> Vec<ClusterEvent> {
+        self.take_events_by_partition().0
+    }
+
+    /// As [`Shards::take_events`], with the partition each came from: `(from, to, p)`
+    /// gives the range of the events partition `p`'s engine emitted.
+    pub fn take_events_by_partition(&mut self) -> (Vec<ClusterEvent>, Vec<(usize, usize, i32)>) {
         let mut out = std::mem::take(&mut self.whole.driver.events);
-        for s in self.partitions.values_mut() {
+        let mut ranges = Vec::new();
+        for (p, s) in &mut self.partitions {
+            let from = out.len();
             out.append(&mut s.driver.events);
+            if out.len() > from {
+                ranges.push((from, out.len(), *p));
+            }
         }
-        out
+        (out, ranges)
     }
 
     pub fn take_evictions(&mut self) -> Vec<Evicted> {
@@ -166,15 +177,6 @@ impl Shards {
     /// The partitions revoked, to drop with the next commit.
     pub fn revoked(&self) -> impl Iterator<Item = i32> + '_ {
         self.partitions.iter().filter(|(_, s)| s.revoked).map(|(p, _)| *p)
-    }
-
-    /// The partition each cluster of a partition's engine is in.
-    pub fn partition_of_clusters(&self) -> BTreeMap<&str, i32> {
-        let mut out = BTreeMap::new();
-        for (p, s) in &self.partitions {
-            out.extend(s.driver.engine.cluster_names().map(|c| (c, *p)));
-        }
-        out
     }
 
     /// Drops the revoked partitions' engines, giving the clusters they held.

@@ -6,6 +6,7 @@
 //! aborted one leaves nothing behind, while the partitions are read again from their last
 //! committed state (see [`Ownership::rewind`](super::ownership::Ownership::rewind)).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,9 @@ use crate::telemetry::metrics::Metrics;
 
 /// How long the blocking transaction calls may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The wait before a transaction after one abort; it doubles with each abort in a row.
+const ABORT_BACKOFF: Duration = Duration::from_millis(50);
+const ABORT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// One partition's share of a transaction.
 pub struct TxnShard {
@@ -66,6 +70,8 @@ pub struct Transactor {
     records: EventRecords,
     owned: Owned,
     metrics: Arc<Metrics>,
+    /// Transactions aborted in a row.
+    aborts: AtomicU32,
 }
 
 impl Transactor {
@@ -80,7 +86,14 @@ impl Transactor {
         owned: Owned,
         metrics: Arc<Metrics>,
     ) -> Result<Transactor, TxnError> {
+        if transactional_id.is_empty() || transactional_id.ends_with('-') {
+            return Err(TxnError::Fatal(format!(
+                "transactional id {transactional_id:?}: no hostname to make it unique; set transactional_id"
+            )));
+        }
         let mut client = client;
+        // A consumer's option means nothing to the producer (librdkafka warns of it).
+        client.remove("isolation.level");
         client
             .set("transactional.id", transactional_id)
             .set("enable.idempotence", "true")
@@ -96,6 +109,7 @@ impl Transactor {
             records,
             owned,
             metrics,
+            aborts: AtomicU32::new(0),
         })
     }
 
@@ -106,31 +120,42 @@ impl Transactor {
     /// One transaction: every shard's changelog records and kafka events, and the input
     /// offsets with the group's metadata. Gives each changelog partition's next offset.
     pub async fn commit(&self, shards: &[TxnShard]) -> Result<Vec<(i32, u64)>, TxnError> {
-        // Fresh metadata each time: it carries the generation the group fences a former
-        // member's offsets with. None before the first assignment, when nothing is owned.
-        let Some(group) = self.owned.group() else {
-            return Err(TxnError::Aborted("the group has not assigned partitions yet".into()));
-        };
+        // Aborts in a row wait longer each time: a cause that stays (a coordinator away, an
+        // instance fencing this one) would otherwise spin the rewind.
+        let aborts = self.aborts.load(Ordering::Acquire);
+        if aborts > 0 {
+            let wait = ABORT_BACKOFF.saturating_mul(1 << aborts.min(6)).min(ABORT_BACKOFF_MAX);
+            tokio::time::sleep(wait).await;
+        }
         let producer = self.producer();
-        let done = self.attempt(&producer, group, shards).await;
+        let done = self.attempt(&producer, shards).await;
         let outcome = match &done {
             Ok(_) => "committed",
             Err(_) => "aborted",
         };
         self.metrics.transactions.with_label_values(&[outcome]).inc();
         match done {
-            Ok(next) => Ok(next),
-            Err(e) => Err(self.recover(producer, e).await),
+            Ok(next) => {
+                self.aborts.store(0, Ordering::Release);
+                Ok(next)
+            }
+            Err(e) => {
+                self.aborts.fetch_add(1, Ordering::AcqRel);
+                Err(self.recover(producer, e).await)
+            }
         }
     }
 
     async fn attempt(
         &self,
         producer: &Arc<FutureProducer>,
-        group: Arc<rdkafka::consumer::ConsumerGroupMetadata>,
         shards: &[TxnShard],
     ) -> Result<Vec<(i32, u64)>, KafkaError> {
-        producer.begin_transaction()?;
+        let p = producer.clone();
+        // Blocking: librdkafka's main thread answers it.
+        tokio::task::spawn_blocking(move || p.begin_transaction())
+            .await
+            .map_err(|_| KafkaError::Canceled)??;
         let mut changelog = Vec::new();
         let mut events = Vec::new();
         let mut offsets = TopicPartitionList::new();
@@ -150,14 +175,26 @@ impl Transactor {
                         .key(&r.key)
                         .payload(&r.body)
                         .headers(r.headers);
-                    events.push(send(producer, record).await?);
+                    match send(producer, record).await {
+                        Ok(delivery) => events.push(delivery),
+                        // As the kafka sink does: an event Kafka can never take is reported
+                        // and passed over; aborting for it would abort for ever.
+                        Err(e) if crate::sinks::kafka::undeliverable(&e) => {
+                            tracing::error!(event = %event.id, topic = %r.topic, error = %e, "event passed over: Kafka can never take it");
+                            self.metrics.transaction_events_dropped.inc();
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             }
             let next = Offset::Offset(i64::try_from(shard.input).unwrap_or(i64::MAX));
             offsets.add_partition_offset(&self.input, shard.partition, next)?;
         }
-        let p = producer.clone();
+        let (p, owned) = (producer.clone(), self.owned.clone());
         tokio::task::spawn_blocking(move || {
+            // Fresh metadata, read now: it carries the generation the group fences a former
+            // member's offsets with, which moves as soon as a rebalance begins.
+            let group = owned.group().ok_or(KafkaError::Canceled)?;
             p.send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)?;
             p.commit_transaction(TXN_TIMEOUT)
         })
@@ -204,7 +241,13 @@ impl Transactor {
             let client = self.client.clone();
             match tokio::task::spawn_blocking(move || init(&client)).await {
                 Ok(Ok(fresh)) => {
-                    *self.producer.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+                    let old = std::mem::replace(
+                        &mut *self.producer.lock().unwrap_or_else(|p| p.into_inner()),
+                        Arc::new(fresh),
+                    );
+                    drop(producer);
+                    // Destroying a producer flushes and joins its threads: off the workers.
+                    let _ = tokio::task::spawn_blocking(move || drop(old)).await;
                     tracing::warn!(error = %error, "transactional producer made anew");
                 }
                 Ok(Err(e)) => return e,

@@ -263,7 +263,7 @@ pub fn client_config(config: &Config) -> ClientConfig {
 }
 
 /// Local refusals that no retry can cure.
-fn undeliverable(e: &KafkaError) -> bool {
+pub fn undeliverable(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
         Some(

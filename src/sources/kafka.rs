@@ -110,6 +110,8 @@ use crate::telemetry::events::{Reachability, Side};
 
 /// How often the offsets of what is held are committed.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// How long after a failed rewind it is tried again.
+const REWIND_RETRY: Duration = Duration::from_secs(1);
 
 /// What the consume loop, the records' acknowledgements and the rebalance callback share.
 #[derive(Default)]
@@ -238,13 +240,6 @@ impl ConsumerContext for Group {
             Rebalance::Error(e) => {
                 tracing::warn!(source = %self.name, error = %e, "rebalance failed")
             }
-        }
-    }
-
-    /// The group's generation is the new one now: transactions send offsets with it.
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _: &Rebalance<'_>) {
-        if self.transactional {
-            self.shared.set_group(consumer.group_metadata());
         }
     }
 }
@@ -377,7 +372,14 @@ impl Config {
         // A group member's options mean nothing to the changelog's producer and reader.
         let client = self.producing();
         let input = self.topic.as_deref().unwrap_or_default();
-        crate::state::changelog::KafkaChangelog::open(client, &self.state_topic(), input)
+        let changelog =
+            crate::state::changelog::KafkaChangelog::open(client, &self.state_topic(), input)?;
+        Ok(match self.processing {
+            Processing::AtLeastOnce => changelog,
+            Processing::ExactlyOnce => {
+                changelog.with_committed_offsets_of(self.group_id.as_deref().unwrap_or_default())
+            }
+        })
     }
 }
 
@@ -459,19 +461,48 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
     let outstanding = Arc::new(AtomicUsize::new(0));
     let mut fresh = Freshness { source, caught_up: false };
     let mut commits = tokio::time::interval(COMMIT_EVERY);
+    if transactional {
+        let weak = Arc::downgrade(&consumer);
+        ctx.owned.set_group(Box::new(move || weak.upgrade().and_then(|c| c.group_metadata())));
+    }
+    // Exactly once: partitions to read again from their committed offsets, each with its
+    // new assignment number (see `rewind`).
+    let mut rewinding: BTreeMap<i32, u64> = BTreeMap::new();
+    let mut rewind_failed = false;
+    let reset_to_end = matches!(
+        config.client.get("auto.offset.reset").map(String::as_str),
+        Some("latest" | "largest" | "end")
+    );
     loop {
+        if !rewinding.is_empty() && !rewind_failed {
+            let partitions = std::mem::take(&mut rewinding);
+            match rewind(&consumer, &topic, &partitions, reset_to_end).await {
+                Ok(()) => {
+                    if !consumer.context().hand_over(source, tx).await {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(source = %name, error = %e, "reading the rewound partitions again from their committed offsets failed; trying again");
+                    rewinding = partitions;
+                    rewind_failed = true;
+                }
+            }
+        }
         let next = tokio::select! {
             _ = stop.stopped() => break,
             _ = commits.tick(), if !transactional => {
                 commit(&consumer, &held, CommitMode::Async);
                 continue;
             }
-            rewound = ctx.owned.rewound() => {
-                // Reading on from where it is would skip what the aborted commit held.
-                rewind(&consumer, &topic, rewound).await.map_err(|e| SourceError::broker(&brokers, e))?;
-                if !consumer.context().hand_over(source, tx).await {
-                    break;
-                }
+            rewound = ctx.owned.rewound(), if transactional => {
+                // Reading on from where it is would skip what the aborted commit held: the
+                // partitions' records are passed over until they are read again from there.
+                rewinding.extend(rewound);
+                continue;
+            }
+            _ = tokio::time::sleep(REWIND_RETRY), if !rewinding.is_empty() && rewind_failed => {
+                rewind_failed = false;
                 continue;
             }
             next = tokio::time::timeout(QUIET, consumer.recv()) => next,
@@ -517,6 +548,9 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
             Ok(Ok(m)) => m,
         };
         consumer.context().reach.reached();
+        if rewinding.contains_key(&m.partition()) {
+            continue;
+        }
         let Some(live) = fresh.arrived(tx).await else { break };
         let lines = message_lines(m.payload().unwrap_or_default());
         let context = raw_context(&m, config.common.format);
@@ -585,46 +619,38 @@ async fn at_end(consumer: &Arc<StreamConsumer<Group>>, topic: &str, p: i32) -> b
 /// A transaction failed (exactly once): each rewound partition is read again from its
 /// committed offset, under its new assignment number, whose news goes ahead of its records
 /// so that the engine task restores the partition's last committed engine first. The seek
-/// drops what librdkafka had fetched from the old position.
+/// drops what librdkafka had fetched from the old position. A partition the group moved
+/// meanwhile is left alone: its new assignment reads from the committed offset anyway.
 async fn rewind(
     consumer: &Arc<StreamConsumer<Group>>,
     topic: &str,
-    rewound: Vec<(i32, u64)>,
+    rewound: &BTreeMap<i32, u64>,
+    reset_to_end: bool,
 ) -> Result<(), KafkaError> {
-    let mut seek = Vec::new();
-    {
-        let group = consumer.context();
-        let mut held = group.held.lock().unwrap_or_else(|p| p.into_inner());
-        for (p, n) in rewound {
-            if let Some(owned) = held.owned.get_mut(&p) {
-                *owned = n;
-                held.at_end.remove(&p);
-                held.read.remove(&p);
-                held.changes.push((p, PartitionChange::Assigned(n)));
-                seek.push(p);
-            }
-        }
-    }
-    let (consumer, topic) = (consumer.clone(), topic.to_string());
+    let shared = consumer.context().shared.clone();
+    let seek: Vec<i32> =
+        rewound.iter().filter(|(p, n)| shared.owns(**p, **n)).map(|(p, _)| *p).collect();
+    let (c, t, partitions) = (consumer.clone(), topic.to_string(), seek.clone());
     let sought = tokio::task::spawn_blocking(move || {
         let timeout = Duration::from_secs(10);
         let mut tpl = TopicPartitionList::new();
-        for p in &seek {
-            tpl.add_partition(&topic, *p);
+        for p in &partitions {
+            tpl.add_partition(&t, *p);
         }
-        let committed = consumer.committed_offsets(tpl, timeout)?;
-        for p in seek {
+        let committed = c.committed_offsets(tpl, timeout)?;
+        let none = if reset_to_end { Offset::End } else { Offset::Beginning };
+        for p in partitions {
             let at = committed
-                .find_partition(&topic, p)
+                .find_partition(&t, p)
                 .map(|e| e.offset())
                 .filter(|o| matches!(o, Offset::Offset(_)))
-                .unwrap_or(Offset::Beginning);
+                .unwrap_or(none);
             // A partition still starting to fetch refuses a seek for a moment.
             let mut attempt = 0;
             loop {
-                match consumer.seek(&topic, p, at, timeout) {
+                match c.seek(&t, p, at, timeout) {
                     Ok(()) => break,
-                    Err(_) if attempt < 50 => {
+                    Err(_) if attempt < 20 => {
                         attempt += 1;
                         std::thread::sleep(Duration::from_millis(100));
                     }
@@ -635,7 +661,23 @@ async fn rewind(
         }
         Ok(())
     });
-    sought.await.unwrap_or(Err(KafkaError::Canceled))
+    sought.await.unwrap_or(Err(KafkaError::Canceled))?;
+    let group = consumer.context();
+    let mut held = group.held.lock().unwrap_or_else(|p| p.into_inner());
+    for p in seek {
+        let Some(n) = rewound.get(&p).copied() else { continue };
+        // Moved by a rebalance while the seek ran: its assignment says what it is.
+        if !shared.owns(p, n) {
+            continue;
+        }
+        if let Some(owned) = held.owned.get_mut(&p) {
+            *owned = n;
+            held.at_end.remove(&p);
+            held.read.remove(&p);
+            held.changes.push((p, PartitionChange::Assigned(n)));
+        }
+    }
+    Ok(())
 }
 
 /// Commits the offsets of what is held, if they moved.

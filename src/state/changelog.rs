@@ -37,6 +37,11 @@ pub trait Changelog: Send + Sync {
     fn append(&self, shards: Vec<(i32, Vec<Entry>)>) -> Appended;
     /// Reads changelog partition `partition` from offset `from` to its end. Blocking.
     fn read(&self, partition: i32, from: u64) -> Result<Replayed, StateError>;
+    /// The group's committed offset of input partition `partition`, once stable, where the
+    /// offsets are committed with the entries (exactly once); `None` otherwise. Blocking.
+    fn committed_input(&self, _partition: i32) -> Result<Option<u64>, StateError> {
+        Ok(None)
+    }
 }
 
 #[cfg(feature = "kafka")]
@@ -68,6 +73,9 @@ mod kafka {
         topic: Arc<str>,
         /// Reads a partition on its restore, one at a time.
         reader: ClientConfig,
+        input: String,
+        /// Exactly once: reads the group's committed offsets (stable ones: read_committed).
+        committed: Option<ClientConfig>,
     }
 
     impl KafkaChangelog {
@@ -123,7 +131,22 @@ mod kafka {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Ok(KafkaChangelog { producer, topic: topic.into(), reader })
+            Ok(KafkaChangelog {
+                producer,
+                topic: topic.into(),
+                reader,
+                input: input.to_string(),
+                committed: None,
+            })
+        }
+
+        /// Exactly once: a restore reads on until the changelog reaches group `group_id`'s
+        /// committed offset of the partition, which goes in the same transaction.
+        pub fn with_committed_offsets_of(mut self, group_id: &str) -> Self {
+            let mut c = self.reader.clone();
+            c.set("group.id", group_id);
+            self.committed = Some(c);
+            self
         }
     }
 
@@ -215,6 +238,25 @@ mod kafka {
                 .map_err(|e| format!("creating its reader: {e}"))
                 .and_then(|consumer| read(&consumer, topic, partition, from));
             result.map_err(|reason| StateError::Changelog { topic: topic.into(), reason })
+        }
+
+        fn committed_input(&self, partition: i32) -> Result<Option<u64>, StateError> {
+            let Some(config) = &self.committed else { return Ok(None) };
+            let fail =
+                |reason: String| StateError::Changelog { topic: self.topic.to_string(), reason };
+            // Not a member: a consumer that only asks the coordinator, which waits for a
+            // transaction's offsets to be settled before it answers a read_committed one.
+            let consumer: BaseConsumer<Reader> = config
+                .create_with_context(Reader)
+                .map_err(|e| fail(format!("creating its offsets reader: {e}")))?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&self.input, partition);
+            let committed = consumer.committed_offsets(tpl, WATERMARKS).map_err(|e| {
+                fail(format!("reading the committed offset of {} [{partition}]: {e}", self.input))
+            })?;
+            let offset =
+                committed.find_partition(&self.input, partition).and_then(|e| e.offset().to_raw());
+            Ok(offset.and_then(|o| u64::try_from(o).ok()))
         }
     }
 

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub rebalances: IntCounterVec,
     /// Exactly once: transactions, by outcome (`committed`, `aborted`).
     pub transactions: IntCounterVec,
+    /// Exactly once: events a transaction passed over because Kafka can never take them.
+    pub transaction_events_dropped: IntCounter,
     /// How long restoring an assigned partition's engine took.
     pub restore_seconds: HistogramVec,
     /// A kafka source's lag per owned partition: the high watermark minus the committed
@@ -278,6 +280,11 @@ impl Metrics {
             },
             rebalances: counter(&r, "herald_rebalances_total", "Partitions a kafka source's group assigned to or revoked from this instance", &["source", "change"])?,
             transactions: counter(&r, "herald_transactions_total", "Kafka transactions of the exactly-once mode, by outcome", &["outcome"])?,
+            transaction_events_dropped: {
+                let c = IntCounter::new("herald_transaction_events_dropped_total", "Events a transaction of the exactly-once mode passed over because Kafka can never take them")?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             restore_seconds: {
                 let h = HistogramVec::new(
                     HistogramOpts::new(
