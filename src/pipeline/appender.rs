@@ -107,6 +107,10 @@ impl Appender {
         store: &Store,
         job: Job,
     ) -> Result<(), String> {
+        #[cfg(feature = "kafka")]
+        if let Mode::ExactlyOnce(txn) = &self.mode {
+            txn.backoff().await;
+        }
         let current: Vec<ShardJob> = self.owned.begin(|owns| {
             job.shards.into_iter().filter(|s| owns(s.partition, s.assignment)).collect()
         });

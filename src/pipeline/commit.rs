@@ -11,12 +11,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::PipelineError;
-
-/// How long a restore reads on for the changelog to reach the group's committed offset.
-const STABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::engine::{Engine, EngineConfig};
 use crate::state::changelog::{Changelog, INPUT_KEY};
 use crate::state::{Commit, Entry, Position, StateStore};
+
+/// How long a restore reads on for the changelog to reach the group's committed offset:
+/// a transaction's markers land within moments of its commit.
+const STABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Where commits go; `None` without a `[state] dir` (nothing survives a restart).
 #[derive(Clone)]
@@ -104,8 +105,10 @@ impl Store {
         let next = loop {
             let replayed = changelog.read(partition, from)?;
             if replayed.from_start {
-                // A void cache: only the changelog's keys survive, the others go.
-                writes = std::mem::take(&mut entries).into_keys().map(|k| (k, None)).collect();
+                // A void cache: only the changelog's keys survive, the others go (those
+                // held and those a read before this one took away alike).
+                let held = std::mem::take(&mut entries).into_keys();
+                writes = writes.into_keys().chain(held).map(|k| (k, None)).collect();
                 input = Some(0);
             }
             for (key, value) in replayed.entries {
@@ -126,16 +129,19 @@ impl Store {
             // changelog records are not readable yet (a transaction's markers still being
             // written): resuming from the offset on an engine without them would skip its
             // records. So read on until they are there.
-            let committed = changelog.committed_input(partition)?;
-            match committed {
-                Some(c) if input.unwrap_or(0) < c => {
-                    if std::time::Instant::now() > deadline {
-                        tracing::warn!(partition, committed = c, input = input.unwrap_or(0), "the changelog does not reach the group's committed offset; the partition's engine resumes from what it holds");
-                        break from;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(100));
+            // An offset not settled yet (a transaction still open) reads as an error.
+            let behind = match changelog.committed_input(partition) {
+                Ok(Some(c)) if input.unwrap_or(0) < c => Some(c.to_string()),
+                Ok(_) => None,
+                Err(e) => Some(e.to_string()),
+            };
+            match behind {
+                None => break from,
+                Some(committed) if std::time::Instant::now() > deadline => {
+                    tracing::warn!(partition, committed, input = input.unwrap_or(0), "the changelog does not reach the group's committed offset; the partition's engine resumes from what it holds");
+                    break from;
                 }
-                _ => break from,
+                Some(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
             }
         };
         let input = input.unwrap_or(0);
@@ -266,13 +272,21 @@ mod tests {
         }
 
         fn committed_input(&self, _: i32) -> Result<Option<u64>, crate::state::StateError> {
-            Ok(Some(5))
+            // Not settled yet at the first look (the transaction still open): an error.
+            match self.0.load(std::sync::atomic::Ordering::SeqCst) {
+                1 => Err(crate::state::StateError::Changelog {
+                    topic: "raw-changelog".into(),
+                    reason: "unstable offset".into(),
+                }),
+                _ => Ok(Some(5)),
+            }
         }
     }
 
     /// Regression: a restore that ended before the last transaction's records were
     /// readable gave an engine older than the group's committed offset, and the partition
-    /// resumed from that offset: the records between were never applied.
+    /// resumed from that offset: the records between were never applied. An offset not
+    /// settled yet is waited for too, not taken for a failure.
     #[test]
     fn a_restore_reads_on_until_the_changelog_reaches_the_committed_offset() {
         let changelog = LateMarkers(Default::default());

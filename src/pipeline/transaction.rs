@@ -6,6 +6,7 @@
 //! aborted one leaves nothing behind, while the partitions are read again from their last
 //! committed state (see [`Ownership::rewind`](super::ownership::Ownership::rewind)).
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +28,8 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 /// The wait before a transaction after one abort; it doubles with each abort in a row.
 const ABORT_BACKOFF: Duration = Duration::from_millis(50);
 const ABORT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How many refused events' ids are kept.
+const PASSED_OVER: usize = 10_000;
 
 /// One partition's share of a transaction.
 pub struct TxnShard {
@@ -72,6 +75,10 @@ pub struct Transactor {
     metrics: Arc<Metrics>,
     /// Transactions aborted in a row.
     aborts: AtomicU32,
+    /// Events Kafka refused for good, passed over when the rewound engine emits them again.
+    passed_over: Mutex<BTreeSet<String>>,
+    /// A changelog record Kafka refused for good.
+    refused: Mutex<Option<String>>,
 }
 
 impl Transactor {
@@ -88,7 +95,7 @@ impl Transactor {
     ) -> Result<Transactor, TxnError> {
         if transactional_id.is_empty() || transactional_id.ends_with('-') {
             return Err(TxnError::Fatal(format!(
-                "transactional id {transactional_id:?}: no hostname to make it unique; set transactional_id"
+                "transactional id {transactional_id:?} is empty or ends in '-' (the default when there is no hostname to make it unique): set transactional_id"
             )));
         }
         let mut client = client;
@@ -110,6 +117,8 @@ impl Transactor {
             owned,
             metrics,
             aborts: AtomicU32::new(0),
+            passed_over: Mutex::default(),
+            refused: Mutex::default(),
         })
     }
 
@@ -119,16 +128,22 @@ impl Transactor {
 
     /// One transaction: every shard's changelog records and kafka events, and the input
     /// offsets with the group's metadata. Gives each changelog partition's next offset.
-    pub async fn commit(&self, shards: &[TxnShard]) -> Result<Vec<(i32, u64)>, TxnError> {
-        // Aborts in a row wait longer each time: a cause that stays (a coordinator away, an
-        // instance fencing this one) would otherwise spin the rewind.
-        let aborts = self.aborts.load(Ordering::Acquire);
-        if aborts > 0 {
-            let wait = ABORT_BACKOFF.saturating_mul(1 << aborts.min(6)).min(ABORT_BACKOFF_MAX);
+    /// Aborts in a row wait longer each time before the next transaction: a cause that
+    /// stays (a coordinator away, an instance fencing this one) would otherwise spin the
+    /// rewind. Called before a job takes its partitions, so a revocation does not wait on it.
+    pub async fn backoff(&self) {
+        let wait = abort_wait(self.aborts.load(Ordering::Acquire));
+        if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+    }
+
+    pub async fn commit(&self, shards: &[TxnShard]) -> Result<Vec<(i32, u64)>, TxnError> {
         let producer = self.producer();
         let done = self.attempt(&producer, shards).await;
+        if let Some(why) = self.refused.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(TxnError::Fatal(why));
+        }
         let outcome = match &done {
             Ok(_) => "committed",
             Err(_) => "aborted",
@@ -170,18 +185,21 @@ impl Transactor {
                 changelog.push(send(producer, record).await?);
             }
             for (json, event) in &shard.events {
+                if self.passed_over.lock().unwrap_or_else(|p| p.into_inner()).contains(&event.id) {
+                    continue;
+                }
                 for r in (self.records)(event, json) {
                     let record = FutureRecord::<str, str>::to(&r.topic)
                         .key(&r.key)
                         .payload(&r.body)
                         .headers(r.headers);
                     match send(producer, record).await {
-                        Ok(delivery) => events.push(delivery),
+                        Ok(delivery) => events.push((event.id.clone(), delivery)),
                         // As the kafka sink does: an event Kafka can never take is reported
                         // and passed over; aborting for it would abort for ever.
                         Err(e) if crate::sinks::kafka::undeliverable(&e) => {
                             tracing::error!(event = %event.id, topic = %r.topic, error = %e, "event passed over: Kafka can never take it");
-                            self.metrics.transaction_events_dropped.inc();
+                            self.pass_over(event.id.clone());
                         }
                         Err(e) => return Err(e),
                     }
@@ -191,7 +209,7 @@ impl Transactor {
             offsets.add_partition_offset(&self.input, shard.partition, next)?;
         }
         let (p, owned) = (producer.clone(), self.owned.clone());
-        tokio::task::spawn_blocking(move || {
+        let committed = tokio::task::spawn_blocking(move || {
             // Fresh metadata, read now: it carries the generation the group fences a former
             // member's offsets with, which moves as soon as a rebalance begins.
             let group = owned.group().ok_or(KafkaError::Canceled)?;
@@ -199,7 +217,11 @@ impl Transactor {
             p.commit_transaction(TXN_TIMEOUT)
         })
         .await
-        .map_err(|_| KafkaError::Canceled)??;
+        .map_err(|_| KafkaError::Canceled)?;
+        if let Err(e) = committed {
+            self.note_refusals(&mut events, &mut changelog).await;
+            return Err(e);
+        }
         let mut next: Vec<(i32, u64)> = Vec::new();
         for delivery in changelog {
             let d = match delivery.await {
@@ -213,12 +235,53 @@ impl Transactor {
                 None => next.push((d.partition, after)),
             }
         }
-        for delivery in events {
+        for (_, delivery) in events {
             if let Ok(Err((e, _))) = delivery.await {
                 return Err(e);
             }
         }
         Ok(next)
+    }
+
+    /// Event `id` is not produced again (an event of a transaction that fails is emitted
+    /// again by the rewound engine).
+    fn pass_over(&self, id: String) {
+        let mut passed = self.passed_over.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: ids passed over long ago are not emitted again anyway.
+        if passed.len() >= PASSED_OVER {
+            passed.clear();
+        }
+        if passed.insert(id) {
+            self.metrics.transaction_events_dropped.inc();
+        }
+    }
+
+    /// A failed commit: a record the broker refused for good would fail every attempt
+    /// again. An event's is passed over from now on, as the kafka sink does; a changelog
+    /// record's stops the engine (the partition's state could not move on without it).
+    async fn note_refusals(
+        &self,
+        events: &mut Vec<(String, rdkafka::producer::DeliveryFuture)>,
+        changelog: &mut Vec<rdkafka::producer::DeliveryFuture>,
+    ) {
+        // The refusal came before the commit failed; the rest are purged with the abort.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        for (id, delivery) in events.drain(..) {
+            if let Ok(Ok(Err((e, _)))) = tokio::time::timeout_at(deadline, delivery).await {
+                if crate::sinks::kafka::undeliverable(&e) {
+                    tracing::error!(event = %id, error = %e, "event passed over: Kafka can never take it");
+                    self.pass_over(id);
+                }
+            }
+        }
+        for delivery in changelog.drain(..) {
+            if let Ok(Ok(Err((e, _)))) = tokio::time::timeout_at(deadline, delivery).await {
+                if crate::sinks::kafka::undeliverable(&e) {
+                    *self.refused.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(format!("the changelog refuses an entry for good: {e}"));
+                }
+            }
+        }
     }
 
     /// After a failed attempt: abort the transaction, or, if the producer is fenced or
@@ -258,6 +321,15 @@ impl Transactor {
     }
 }
 
+/// The wait before the next transaction after `aborts` in a row: none, then 50 ms,
+/// doubling up to 5 s.
+fn abort_wait(aborts: u32) -> Duration {
+    match aborts {
+        0 => Duration::ZERO,
+        n => ABORT_BACKOFF.saturating_mul(1 << (n - 1).min(7)).min(ABORT_BACKOFF_MAX),
+    }
+}
+
 fn init(client: &ClientConfig) -> Result<FutureProducer, TxnError> {
     let producer: FutureProducer =
         client.create().map_err(|e| TxnError::Fatal(format!("creating it: {e}")))?;
@@ -285,5 +357,18 @@ where
             }
             Err((e, _)) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the first abort waited 100 ms and the waits stopped at 3.2 s.
+    #[test]
+    fn aborts_in_a_row_back_off_from_50_ms_doubling_to_5_s() {
+        let waits: Vec<u128> = (0..10).map(|n| abort_wait(n).as_millis()).collect();
+        assert_eq!(waits, [0, 50, 100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(abort_wait(u32::MAX), ABORT_BACKOFF_MAX);
     }
 }

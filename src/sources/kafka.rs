@@ -468,13 +468,18 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
     // Exactly once: partitions to read again from their committed offsets, each with its
     // new assignment number (see `rewind`).
     let mut rewinding: BTreeMap<i32, u64> = BTreeMap::new();
-    let mut rewind_failed = false;
+    // After a failed rewind, when to try again (the loop comes round every QUIET at least).
+    let mut retry_at: Option<tokio::time::Instant> = None;
     let reset_to_end = matches!(
         config.client.get("auto.offset.reset").map(String::as_str),
         Some("latest" | "largest" | "end")
     );
     loop {
-        if !rewinding.is_empty() && !rewind_failed {
+        // A partition the group moved meanwhile is read from its committed offset anyway.
+        rewinding.retain(|p, n| ctx.owned.owns(*p, *n));
+        let due = retry_at.is_none_or(|at| tokio::time::Instant::now() >= at);
+        if !rewinding.is_empty() && due {
+            retry_at = None;
             let partitions = std::mem::take(&mut rewinding);
             match rewind(&consumer, &topic, &partitions, reset_to_end).await {
                 Ok(()) => {
@@ -485,7 +490,7 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
                 Err(e) => {
                     tracing::error!(source = %name, error = %e, "reading the rewound partitions again from their committed offsets failed; trying again");
                     rewinding = partitions;
-                    rewind_failed = true;
+                    retry_at = Some(tokio::time::Instant::now() + REWIND_RETRY);
                 }
             }
         }
@@ -501,16 +506,14 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
                 rewinding.extend(rewound);
                 continue;
             }
-            _ = tokio::time::sleep(REWIND_RETRY), if !rewinding.is_empty() && rewind_failed => {
-                rewind_failed = false;
-                continue;
-            }
             next = tokio::time::timeout(QUIET, consumer.recv()) => next,
         };
         if let Ok(Err(KafkaError::PartitionEOF(partition))) = &next {
             let p = *partition;
+            // A partition waiting to be read again from its committed offset is not at its end.
+            let rewound = rewinding.contains_key(&p);
             let trusted = consumer.context().has_read(p) || at_end(&consumer, &topic, p).await;
-            if trusted && consumer.context().reached_end(p) {
+            if !rewound && trusted && consumer.context().reached_end(p) {
                 tracing::debug!(source = %name, partition = p, "partition read to its end");
             }
         }
@@ -548,7 +551,7 @@ async fn consume(config: &Config, ctx: &SourceContext) -> Result<(), SourceError
             Ok(Ok(m)) => m,
         };
         consumer.context().reach.reached();
-        if rewinding.contains_key(&m.partition()) {
+        if rewinding.get(&m.partition()).is_some_and(|n| ctx.owned.owns(m.partition(), *n)) {
             continue;
         }
         let Some(live) = fresh.arrived(tx).await else { break };

@@ -254,9 +254,13 @@ mod kafka {
             let committed = consumer.committed_offsets(tpl, WATERMARKS).map_err(|e| {
                 fail(format!("reading the committed offset of {} [{partition}]: {e}", self.input))
             })?;
-            let offset =
-                committed.find_partition(&self.input, partition).and_then(|e| e.offset().to_raw());
-            Ok(offset.and_then(|o| u64::try_from(o).ok()))
+            let Some(element) = committed.find_partition(&self.input, partition) else {
+                return Ok(None);
+            };
+            element.error().map_err(|e| {
+                fail(format!("the committed offset of {} [{partition}]: {e}", self.input))
+            })?;
+            Ok(element.offset().to_raw().and_then(|o| u64::try_from(o).ok()))
         }
     }
 
