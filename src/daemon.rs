@@ -387,13 +387,12 @@ fn bounded<A: axum_server::Address, Acc>(
 /// when none is configured.
 fn queue_fed(config: &Config) -> Vec<(String, SinkConfig)> {
     // Exactly once, the kafka sinks are written in the source's transactions.
-    let transactional =
-        exactly_once(config) && config.sinks.values().any(|s| matches!(s.kind, SinkKind::Kafka(_)));
+    let transactional = exactly_once(config) && config.sinks.values().any(|s| kafka(&s.kind));
     let mut configured: Vec<(String, SinkConfig)> = config
         .sinks
         .iter()
         .filter(|(_, s)| !s.kind.scraped())
-        .filter(|(_, s)| !(transactional && matches!(s.kind, SinkKind::Kafka(_))))
+        .filter(|(_, s)| !(transactional && kafka(&s.kind)))
         .map(|(n, s)| (n.clone(), s.clone()))
         .collect();
     if configured.is_empty() && !transactional {
@@ -404,6 +403,18 @@ fn queue_fed(config: &Config) -> Vec<(String, SinkConfig)> {
         ));
     }
     configured
+}
+
+fn kafka(kind: &SinkKind) -> bool {
+    #[cfg(feature = "kafka")]
+    {
+        matches!(kind, SinkKind::Kafka(_))
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = kind;
+        false
+    }
 }
 
 /// Whether a grouped kafka source runs exactly once: its kafka sinks are then written in its

@@ -197,7 +197,7 @@ impl Transactor {
                         Ok(delivery) => events.push((event.id.clone(), delivery)),
                         // As the kafka sink does: an event Kafka can never take is reported
                         // and passed over; aborting for it would abort for ever.
-                        Err(e) if crate::sinks::kafka::undeliverable(&e) => {
+                        Err(e) if crate::support::kafka::undeliverable(&e) => {
                             tracing::error!(event = %event.id, topic = %r.topic, error = %e, "event passed over: Kafka can never take it");
                             self.pass_over(event.id.clone());
                         }
@@ -268,7 +268,7 @@ impl Transactor {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
         for (id, delivery) in events.drain(..) {
             if let Ok(Ok(Err((e, _)))) = tokio::time::timeout_at(deadline, delivery).await {
-                if crate::sinks::kafka::undeliverable(&e) {
+                if crate::support::kafka::undeliverable(&e) {
                     tracing::error!(event = %id, error = %e, "event passed over: Kafka can never take it");
                     self.pass_over(id);
                 }
@@ -276,7 +276,7 @@ impl Transactor {
         }
         for delivery in changelog.drain(..) {
             if let Ok(Ok(Err((e, _)))) = tokio::time::timeout_at(deadline, delivery).await {
-                if crate::sinks::kafka::undeliverable(&e) {
+                if crate::support::kafka::undeliverable(&e) {
                     *self.refused.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(format!("the changelog refuses an entry for good: {e}"));
                 }

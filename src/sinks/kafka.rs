@@ -262,20 +262,7 @@ pub fn client_config(config: &Config) -> ClientConfig {
     c
 }
 
-/// Local refusals that no retry can cure.
-pub fn undeliverable(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidMessageSize
-                | RDKafkaErrorCode::InvalidMessage
-                | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::UnknownTopic
-                | RDKafkaErrorCode::TopicAuthorizationFailed
-        )
-    )
-}
+use crate::support::kafka::undeliverable;
 
 /// A kafka sink's records as a transaction produces them (exactly once, DESIGN §10): the
 /// same topic, key, body and headers as the sink's own.

@@ -162,6 +162,7 @@ pub(crate) fn write_lines(
 
 /// `rx` with each delivery's line in `format`, for a sink whose body is not the JSON line;
 /// `rx` itself for JSON. Order and sequence numbers stay, so acknowledgements do too.
+#[cfg(any(feature = "kafka", feature = "nats"))]
 pub(crate) fn encoded(
     mut rx: Queue,
     format: encoding::LineFormat,

@@ -633,6 +633,9 @@ async fn rewind(
     let shared = consumer.context().shared.clone();
     let seek: Vec<i32> =
         rewound.iter().filter(|(p, n)| shared.owns(**p, **n)).map(|(p, _)| *p).collect();
+    if seek.is_empty() {
+        return Ok(());
+    }
     let (c, t, partitions) = (consumer.clone(), topic.to_string(), seek.clone());
     let sought = tokio::task::spawn_blocking(move || {
         let timeout = Duration::from_secs(10);

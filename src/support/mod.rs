@@ -2,6 +2,8 @@
 //! config problems with key paths, retrying, splitting lines, the clock.
 
 pub mod clock;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod lines;
 pub mod problems;
 pub mod retry;
