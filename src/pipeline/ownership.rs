@@ -113,8 +113,16 @@ impl Ownership {
         state.owned.remove(&partition);
         state.rewound.retain(|(p, _)| *p != partition);
         if state.busy {
-            let wait = self.idle.wait_timeout_while(state, REVOKE_WAIT, |s| s.busy);
-            if wait.is_ok_and(|(_, timeout)| timeout.timed_out()) {
+            let wait = || self.idle.wait_timeout_while(state, REVOKE_WAIT, |s| s.busy);
+            // The rebalance runs inside the consumer's poll, on an async worker: hand that
+            // worker's other tasks to the rest meanwhile (a current-thread runtime cannot).
+            let multi = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            let waited = match multi {
+                true => tokio::task::block_in_place(wait),
+                false => wait(),
+            };
+            if waited.is_ok_and(|(_, timeout)| timeout.timed_out()) {
                 tracing::warn!(partition, "the changelog append under way did not end within {REVOKE_WAIT:?}; the partition's next owner may restore part of it");
             }
         }

@@ -126,8 +126,6 @@ impl Transactor {
         self.producer.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// One transaction: every shard's changelog records and kafka events, and the input
-    /// offsets with the group's metadata. Gives each changelog partition's next offset.
     /// Aborts in a row wait longer each time before the next transaction: a cause that
     /// stays (a coordinator away, an instance fencing this one) would otherwise spin the
     /// rewind. Called before a job takes its partitions, so a revocation does not wait on it.
@@ -138,6 +136,8 @@ impl Transactor {
         }
     }
 
+    /// One transaction: every shard's changelog records and kafka events, and the input
+    /// offsets with the group's metadata. Gives each changelog partition's next offset.
     pub async fn commit(&self, shards: &[TxnShard]) -> Result<Vec<(i32, u64)>, TxnError> {
         let producer = self.producer();
         let done = self.attempt(&producer, shards).await;
