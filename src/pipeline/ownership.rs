@@ -69,17 +69,16 @@ impl Ownership {
     /// each gets a new assignment number, so that nothing made under the old one is
     /// appended, and the source is told to read it again from its committed offset.
     pub fn rewind(&self) -> Vec<(i32, u64)> {
-        let mut state = self.lock();
-        let partitions: Vec<i32> = state.owned.keys().copied().collect();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let mut rewound = Vec::new();
-        for p in partitions {
+        for (p, n) in &mut state.owned {
             state.assignments += 1;
-            let n = state.assignments;
-            state.owned.insert(p, n);
-            rewound.push((p, n));
+            *n = state.assignments;
+            rewound.push((*p, *n));
         }
         state.rewound.extend(rewound.iter().copied());
-        drop(state);
+        drop(guard);
         self.rewinds.notify_one();
         rewound
     }

@@ -210,6 +210,11 @@ impl EngineTask {
             Some(Grouped { source: source.to_string(), changelog, appender, exactly_once });
     }
 
+    /// Whether the grouped kafka source's commits are transactions (DESIGN §10).
+    fn exactly_once(&self) -> bool {
+        self.changelog.as_ref().is_some_and(|g| g.exactly_once)
+    }
+
     /// Where the previous run left source `name`.
     pub fn position(&self, name: &str) -> Option<Position> {
         self.positions.get(name).cloned()
@@ -344,7 +349,7 @@ impl EngineTask {
                     // applies again. At least once they go out now as well; exactly once
                     // they would be in the partition's next transaction twice.
                     let events = std::mem::take(&mut old.driver.events);
-                    if !self.changelog.as_ref().is_some_and(|g| g.exactly_once) {
+                    if !self.exactly_once() {
                         self.shards.whole().driver.events.extend(events);
                     }
                     self.forget(old.driver.engine.cluster_names().map(str::to_string));
@@ -645,7 +650,7 @@ impl EngineTask {
         let mut buf = Vec::with_capacity(1024);
         let mut lines: Vec<EventLine> = Vec::with_capacity(events.len());
         // Exactly once: each partition's events, for its transaction.
-        let exactly_once = self.changelog.as_ref().is_some_and(|g| g.exactly_once);
+        let exactly_once = self.exactly_once();
         let mut by_partition: BTreeMap<i32, Vec<EventLine>> = BTreeMap::new();
         let mut range = ranges.into_iter().peekable();
         for (i, e) in events.into_iter().enumerate() {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -21,6 +21,7 @@ use rdkafka::message::OwnedHeaders;
 use super::input::Owned;
 use crate::model::ClusterEvent;
 use crate::state::Entry;
+use crate::support::kafka::{next_offsets, send};
 use crate::telemetry::metrics::Metrics;
 
 /// How long the blocking transaction calls may take.
@@ -175,13 +176,9 @@ impl Transactor {
         let mut events = Vec::new();
         let mut offsets = TopicPartitionList::new();
         for shard in shards {
-            for (key, value) in &shard.entries {
-                let mut record = FutureRecord::<[u8], [u8]>::to(&self.changelog)
-                    .partition(shard.partition)
-                    .key(key);
-                if let Some(v) = value {
-                    record = record.payload(v.as_slice());
-                }
+            for entry in &shard.entries {
+                let record =
+                    crate::state::changelog::record(&self.changelog, shard.partition, entry);
                 changelog.push(send(producer, record).await?);
             }
             for (json, event) in &shard.events {
@@ -222,19 +219,7 @@ impl Transactor {
             self.note_refusals(&mut events, &mut changelog).await;
             return Err(e);
         }
-        let mut next: Vec<(i32, u64)> = Vec::new();
-        for delivery in changelog {
-            let d = match delivery.await {
-                Ok(Ok(d)) => d,
-                Ok(Err((e, _))) => return Err(e),
-                Err(_) => return Err(KafkaError::Canceled),
-            };
-            let after = u64::try_from(d.offset).unwrap_or_default() + 1;
-            match next.iter_mut().find(|(p, _)| *p == d.partition) {
-                Some((_, n)) => *n = (*n).max(after),
-                None => next.push((d.partition, after)),
-            }
-        }
+        let next = next_offsets(changelog).await?;
         for (_, delivery) in events {
             if let Ok(Err((e, _))) = delivery.await {
                 return Err(e);
@@ -337,27 +322,6 @@ fn init(client: &ClientConfig) -> Result<FutureProducer, TxnError> {
         .init_transactions(TXN_TIMEOUT)
         .map_err(|e| TxnError::Fatal(format!("initialising transactions: {e}")))?;
     Ok(producer)
-}
-
-/// Enqueues `record`, waiting while the producer's queue is full.
-async fn send<K, P>(
-    producer: &FutureProducer,
-    mut record: FutureRecord<'_, K, P>,
-) -> Result<rdkafka::producer::DeliveryFuture, KafkaError>
-where
-    K: rdkafka::message::ToBytes + ?Sized,
-    P: rdkafka::message::ToBytes + ?Sized,
-{
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
 }
 
 #[cfg(test)]

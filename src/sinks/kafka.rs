@@ -285,20 +285,17 @@ impl Transactional {
     }
 }
 
-fn content_type(format: LineFormat) -> &'static str {
-    match format {
-        LineFormat::Json | LineFormat::Ecs => "application/json",
-        LineFormat::Text { .. } | LineFormat::Cef => "text/plain; charset=utf-8",
-    }
-}
-
 impl Config {
     pub fn transactional(&self) -> Transactional {
         let format = LineFormat::body(self.encoding.events().unwrap_or_default());
+        let content_type = match format {
+            LineFormat::Json | LineFormat::Ecs => "application/json",
+            LineFormat::Text { .. } | LineFormat::Cef => "text/plain; charset=utf-8",
+        };
         Transactional {
             source: self.source.clone().unwrap_or_else(|| "herald".to_string()),
             format,
-            content_type: content_type(format),
+            content_type,
         }
     }
 }
@@ -307,9 +304,10 @@ impl super::Sink for Config {
     async fn start(&self, ctx: super::SinkContext, rx: super::Queue) -> super::Started {
         // Ready means a successful metadata fetch: wait for it before anything is read.
         let connected = connect(&ctx.name, self, &ctx.metrics, ctx.acked).await?;
-        let format = LineFormat::body(self.encoding.events().unwrap_or_default());
-        let content_type = content_type(format);
-        let rx = super::encoded(rx, format, ctx.severities.clone());
+        // The body as a transaction writes it too (exactly once).
+        let body = self.transactional();
+        let content_type = body.content_type;
+        let rx = super::encoded(rx, body.format, ctx.severities.clone());
         let encode = move |d: Delivery| {
             let mut opaque = Opaque::from(d);
             if let Record::Event(_, ct) = &mut opaque.record {

@@ -146,6 +146,15 @@ impl Held {
         }
     }
 
+    /// Partition `p` is read from its committed offset under assignment `n`: news the
+    /// engine task gets before the partition's next record.
+    fn assigned(&mut self, p: i32, n: u64) {
+        self.owned.insert(p, n);
+        self.at_end.remove(&p);
+        self.read.remove(&p);
+        self.changes.push((p, PartitionChange::Assigned(n)));
+    }
+
     fn list(&self, only: Option<&TopicPartitionList>) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), next) in &self.next {
@@ -226,11 +235,8 @@ impl ConsumerContext for Group {
                 let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
                 for p in partitions(assigned) {
                     let n = self.shared.next_assignment();
-                    held.owned.insert(p, n);
                     self.shared.assign(p, n);
-                    held.at_end.remove(&p);
-                    held.read.remove(&p);
-                    held.changes.push((p, PartitionChange::Assigned(n)));
+                    held.assigned(p, n);
                     let owned = [self.name.as_str(), &p.to_string()];
                     self.metrics.partition_owned.with_label_values(&owned).set(1);
                     self.metrics.rebalances.with_label_values(&[&self.name, "assign"]).inc();
@@ -676,11 +682,8 @@ async fn rewind(
         if !shared.owns(p, n) {
             continue;
         }
-        if let Some(owned) = held.owned.get_mut(&p) {
-            *owned = n;
-            held.at_end.remove(&p);
-            held.read.remove(&p);
-            held.changes.push((p, PartitionChange::Assigned(n)));
+        if held.owned.contains_key(&p) {
+            held.assigned(p, n);
         }
     }
     Ok(())

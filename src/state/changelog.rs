@@ -45,7 +45,7 @@ pub trait Changelog: Send + Sync {
 }
 
 #[cfg(feature = "kafka")]
-pub use kafka::KafkaChangelog;
+pub use kafka::{record, KafkaChangelog};
 
 #[cfg(feature = "kafka")]
 mod kafka {
@@ -62,6 +62,7 @@ mod kafka {
     use rdkafka::{Offset, TopicPartitionList};
 
     use super::{Appended, Changelog, Entry, Replayed, StateError};
+    use crate::support::kafka::{next_offsets, send};
 
     /// How long a restore may take to read its changelog partition before it fails.
     const READ_LIMIT: Duration = Duration::from_secs(300);
@@ -176,6 +177,21 @@ mod kafka {
         Ok(())
     }
 
+    /// Entry `entry` as a record of changelog partition `partition`: a tombstone for a
+    /// removed one.
+    pub fn record<'a>(
+        topic: &'a str,
+        partition: i32,
+        entry: &'a Entry,
+    ) -> FutureRecord<'a, [u8], [u8]> {
+        let (key, value) = entry;
+        let record = FutureRecord::<[u8], [u8]>::to(topic).partition(partition).key(key.as_slice());
+        match value {
+            Some(v) => record.payload(v.as_slice()),
+            None => record,
+        }
+    }
+
     impl Changelog for KafkaChangelog {
         fn append(&self, shards: Vec<(i32, Vec<Entry>)>) -> Appended {
             let producer = self.producer.clone();
@@ -183,47 +199,15 @@ mod kafka {
             Box::pin(async move {
                 let fail =
                     |reason: String| StateError::Changelog { topic: topic.to_string(), reason };
+                let producing = |e: KafkaError| fail(format!("producing: {e}"));
                 let mut pending = Vec::new();
                 for (partition, entries) in &shards {
-                    for (key, value) in entries {
-                        let mut record = FutureRecord::<[u8], [u8]>::to(&topic)
-                            .partition(*partition)
-                            .key(key.as_slice());
-                        if let Some(v) = value {
-                            record = record.payload(v.as_slice());
-                        }
-                        loop {
-                            match producer.send_result(record) {
-                                Ok(delivery) => {
-                                    pending.push(delivery);
-                                    break;
-                                }
-                                Err((
-                                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                                    r,
-                                )) => {
-                                    record = r;
-                                    tokio::time::sleep(Duration::from_millis(5)).await;
-                                }
-                                Err((e, _)) => return Err(fail(format!("producing: {e}"))),
-                            }
-                        }
+                    for entry in entries {
+                        let record = record(&topic, *partition, entry);
+                        pending.push(send(&producer, record).await.map_err(producing)?);
                     }
                 }
-                let mut next: Vec<(i32, u64)> = Vec::new();
-                for delivery in pending {
-                    let d = match delivery.await {
-                        Ok(Ok(d)) => d,
-                        Ok(Err((e, _))) => return Err(fail(format!("producing: {e}"))),
-                        Err(_) => return Err(fail("the producer went away".into())),
-                    };
-                    let after = u64::try_from(d.offset).unwrap_or_default() + 1;
-                    match next.iter_mut().find(|(p, _)| *p == d.partition) {
-                        Some((_, n)) => *n = (*n).max(after),
-                        None => next.push((d.partition, after)),
-                    }
-                }
-                Ok(next)
+                next_offsets(pending).await.map_err(producing)
             })
         }
 
