@@ -20,7 +20,9 @@ use std::cmp::Reverse;
 use serde::{Deserialize, Serialize};
 
 use super::cluster::{parse_cluster_key, Cluster, ClusterKey, CLUSTER};
-use super::schedule::{heap_key, Deadline, EvictionCheck, Schedule, DEADLINE, EVICTION};
+use super::schedule::{
+    heap_key, in_own_entry, Deadline, EvictionCheck, Schedule, DEADLINE, EVICTION,
+};
 use super::window::Sequence;
 use super::{Engine, EngineConfig, SnapshotError, Stats};
 use crate::model::Timestamp;
@@ -86,10 +88,10 @@ impl Engine {
         }
         // The keys the schedule logs its pushes under, so that a store built from changes
         // and one built from here hold the same bytes.
-        for Reverse(d) in &self.schedule.deadlines {
+        for Reverse(d) in self.schedule.deadlines.iter().filter(|d| !in_own_entry(&d.0.key)) {
             out.push((heap_key(DEADLINE, d), Some(Vec::new())));
         }
-        for Reverse(e) in &self.schedule.evictions {
+        for Reverse(e) in self.schedule.evictions.iter().filter(|e| !in_own_entry(&e.0.key)) {
             out.push((heap_key(EVICTION, e), Some(Vec::new())));
         }
         Ok(out)
@@ -120,6 +122,7 @@ impl Engine {
         let mut next_cluster = 0;
         let mut clusters: rustc_hash::FxHashMap<u32, Cluster> = Default::default();
         let mut members: Vec<(Vec<u8>, V)> = Vec::new();
+        let mut stale: Vec<Vec<u8>> = Vec::new();
         for (key, value) in entries {
             let key = key.as_ref();
             let corrupt = |why: String| {
@@ -153,11 +156,19 @@ impl Engine {
                 Some(&DEADLINE) => {
                     let d: Deadline = postcard::from_bytes(&key[1..])
                         .map_err(|e| corrupt(format!("deadline: {e}")))?;
+                    if in_own_entry(&d.key) {
+                        // Written before routers held their own: the router's entry now
+                        // says it, and this one goes with the next commit.
+                        stale.push(key.to_vec());
+                    }
                     schedule.deadlines.push(Reverse(d));
                 }
                 Some(&EVICTION) => {
                     let e: EvictionCheck = postcard::from_bytes(&key[1..])
                         .map_err(|e| corrupt(format!("eviction check: {e}")))?;
+                    if in_own_entry(&e.key) {
+                        stale.push(key.to_vec());
+                    }
                     schedule.evictions.push(Reverse(e));
                 }
                 _ => return Err(corrupt("not an entry key".into())),
@@ -180,6 +191,29 @@ impl Engine {
         clusters.sort_by_key(|c| c.index);
         let mut engine = Engine::assemble(config, schedule, clusters)?;
         engine.next_cluster = engine.next_cluster.max(next_cluster);
+        engine.removed.extend(stale.into_iter().map(|k| (k, None)));
         Ok(engine)
+    }
+}
+
+#[cfg(test)]
+impl Engine {
+    /// The entries as a store written before routers held their deadline and check: those
+    /// in `D` and `V` entries of their own, and each router's value without its check.
+    pub(crate) fn entries_with_router_schedule_apart(&self) -> Result<Vec<Change>, SnapshotError> {
+        let mut out = self.entries()?;
+        for (key, value) in &mut out {
+            if let Some(ClusterKey::Router(index, name)) = parse_cluster_key(key) {
+                let cluster = self.clusters.get(&index);
+                *value = cluster.and_then(|c| c.router_value_without_check(name));
+            }
+        }
+        for Reverse(d) in self.schedule.deadlines.iter().filter(|d| in_own_entry(&d.0.key)) {
+            out.push((heap_key(DEADLINE, d), Some(Vec::new())));
+        }
+        for Reverse(e) in self.schedule.evictions.iter().filter(|e| in_own_entry(&e.0.key)) {
+            out.push((heap_key(EVICTION, e), Some(Vec::new())));
+        }
+        Ok(out)
     }
 }

@@ -53,6 +53,15 @@ pub(crate) struct Schedule {
 pub(crate) const DEADLINE: u8 = b'D';
 pub(crate) const EVICTION: u8 = b'V';
 
+/// Whether `key`'s deadline and eviction check live in its own entry, not in entries of
+/// their own: a router's pending candidate is its deadline, and it holds its check's time
+/// ([`super::cluster::RouterState::check`]). Routers are the keys a mesh has by the
+/// million; three entries per new router were most of what a commit of a startup burst
+/// wrote. A router's superseded deadlines are not kept: they fire nothing.
+pub(crate) fn in_own_entry(key: &StateKey) -> bool {
+    matches!(key, StateKey::Router(_))
+}
+
 /// A heap element's entry key: its prefix, then the element itself.
 pub(crate) fn heap_key<T: Serialize>(prefix: u8, item: &T) -> Vec<u8> {
     // Encoding these plain structs cannot fail; an empty key would only be skipped.
@@ -73,14 +82,14 @@ impl Schedule {
 
     pub fn push(&mut self, s: Scheduled, cluster: u32, key: StateKey) {
         let d = Deadline { due: s.due, at: s.at, seq: s.seq, cluster, key };
-        if let Some(log) = &mut self.log {
+        if let Some(log) = self.log.as_mut().filter(|_| !in_own_entry(&d.key)) {
             log.insert(heap_key(DEADLINE, &d), true);
         }
         self.deadlines.push(Reverse(d));
     }
 
     pub fn push_eviction(&mut self, check: EvictionCheck) {
-        if let Some(log) = &mut self.log {
+        if let Some(log) = self.log.as_mut().filter(|_| !in_own_entry(&check.key)) {
             log.insert(heap_key(EVICTION, &check), true);
         }
         self.evictions.push(Reverse(check));
@@ -90,8 +99,8 @@ impl Schedule {
     /// and is forgotten; an older one becomes a tombstone. Elements are unique (a deadline
     /// by its sequence number, an eviction check by its key's one check), so a key pushed
     /// in this commit is never also an older one.
-    fn popped(&mut self, key: impl FnOnce() -> Vec<u8>) {
-        if let Some(log) = &mut self.log {
+    fn popped(&mut self, of: &StateKey, key: impl FnOnce() -> Vec<u8>) {
+        if let Some(log) = self.log.as_mut().filter(|_| !in_own_entry(of)) {
             let key = key();
             if log.remove(&key) != Some(true) {
                 log.insert(key, false);
@@ -100,15 +109,17 @@ impl Schedule {
     }
 
     /// Arms the one eviction check a key has; it re-arms itself until the key goes.
+    /// Returns when it is due.
     pub fn arm_eviction(
         &mut self,
         last_record: Timestamp,
         cluster: u32,
         key: StateKey,
         ttl: Nanos,
-    ) {
+    ) -> Timestamp {
         let due = last_record.saturating_add(ttl);
         self.push_eviction(EvictionCheck { due, cluster, key });
+        due
     }
 
     /// The next deadline due by engine time.
@@ -117,7 +128,7 @@ impl Schedule {
             Some(Reverse(d)) if d.due <= self.now => self.deadlines.pop().map(|Reverse(d)| d),
             _ => None,
         }?;
-        self.popped(|| heap_key(DEADLINE, &d));
+        self.popped(&d.key, || heap_key(DEADLINE, &d));
         Some(d)
     }
 
@@ -127,7 +138,7 @@ impl Schedule {
             Some(Reverse(e)) if e.due <= self.now => self.evictions.pop().map(|Reverse(e)| e),
             _ => None,
         }?;
-        self.popped(|| heap_key(EVICTION, &e));
+        self.popped(&e.key, || heap_key(EVICTION, &e));
         Some(e)
     }
 

@@ -6,12 +6,14 @@
 //! would re-emit every state as initial. Format 1 (no per-cluster extras) is still read.
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::cluster::{Cluster, ClusterExtras, StateKey};
-use super::schedule::{EvictionCheck, Schedule};
+use super::schedule::{in_own_entry, EvictionCheck, Schedule};
 use super::{Engine, EngineConfig};
+use crate::model::Timestamp;
 
 /// The version of the engine snapshot format.
 pub const SNAPSHOT_VERSION: u32 = 2;
@@ -123,9 +125,36 @@ impl Engine {
     pub(super) fn assemble(
         config: EngineConfig,
         schedule: Schedule,
-        clusters: Vec<Cluster>,
+        mut clusters: Vec<Cluster>,
     ) -> Result<Engine, SnapshotError> {
         let mut engine = Engine::new(config);
+        let mut schedule = schedule;
+        // A router's deadline and check live in its entry (`schedule::in_own_entry`). Any
+        // the schedule came with (from a format-2 snapshot, or a store written before) give
+        // the routers their check's time, then make way for what the routers say.
+        let mut router_checks: rustc_hash::FxHashMap<(u32, Arc<str>), Timestamp> =
+            Default::default();
+        if schedule.evictions.iter().any(|Reverse(e)| in_own_entry(&e.key)) {
+            let all = std::mem::take(&mut schedule.evictions).into_vec();
+            for Reverse(e) in all {
+                match e.key {
+                    StateKey::Router(r) => {
+                        router_checks.insert((e.cluster, r), e.due);
+                    }
+                    _ => schedule.evictions.push(Reverse(e)),
+                }
+            }
+        }
+        schedule.deadlines.retain(|Reverse(d)| !in_own_entry(&d.key));
+        let mut deadlines = Vec::new();
+        let mut checks = Vec::new();
+        for cluster in &mut clusters {
+            if cluster.adopt_router_schedule(&router_checks, &mut deadlines, &mut checks) {
+                engine.changed_clusters.insert(cluster.index);
+            }
+        }
+        schedule.deadlines.extend(deadlines.into_iter().map(Reverse));
+        schedule.evictions.extend(checks.into_iter().map(Reverse));
         engine.schedule = schedule;
         let checked: std::collections::HashSet<u32> = engine
             .schedule

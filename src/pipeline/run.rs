@@ -948,7 +948,7 @@ mod tests {
 
     fn routers(view: &SharedView, cluster: &str) -> Option<BTreeMap<String, bool>> {
         let view = view.lock().expect("view");
-        view.clusters.get(cluster).map(|c| c.routers.clone())
+        view.clusters.get(cluster).map(|c| c.routers.clone().into_iter().collect())
     }
 
     /// DESIGN §10: each partition's engine runs on its own partition's record time. In one

@@ -19,9 +19,10 @@ use super::key::StateKey;
 use super::names::{Names, NodeId};
 use super::split::SplitBrain;
 use super::staging::Staging;
-use super::values::{Leader, Members, NodeView, PeerLink, ReadOnly, Reporter};
+use super::values::{Leader, Members, NodeView, PeerLink, ReadOnly, Reporter, RouterState};
 use super::Cluster;
 use crate::engine::liveness::NodeLiveness;
+use crate::engine::schedule::{Deadline, EvictionCheck};
 use crate::engine::window::StabilityWindow;
 use crate::engine::Params;
 use crate::model::{EventKind, Timestamp};
@@ -85,11 +86,32 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
 }
 
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    postcard::from_bytes(body(bytes)?).map_err(|e| e.to_string())
+}
+
+/// A value's postcard, after its version byte.
+fn body(bytes: &[u8]) -> Result<&[u8], String> {
     match bytes.split_first() {
-        Some((&ENTRY_VERSION, body)) => postcard::from_bytes(body).map_err(|e| e.to_string()),
+        Some((&ENTRY_VERSION, body)) => Ok(body),
         Some((v, _)) => Err(format!("entry format {v} (this herald reads {ENTRY_VERSION})")),
         None => Err("empty entry".into()),
     }
+}
+
+/// A router's value: its state, then when its eviction check is due.
+fn encode_router(router: &RouterState) -> Result<Vec<u8>, String> {
+    postcard::to_extend(&router.check, encode(router)?).map_err(|e| e.to_string())
+}
+
+/// A router's value. One written before routers held their check's time ends after the
+/// state; its check comes from its `V` entry ([`super::Cluster::adopt_router_schedule`]).
+fn decode_router(bytes: &[u8]) -> Result<RouterState, String> {
+    let (mut router, rest): (RouterState, _) =
+        postcard::take_from_bytes(body(bytes)?).map_err(|e| e.to_string())?;
+    if !rest.is_empty() {
+        router.check = postcard::from_bytes(rest).map_err(|e| e.to_string())?;
+    }
+    Ok(router)
 }
 
 /// A hash map in key order: the same state is then the same bytes, so a store or a
@@ -218,7 +240,7 @@ impl Cluster {
     pub fn changed_entries(&mut self, out: &mut Vec<Entry>) -> Result<(), String> {
         let index = self.index;
         for (name, router) in self.routers.take_changed() {
-            let value = router.map(encode).transpose()?;
+            let value = router.map(encode_router).transpose()?;
             out.push((member_key(index, ROUTER, &name), value));
         }
         for (name, slot) in self.slots.take_changed() {
@@ -232,7 +254,7 @@ impl Cluster {
     pub fn all_entries(&self, out: &mut Vec<Entry>) -> Result<(), String> {
         out.push(self.core_entry()?);
         for (name, router) in &self.routers {
-            out.push((member_key(self.index, ROUTER, name), Some(encode(router)?)));
+            out.push((member_key(self.index, ROUTER, name), Some(encode_router(router)?)));
         }
         for (name, slot) in &self.slots {
             out.push((member_key(self.index, SLOT, name), Some(encode(slot)?)));
@@ -266,10 +288,56 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Once every entry is in: each router's pending deadline and eviction check, for the
+    /// schedule. A router whose check's time its entry did not hold (written before routers
+    /// held it) takes it from `checks`, what the old schedule said, and is written again;
+    /// whether there was one.
+    pub fn adopt_router_schedule(
+        &mut self,
+        checks: &HashMap<(u32, Arc<str>), Timestamp>,
+        deadlines: &mut Vec<Deadline>,
+        evictions: &mut Vec<EvictionCheck>,
+    ) -> bool {
+        let (index, ttl) = (self.index, self.params.key_ttl);
+        let mut adopted = false;
+        self.routers.restore_each(|name, router| {
+            let key = || StateKey::Router(name.clone());
+            if let Some(p) = router.window.pending() {
+                deadlines.push(Deadline {
+                    due: p.due,
+                    at: p.at,
+                    seq: p.seq,
+                    cluster: index,
+                    key: key(),
+                });
+            }
+            let unknown = router.check == Timestamp::default();
+            if unknown {
+                router.check = match checks.get(&(index, name.clone())) {
+                    Some(&due) => due,
+                    // No check anywhere: the soonest one could have been.
+                    None => router.last_record.saturating_add(ttl),
+                };
+            }
+            evictions.push(EvictionCheck { due: router.check, cluster: index, key: key() });
+            adopted |= unknown;
+            unknown
+        });
+        adopted
+    }
+
+    /// Router `name`'s value as written before routers held their check's time.
+    #[cfg(test)]
+    pub fn router_value_without_check(&self, name: &str) -> Option<Vec<u8>> {
+        self.routers.get(name).and_then(|r| encode(r).ok())
+    }
+
     /// A router's or a slot's entry, into this cluster.
     pub fn restore_member(&mut self, key: &ClusterKey<'_>, value: &[u8]) -> Result<(), String> {
         match key {
-            ClusterKey::Router(_, name) => self.routers.restore(Arc::from(*name), decode(value)?),
+            ClusterKey::Router(_, name) => {
+                self.routers.restore(Arc::from(*name), decode_router(value)?)
+            }
             ClusterKey::Slot(_, name) => self.slots.restore(Arc::from(*name), decode(value)?),
             ClusterKey::Core(_) => return Err("a cluster's entry twice".into()),
         }

@@ -70,11 +70,18 @@ impl Cluster {
             return Ok(None);
         };
         let expires = last.saturating_add(ttl);
-        if expires > now {
-            return Err(expires);
-        }
-        if !may_go {
-            return Err(now.saturating_add(ttl));
+        let again = match () {
+            _ if expires > now => Some(expires),
+            _ if !may_go => Some(now.saturating_add(ttl)),
+            _ => None,
+        };
+        if let Some(next) = again {
+            if let StateKey::Router(r) = key {
+                if let Some(router) = self.routers.get_mut(r) {
+                    router.check = next;
+                }
+            }
+            return Err(next);
         }
         match key {
             StateKey::LeaderView(n) => {

@@ -98,6 +98,16 @@ impl<V> Keyed<V> {
     pub fn restore(&mut self, key: Arc<str>, value: V) {
         self.map.insert(key, value);
     }
+
+    /// Every value, to finish a restore: `changed(key, value)` says which ones must be
+    /// written again, and those are marked, tracking or not.
+    pub fn restore_each(&mut self, mut changed: impl FnMut(&Arc<str>, &mut V) -> bool) {
+        for (key, value) in self.map.iter_mut() {
+            if changed(key, value) {
+                self.changed.get_or_insert_with(HashSet::default).insert(key.clone());
+            }
+        }
+    }
 }
 
 impl<'a, V> IntoIterator for &'a Keyed<V> {

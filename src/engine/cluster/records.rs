@@ -150,13 +150,13 @@ impl Cluster {
             Some((k, _)) => k.clone(),
             None => {
                 let k: Arc<str> = Arc::from(router);
-                sched.arm_eviction(
+                let check = sched.arm_eviction(
                     at,
                     self.index,
                     StateKey::Router(k.clone()),
                     self.params.key_ttl,
                 );
-                self.routers.insert(k.clone(), RouterState::default());
+                self.routers.insert(k.clone(), RouterState { check, ..RouterState::default() });
                 k
             }
         };
@@ -168,8 +168,10 @@ impl Cluster {
             Some(report) => *report = (r, online, at),
             None => {
                 // Most routers are reported by one controller: no spare capacity per router.
-                state.reports.reserve_exact(1);
-                state.reports.push((r, online, at));
+                let mut reports = std::mem::take(&mut state.reports).into_vec();
+                reports.reserve_exact(1);
+                reports.push((r, online, at));
+                state.reports = reports.into_boxed_slice();
             }
         }
         state.last_record = state.last_record.max(at);

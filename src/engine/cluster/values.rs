@@ -154,6 +154,14 @@ pub(crate) struct PeerLink {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct RouterState {
     pub window: StabilityWindow<Online>,
-    pub reports: Vec<(NodeId, bool, Timestamp)>,
+    /// A boxed slice, not a `Vec`: most routers have one reporter, and the capacity word a
+    /// `Vec` carries pays for [`RouterState::check`] at a million routers.
+    pub reports: Box<[(NodeId, bool, Timestamp)]>,
     pub last_record: Timestamp,
+    /// When the router's one eviction check is due. The schedule holds the check; the router
+    /// holds its time too, so that its entry alone restores it and a store writes one entry
+    /// per new router, not three (DESIGN §7.1). Snapshots of format 2 do not carry it: the
+    /// check on their schedule sets it ([`super::Cluster::adopt_router_schedule`]).
+    #[serde(skip)]
+    pub check: Timestamp,
 }

@@ -189,6 +189,63 @@ fn a_store_of_entries_survives_a_cluster_going_and_a_key_being_evicted() {
 }
 
 #[test]
+fn a_store_written_when_routers_kept_their_deadlines_and_checks_apart_goes_on_alike() {
+    let mut engine = Engine::new(config());
+    engine.track_changes();
+    let mut out = Vec::new();
+    let obs = |at: f64, signal| Observation {
+        cluster: Cow::Borrowed("c"),
+        reporter: Cow::Borrowed("n1"),
+        at: t(at),
+        signal,
+    };
+    let before = [
+        (0.0, router("edge-1", true)),
+        (0.0, router("edge-2", true)),
+        (0.0, has_leader("n1")),
+        (3.0, router("edge-1", false)),
+        (3.5, router("edge-1", true)),
+        (4.0, router("edge-2", false)),
+    ];
+    for (at, signal) in before {
+        engine.observe(&obs(at, signal), t(at), &mut out);
+    }
+    engine.tick(t(4.5), &mut out);
+    let old: BTreeMap<Vec<u8>, Vec<u8>> = engine
+        .entries_with_router_schedule_apart()
+        .expect("entries")
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect();
+    let apart = |s: &BTreeMap<Vec<u8>, Vec<u8>>| {
+        s.keys().filter(|k| matches!(k.first(), Some(b'D' | b'V'))).count()
+    };
+    assert!(apart(&old) > apart(&all(&engine)), "the old store held routers' deadlines apart");
+    let mut restored = Engine::from_entries(config(), old.clone()).expect("restore");
+    restored.track_changes();
+    // Its first commit removes those entries and writes each router with its check.
+    let mut store = old;
+    apply(&mut store, restored.changes().expect("changes"));
+    assert_eq!(store, all(&restored));
+    let after = [(5.0, router("edge-2", true)), (40.0, router("edge-3", true))];
+    let (mut expected, mut got) = (Vec::new(), Vec::new());
+    for (at, signal) in after {
+        engine.observe(&obs(at, signal.clone()), t(at), &mut expected);
+        restored.observe(&obs(at, signal), t(at), &mut got);
+    }
+    for at in [60.0, 120.0, 400.0] {
+        engine.tick(t(at), &mut expected);
+        restored.tick(t(at), &mut got);
+    }
+    engine.finish(&mut expected);
+    restored.finish(&mut got);
+    assert!(!expected.is_empty());
+    assert_eq!(got, expected);
+    assert_eq!(restored.stats(), engine.stats(), "evictions alike too");
+    assert_eq!(restored.keys(), engine.keys());
+}
+
+#[test]
 fn entries_that_do_not_read_back_are_refused_with_their_key() {
     let mut engine = Engine::new(config());
     let mut out = Vec::new();
