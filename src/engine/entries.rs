@@ -62,11 +62,16 @@ impl Engine {
     /// The entries changed since the last call (or since tracking began), tombstones for
     /// the gone ones, in no particular order; each key at most once.
     pub fn changes(&mut self) -> Result<Vec<Change>, SnapshotError> {
-        let mut out = Vec::new();
-        out.push(self.meta_entry()?);
-        out.append(&mut self.removed);
         let mut changed: Vec<u32> = self.changed_clusters.drain().collect();
         changed.sort_unstable();
+        // Sized once: a startup burst changes a million routers, and a vector doubling its
+        // way there copied itself a score of times into fresh memory.
+        let members: usize =
+            changed.iter().filter_map(|i| self.clusters.get(i)).map(|c| 1 + c.changed_len()).sum();
+        let log = self.schedule.log.as_ref().map_or(0, |l| l.len());
+        let mut out = Vec::with_capacity(1 + self.removed.len() + members + log);
+        out.push(self.meta_entry()?);
+        out.append(&mut self.removed);
         for index in changed {
             let Some(cluster) = self.clusters.get_mut(&index) else { continue };
             out.push(cluster.core_entry().map_err(encode_error)?);

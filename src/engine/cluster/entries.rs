@@ -236,6 +236,11 @@ impl Cluster {
         Ok((cluster_key(self.index), Some(encode(&core)?)))
     }
 
+    /// How many entries [`Cluster::changed_entries`] would give.
+    pub fn changed_len(&self) -> usize {
+        self.routers.changed_len() + self.slots.changed_len()
+    }
+
     /// The router and slot entries changed since the last call (tombstones for the gone).
     pub fn changed_entries(&mut self, out: &mut Vec<Entry>) -> Result<(), String> {
         let index = self.index;

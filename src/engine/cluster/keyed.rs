@@ -64,6 +64,11 @@ impl<V> Keyed<V> {
         Some(removed)
     }
 
+    /// Keys marked changed since the last [`Keyed::take_changed`].
+    pub fn changed_len(&self) -> usize {
+        self.changed.as_ref().map_or(0, |c| c.len())
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }
