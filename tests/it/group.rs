@@ -77,8 +77,13 @@ fn start(cfg: &Path, log: &Path) -> Child {
         .expect("herald run")
 }
 
+/// The events of an instance's file, up to its last whole line: the file is read while the
+/// instance writes it (or after a SIGKILL cut its last write short), so a last line without
+/// its newline is not an event yet.
 fn read(out: &Path) -> Vec<ClusterEvent> {
-    std::fs::read(out).map(|b| events(&b)).unwrap_or_default()
+    let bytes = std::fs::read(out).unwrap_or_default();
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    events(&bytes[..whole])
 }
 
 /// What `herald replay` emits of each partition's records, in offset order, with the cluster
