@@ -6,9 +6,13 @@
 //!   index), one entry;
 //! - `C`: each cluster's entry, and one per router and per terminator slot
 //!   (`cluster::entries`);
-//! - `D`, `V`: each deadline and each eviction check on the schedule, the element itself
-//!   as the key and an empty value, so that restoring puts back exactly the heaps the engine
-//!   had, superseded deadlines included.
+//! - `D`, `V`: each deadline and each eviction check on the schedule but a router's, the
+//!   element itself as the key and an empty value, so that restoring puts back exactly the
+//!   heaps the engine had, superseded deadlines included. A router's entry holds its own
+//!   (`schedule::in_own_entry`): its pending candidate is its deadline, and it keeps its
+//!   check's time. Its superseded deadlines are not kept, since they fire nothing; so after
+//!   [`Engine::finish`], which runs engine time past every deadline on the heap, a restored
+//!   engine's time may be earlier than an uninterrupted one's, its events the same.
 //!
 //! [`Engine::changes`] hands over the entries changed since the last call, a tombstone
 //! (`None`) for each that is gone; a store that applies them in order holds what
@@ -62,6 +66,9 @@ impl Engine {
     /// The entries changed since the last call (or since tracking began), tombstones for
     /// the gone ones, in no particular order; each key at most once.
     pub fn changes(&mut self) -> Result<Vec<Change>, SnapshotError> {
+        // Before anything is taken: a meta entry that cannot be encoded leaves the changes
+        // where they were.
+        let meta = self.meta_entry()?;
         let mut changed: Vec<u32> = self.changed_clusters.drain().collect();
         changed.sort_unstable();
         // Sized once: a startup burst changes a million routers, and a vector doubling its
@@ -70,7 +77,7 @@ impl Engine {
             changed.iter().filter_map(|i| self.clusters.get(i)).map(|c| 1 + c.changed_len()).sum();
         let log = self.schedule.log.as_ref().map_or(0, |l| l.len());
         let mut out = Vec::with_capacity(1 + self.removed.len() + members + log);
-        out.push(self.meta_entry()?);
+        out.push(meta);
         out.append(&mut self.removed);
         for index in changed {
             let Some(cluster) = self.clusters.get_mut(&index) else { continue };

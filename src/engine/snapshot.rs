@@ -129,6 +129,11 @@ impl Engine {
     ) -> Result<Engine, SnapshotError> {
         let mut engine = Engine::new(config);
         let mut schedule = schedule;
+        // A removed cluster's index is never handed out again, not even after a restart:
+        // its deadlines may still be on the schedule. Taken before routers' leave it.
+        let scheduled = schedule.deadlines.iter().map(|Reverse(d)| d.cluster);
+        let checks = schedule.evictions.iter().map(|Reverse(e)| e.cluster);
+        let mut next = scheduled.chain(checks).map(|i| i.saturating_add(1)).max().unwrap_or(0);
         // A router's deadline and check live in its entry (`schedule::in_own_entry`). Any
         // the schedule came with (from a format-2 snapshot, or a store written before) give
         // the routers their check's time, then make way for what the routers say.
@@ -138,8 +143,11 @@ impl Engine {
             let all = std::mem::take(&mut schedule.evictions).into_vec();
             for Reverse(e) in all {
                 match e.key {
+                    // A router has one check; were there two, the sooner is the one a
+                    // router's entry would have said.
                     StateKey::Router(r) => {
-                        router_checks.insert((e.cluster, r), e.due);
+                        let due = router_checks.entry((e.cluster, r)).or_insert(e.due);
+                        *due = (*due).min(e.due);
                     }
                     _ => schedule.evictions.push(Reverse(e)),
                 }
@@ -149,6 +157,8 @@ impl Engine {
         let mut deadlines = Vec::new();
         let mut checks = Vec::new();
         for cluster in &mut clusters {
+            // Its parameters first: a router without a check is given one a key TTL on.
+            cluster.params = engine.config.params(&cluster.name);
             if cluster.adopt_router_schedule(&router_checks, &mut deadlines, &mut checks) {
                 engine.changed_clusters.insert(cluster.index);
             }
@@ -163,8 +173,7 @@ impl Engine {
             .filter(|Reverse(e)| e.key == StateKey::Leader)
             .map(|Reverse(e)| e.cluster)
             .collect();
-        let mut next = 0u32;
-        for mut cluster in clusters {
+        for cluster in clusters {
             let i = cluster.index;
             if engine.clusters.contains_key(&i) || engine.cluster_ids.contains_key(&cluster.name) {
                 return Err(SnapshotError::Corrupt(format!("cluster {} twice", cluster.name)));
@@ -175,7 +184,6 @@ impl Engine {
                     cluster.name
                 )));
             }
-            cluster.params = engine.config.params(&cluster.name);
             next = next.max(i.saturating_add(1));
             if !checked.contains(&i) {
                 let due = cluster.last_record.saturating_add(cluster.params.key_ttl);
@@ -188,13 +196,6 @@ impl Engine {
                 engine.staging.insert(i);
             }
             engine.clusters.insert(i, cluster);
-        }
-        // A removed cluster's index is never handed out again, not even after a restart:
-        // its deadlines may still be on the schedule.
-        let scheduled = engine.schedule.deadlines.iter().map(|Reverse(d)| d.cluster);
-        let checks = engine.schedule.evictions.iter().map(|Reverse(e)| e.cluster);
-        for i in scheduled.chain(checks) {
-            next = next.max(i.saturating_add(1));
         }
         engine.next_cluster = next;
         Ok(engine)

@@ -98,19 +98,34 @@ fn body(bytes: &[u8]) -> Result<&[u8], String> {
     }
 }
 
-/// A router's value: its state, then when its eviction check is due.
+/// Leads a router's value since routers hold their eviction check's time. A value of
+/// [`ENTRY_VERSION`] is still read (its check comes from the store's `V` entries); a release
+/// that reads only that one refuses this, rather than restoring routers whose deadlines and
+/// checks it would find nowhere.
+const ROUTER_VERSION: u8 = 2;
+
+/// A router's value: [`ROUTER_VERSION`], its state, then when its eviction check is due.
 fn encode_router(router: &RouterState) -> Result<Vec<u8>, String> {
-    postcard::to_extend(&router.check, encode(router)?).map_err(|e| e.to_string())
+    let state = postcard::to_extend(router, vec![ROUTER_VERSION]).map_err(|e| e.to_string())?;
+    postcard::to_extend(&router.check, state).map_err(|e| e.to_string())
 }
 
-/// A router's value. One written before routers held their check's time ends after the
-/// state; its check comes from its `V` entry ([`super::Cluster::adopt_router_schedule`]).
+/// A router's value, of either version: stores written before routers held their check's
+/// time hold the check in a `V` entry of its own, which
+/// [`super::Cluster::adopt_router_schedule`] gives the router.
 fn decode_router(bytes: &[u8]) -> Result<RouterState, String> {
+    let Some((&ROUTER_VERSION, body)) = bytes.split_first() else {
+        let mut router: RouterState = decode(bytes)?;
+        router.check = RouterState::NO_CHECK;
+        return Ok(router);
+    };
     let (mut router, rest): (RouterState, _) =
-        postcard::take_from_bytes(body(bytes)?).map_err(|e| e.to_string())?;
+        postcard::take_from_bytes(body).map_err(|e| e.to_string())?;
+    let (check, rest) = postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
     if !rest.is_empty() {
-        router.check = postcard::from_bytes(rest).map_err(|e| e.to_string())?;
+        return Err(format!("{} bytes after the router's check", rest.len()));
     }
+    router.check = check;
     Ok(router)
 }
 
@@ -293,10 +308,10 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Once every entry is in: each router's pending deadline and eviction check, for the
-    /// schedule. A router whose check's time its entry did not hold (written before routers
-    /// held it) takes it from `checks`, what the old schedule said, and is written again;
-    /// whether there was one.
+    /// Once every entry is in, and the cluster has its parameters: each router's pending
+    /// deadline and eviction check, for the schedule. A router whose entry did not hold its
+    /// check's time (written before routers held it) takes it from `checks`, what the old
+    /// schedule said, and is marked to be written again. Returns whether any was.
     pub fn adopt_router_schedule(
         &mut self,
         checks: &HashMap<(u32, Arc<str>), Timestamp>,
@@ -316,11 +331,12 @@ impl Cluster {
                     key: key(),
                 });
             }
-            let unknown = router.check == Timestamp::default();
+            let unknown = router.check == RouterState::NO_CHECK;
             if unknown {
                 router.check = match checks.get(&(index, name.clone())) {
                     Some(&due) => due,
-                    // No check anywhere: the soonest one could have been.
+                    // No check anywhere (a store cut short by hand): the soonest the router
+                    // could be evicted.
                     None => router.last_record.saturating_add(ttl),
                 };
             }

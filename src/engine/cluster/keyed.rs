@@ -14,17 +14,21 @@ pub(crate) struct Keyed<V> {
     map: HashMap<Arc<str>, V>,
     /// Keys changed (or removed) since the last [`Keyed::take_changed`], when tracking.
     changed: Option<HashSet<Arc<str>>>,
+    /// Keys a restore found must be written again, until tracking begins: an engine that
+    /// never tracks then holds them once, not every key it changes later.
+    rewrite: Vec<Arc<str>>,
 }
 
 impl<V> Default for Keyed<V> {
     fn default() -> Self {
-        Keyed { map: HashMap::default(), changed: None }
+        Keyed { map: HashMap::default(), changed: None, rewrite: Vec::new() }
     }
 }
 
 impl<V> Keyed<V> {
     pub fn track(&mut self) {
-        self.changed.get_or_insert_with(HashSet::default);
+        let changed = self.changed.get_or_insert_with(HashSet::default);
+        changed.extend(self.rewrite.drain(..));
     }
 
     fn mark(changed: &mut Option<HashSet<Arc<str>>>, key: &Arc<str>) {
@@ -105,11 +109,16 @@ impl<V> Keyed<V> {
     }
 
     /// Every value, to finish a restore: `changed(key, value)` says which ones must be
-    /// written again, and those are marked, tracking or not.
+    /// written again, and those are marked, now or when tracking begins.
     pub fn restore_each(&mut self, mut changed: impl FnMut(&Arc<str>, &mut V) -> bool) {
         for (key, value) in self.map.iter_mut() {
             if changed(key, value) {
-                self.changed.get_or_insert_with(HashSet::default).insert(key.clone());
+                match &mut self.changed {
+                    Some(set) => {
+                        set.insert(key.clone());
+                    }
+                    None => self.rewrite.push(key.clone()),
+                }
             }
         }
     }
@@ -133,6 +142,6 @@ impl<V: Serialize> Serialize for Keyed<V> {
 
 impl<'de, V: Deserialize<'de>> Deserialize<'de> for Keyed<V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Keyed { map: HashMap::deserialize(d)?, changed: None })
+        Ok(Keyed { map: HashMap::deserialize(d)?, changed: None, rewrite: Vec::new() })
     }
 }

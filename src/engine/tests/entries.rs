@@ -246,6 +246,62 @@ fn a_store_written_when_routers_kept_their_deadlines_and_checks_apart_goes_on_al
 }
 
 #[test]
+fn a_router_whose_check_is_nowhere_is_given_one_a_key_ttl_after_its_last_record() {
+    let mut engine = Engine::new(config());
+    let mut out = Vec::new();
+    let obs = |at: f64, signal| Observation {
+        cluster: Cow::Borrowed("c"),
+        reporter: Cow::Borrowed("n1"),
+        at: t(at),
+        signal,
+    };
+    engine.observe(&obs(0.0, has_leader("n1")), t(0.0), &mut out);
+    engine.observe(&obs(0.0, router("edge-1", true)), t(0.0), &mut out);
+    engine.observe(&obs(6.0, router("edge-1", false)), t(6.0), &mut out);
+    engine.tick(t(10.0), &mut out);
+    // An old store's router value without the `V` entry that held its check.
+    let lost: BTreeMap<Vec<u8>, Vec<u8>> = engine
+        .entries_with_router_schedule_apart()
+        .expect("entries")
+        .into_iter()
+        .filter(|(k, _)| k.first() != Some(&b'V') || !k.ends_with(b"edge-1"))
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect();
+    let mut restored = Engine::from_entries(config(), lost).expect("restore");
+    let keys = restored.keys();
+    // The configured key TTL (30 s) after its last record, not the default's day.
+    restored.tick(t(35.0), &mut out);
+    assert_eq!(restored.keys(), keys, "not before");
+    restored.tick(t(37.0), &mut out);
+    assert_eq!(restored.keys(), keys - 1, "the offline router goes at 36 s");
+}
+
+#[test]
+fn a_router_value_of_a_newer_format_or_with_bytes_after_its_check_is_refused() {
+    let mut engine = Engine::new(config());
+    let mut out = Vec::new();
+    let obs = Observation {
+        cluster: Cow::Borrowed("c"),
+        reporter: Cow::Borrowed("n1"),
+        at: t(0.0),
+        signal: router("edge-1", true),
+    };
+    engine.observe(&obs, t(0.0), &mut out);
+    let mut store = all(&engine);
+    let key = store.keys().find(|k| k.ends_with(b"edge-1")).expect("router").clone();
+    let mut longer = store[&key].clone();
+    longer.push(0);
+    store.insert(key.clone(), longer);
+    let err = Engine::from_entries(config(), store.clone()).err().expect("refused").to_string();
+    assert!(err.contains("edge-1") && err.contains("after the router's check"), "{err}");
+    let mut newer = all(&engine)[&key].clone();
+    newer[0] = 3;
+    store.insert(key, newer);
+    let err = Engine::from_entries(config(), store).err().expect("refused").to_string();
+    assert!(err.contains("entry format 3"), "{err}");
+}
+
+#[test]
 fn entries_that_do_not_read_back_are_refused_with_their_key() {
     let mut engine = Engine::new(config());
     let mut out = Vec::new();
