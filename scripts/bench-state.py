@@ -12,8 +12,10 @@
      `herald run` against `herald replay`, in turns.
 
 usage: scripts/bench-state.py [HERALD_BINARY] [ROUNDS] [--only 1,2,3,4] [--generator BINARY]
+                              [--without-state]
        (default target/release/herald, 3 rounds; build it with `cargo build --release`;
-       the logs are written by `--generator`, by default the binary measured)
+       the logs are written by `--generator`, by default the binary measured;
+       `--without-state` runs parts 1 and 4 with no `[state] dir`)
 """
 import os
 import random
@@ -38,6 +40,8 @@ if "--only" in argv:
     del argv[i:i + 2]
 else:
     only = {"1", "2", "3", "4"}
+# Parts 1 and 4 without a `[state] dir`: what the pipeline costs around the store.
+stateless = "--without-state" in argv
 args = [a for a in argv if not a.startswith("--")]
 herald = os.path.abspath(args[0] if args else "target/release/herald")
 rounds = int(args[1]) if len(args) > 1 else 3
@@ -134,7 +138,7 @@ def replay_then_run(log):
     d = tempfile.mkdtemp(dir=work)
     replayed = os.path.join(d, "replay.jsonl")
     rep = replay(log, replayed)
-    secs, p = run_until(config(d, log, free_port()), os.path.join(d, "run.jsonl"),
+    secs, p = run_until(config(d, log, free_port(), state=not stateless), os.path.join(d, "run.jsonl"),
                         os.path.getsize(replayed))
     stop(p)
     return rep, secs, lines(replayed)
