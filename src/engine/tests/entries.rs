@@ -193,12 +193,6 @@ fn a_store_written_when_routers_kept_their_deadlines_and_checks_apart_goes_on_al
     let mut engine = Engine::new(config());
     engine.track_changes();
     let mut out = Vec::new();
-    let obs = |at: f64, signal| Observation {
-        cluster: Cow::Borrowed("c"),
-        reporter: Cow::Borrowed("n1"),
-        at: t(at),
-        signal,
-    };
     let before = [
         (0.0, router("edge-1", true)),
         (0.0, router("edge-2", true)),
@@ -249,12 +243,6 @@ fn a_store_written_when_routers_kept_their_deadlines_and_checks_apart_goes_on_al
 fn a_router_whose_check_is_nowhere_is_given_one_a_key_ttl_after_its_last_record() {
     let mut engine = Engine::new(config());
     let mut out = Vec::new();
-    let obs = |at: f64, signal| Observation {
-        cluster: Cow::Borrowed("c"),
-        reporter: Cow::Borrowed("n1"),
-        at: t(at),
-        signal,
-    };
     engine.observe(&obs(0.0, has_leader("n1")), t(0.0), &mut out);
     engine.observe(&obs(0.0, router("edge-1", true)), t(0.0), &mut out);
     engine.observe(&obs(6.0, router("edge-1", false)), t(6.0), &mut out);
@@ -276,25 +264,31 @@ fn a_router_whose_check_is_nowhere_is_given_one_a_key_ttl_after_its_last_record(
     assert_eq!(restored.keys(), keys - 1, "the offline router goes at 36 s");
 }
 
-#[test]
-fn a_router_value_of_a_newer_format_or_with_bytes_after_its_check_is_refused() {
+/// A record of reporter n1 in cluster c at `at` seconds.
+fn obs(at: f64, signal: Signal<'static>) -> Observation<'static> {
+    Observation { cluster: Cow::Borrowed("c"), reporter: Cow::Borrowed("n1"), at: t(at), signal }
+}
+
+/// The entries of an engine that saw one router, and that router's key.
+fn one_router() -> (BTreeMap<Vec<u8>, Vec<u8>>, Vec<u8>) {
     let mut engine = Engine::new(config());
     let mut out = Vec::new();
-    let obs = Observation {
-        cluster: Cow::Borrowed("c"),
-        reporter: Cow::Borrowed("n1"),
-        at: t(0.0),
-        signal: router("edge-1", true),
-    };
-    engine.observe(&obs, t(0.0), &mut out);
-    let mut store = all(&engine);
+    engine.observe(&obs(0.0, router("edge-1", true)), t(0.0), &mut out);
+    let store = all(&engine);
     let key = store.keys().find(|k| k.ends_with(b"edge-1")).expect("router").clone();
-    let mut longer = store[&key].clone();
+    (store, key)
+}
+
+#[test]
+fn a_router_value_of_a_newer_format_or_with_bytes_after_its_check_is_refused() {
+    let (mut store, key) = one_router();
+    let value = store[&key].clone();
+    let mut longer = value.clone();
     longer.push(0);
     store.insert(key.clone(), longer);
     let err = Engine::from_entries(config(), store.clone()).err().expect("refused").to_string();
     assert!(err.contains("edge-1") && err.contains("after the router's check"), "{err}");
-    let mut newer = all(&engine)[&key].clone();
+    let mut newer = value;
     newer[0] = 3;
     store.insert(key, newer);
     let err = Engine::from_entries(config(), store).err().expect("refused").to_string();
@@ -303,17 +297,7 @@ fn a_router_value_of_a_newer_format_or_with_bytes_after_its_check_is_refused() {
 
 #[test]
 fn entries_that_do_not_read_back_are_refused_with_their_key() {
-    let mut engine = Engine::new(config());
-    let mut out = Vec::new();
-    let obs = Observation {
-        cluster: Cow::Borrowed("c"),
-        reporter: Cow::Borrowed("n1"),
-        at: t(0.0),
-        signal: router("edge-1", true),
-    };
-    engine.observe(&obs, t(0.0), &mut out);
-    let mut store = all(&engine);
-    let router_key = store.keys().find(|k| k.ends_with(b"edge-1")).expect("router").clone();
+    let (mut store, router_key) = one_router();
     let router_value = store[&router_key].clone();
     store.insert(router_key.clone(), vec![1, 0xff]);
     let err = Engine::from_entries(config(), store.clone()).err().expect("refused").to_string();
