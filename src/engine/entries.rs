@@ -6,11 +6,13 @@
 //!   index), one entry;
 //! - `C`: each cluster's entry, and one per router and per terminator slot
 //!   (`cluster::entries`);
-//! - `D`, `V`: each deadline and each eviction check on the schedule but a router's, the
-//!   element itself as the key and an empty value, so that restoring puts back exactly the
-//!   heaps the engine had, superseded deadlines included. A router's entry holds its own
-//!   (`schedule::in_own_entry`): its pending candidate is its deadline, and it keeps its
-//!   check's time. Its superseded deadlines are not kept, since they fire nothing; so after
+//! - `D`, `V`: each deadline and each eviction check on the schedule but a router's (and a
+//!   terminator slot's check), the element itself as the key and an empty value, so that
+//!   restoring puts back exactly the heaps the engine had, superseded deadlines included. A
+//!   router's entry holds its own (`schedule::deadline_in_own_entry`): its pending candidate
+//!   is its deadline, and it keeps its check's time, as a slot's does
+//!   (`schedule::check_in_own_entry`). A router's superseded deadlines are not kept, since
+//!   they fire nothing; so after
 //!   [`Engine::finish`], which runs engine time past every deadline on the heap, a restored
 //!   engine's time may be earlier than an uninterrupted one's, its events the same.
 //!
@@ -25,7 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use super::cluster::{parse_cluster_key, Cluster, ClusterKey, CLUSTER};
 use super::schedule::{
-    heap_key, in_own_entry, Deadline, EvictionCheck, Schedule, DEADLINE, EVICTION,
+    check_in_own_entry, deadline_in_own_entry, heap_key, Deadline, EvictionCheck, Schedule,
+    DEADLINE, EVICTION,
 };
 use super::window::Sequence;
 use super::{Engine, EngineConfig, SnapshotError, Stats};
@@ -100,10 +103,12 @@ impl Engine {
         }
         // The keys the schedule logs its pushes under, so that a store built from changes
         // and one built from here hold the same bytes.
-        for Reverse(d) in self.schedule.deadlines.iter().filter(|d| !in_own_entry(&d.0.key)) {
+        for Reverse(d) in
+            self.schedule.deadlines.iter().filter(|d| !deadline_in_own_entry(&d.0.key))
+        {
             out.push((heap_key(DEADLINE, d), Some(Vec::new())));
         }
-        for Reverse(e) in self.schedule.evictions.iter().filter(|e| !in_own_entry(&e.0.key)) {
+        for Reverse(e) in self.schedule.evictions.iter().filter(|e| !check_in_own_entry(&e.0.key)) {
             out.push((heap_key(EVICTION, e), Some(Vec::new())));
         }
         Ok(out)
@@ -168,7 +173,7 @@ impl Engine {
                 Some(&DEADLINE) => {
                     let d: Deadline = postcard::from_bytes(&key[1..])
                         .map_err(|e| corrupt(format!("deadline: {e}")))?;
-                    if in_own_entry(&d.key) {
+                    if deadline_in_own_entry(&d.key) {
                         // Written before routers held their own: the router's entry now
                         // says it, and this one goes with the next commit.
                         stale.push(key.to_vec());
@@ -178,7 +183,7 @@ impl Engine {
                 Some(&EVICTION) => {
                     let e: EvictionCheck = postcard::from_bytes(&key[1..])
                         .map_err(|e| corrupt(format!("eviction check: {e}")))?;
-                    if in_own_entry(&e.key) {
+                    if check_in_own_entry(&e.key) {
                         stale.push(key.to_vec());
                     }
                     schedule.evictions.push(Reverse(e));
@@ -210,20 +215,24 @@ impl Engine {
 
 #[cfg(test)]
 impl Engine {
-    /// The entries as a store written before routers held their deadline and check: those
-    /// in `D` and `V` entries of their own, and each router's value without its check.
+    /// The entries as a store written before routers held their deadline and check (and
+    /// slots their check): those in `D` and `V` entries of their own, and each router's and
+    /// slot's value without its check.
     pub(crate) fn entries_with_router_schedule_apart(&self) -> Result<Vec<Change>, SnapshotError> {
         let mut out = self.entries()?;
         for (key, value) in &mut out {
-            if let Some(ClusterKey::Router(index, name)) = parse_cluster_key(key) {
-                let cluster = self.clusters.get(&index);
-                *value = cluster.and_then(|c| c.router_value_without_check(name));
+            if let Some(member @ (ClusterKey::Router(..) | ClusterKey::Slot(..))) =
+                parse_cluster_key(key)
+            {
+                let cluster = self.clusters.get(&member.index());
+                *value = cluster.and_then(|c| c.value_without_check(&member));
             }
         }
-        for Reverse(d) in self.schedule.deadlines.iter().filter(|d| in_own_entry(&d.0.key)) {
+        for Reverse(d) in self.schedule.deadlines.iter().filter(|d| deadline_in_own_entry(&d.0.key))
+        {
             out.push((heap_key(DEADLINE, d), Some(Vec::new())));
         }
-        for Reverse(e) in self.schedule.evictions.iter().filter(|e| in_own_entry(&e.0.key)) {
+        for Reverse(e) in self.schedule.evictions.iter().filter(|e| check_in_own_entry(&e.0.key)) {
             out.push((heap_key(EVICTION, e), Some(Vec::new())));
         }
         Ok(out)

@@ -53,13 +53,20 @@ pub(crate) struct Schedule {
 pub(crate) const DEADLINE: u8 = b'D';
 pub(crate) const EVICTION: u8 = b'V';
 
-/// Whether `key`'s deadline and eviction check live in its own entry, not in entries of
-/// their own: a router's pending candidate is its deadline, and it holds its check's time
-/// ([`super::cluster::RouterState::check`]). Routers are the keys a mesh has by the
-/// million; three entries per new router were most of what a commit of a startup burst
-/// wrote. A router's superseded deadlines are not kept: they fire nothing.
-pub(crate) fn in_own_entry(key: &StateKey) -> bool {
+/// Whether `key`'s deadline lives in its own entry, not in an entry of its own: a router's
+/// pending candidate is its deadline. Routers are the keys a mesh has by the million; three
+/// entries per new router were most of what a commit of a startup burst wrote. A router's
+/// superseded deadlines are not kept: they fire nothing. (A terminator slot's deadlines stay
+/// apart: which of them is current is not in the slot alone.)
+pub(crate) fn deadline_in_own_entry(key: &StateKey) -> bool {
     matches!(key, StateKey::Router(_))
+}
+
+/// Whether `key`'s eviction check lives in its own entry: routers and terminator slots hold
+/// their check's time ([`super::cluster::RouterState::check`], `SpinSlot::check`), so that a
+/// new one is one entry.
+pub(crate) fn check_in_own_entry(key: &StateKey) -> bool {
+    matches!(key, StateKey::Router(_) | StateKey::Slot(_))
 }
 
 /// A heap element's entry key: its prefix, then the element itself.
@@ -82,14 +89,14 @@ impl Schedule {
 
     pub fn push(&mut self, s: Scheduled, cluster: u32, key: StateKey) {
         let d = Deadline { due: s.due, at: s.at, seq: s.seq, cluster, key };
-        if let Some(log) = self.log.as_mut().filter(|_| !in_own_entry(&d.key)) {
+        if let Some(log) = self.log.as_mut().filter(|_| !deadline_in_own_entry(&d.key)) {
             log.insert(heap_key(DEADLINE, &d), true);
         }
         self.deadlines.push(Reverse(d));
     }
 
     pub fn push_eviction(&mut self, check: EvictionCheck) {
-        if let Some(log) = self.log.as_mut().filter(|_| !in_own_entry(&check.key)) {
+        if let Some(log) = self.log.as_mut().filter(|_| !check_in_own_entry(&check.key)) {
             log.insert(heap_key(EVICTION, &check), true);
         }
         self.evictions.push(Reverse(check));
@@ -99,8 +106,8 @@ impl Schedule {
     /// and is forgotten; an older one becomes a tombstone. Elements are unique (a deadline
     /// by its sequence number, an eviction check by its key's one check), so a key pushed
     /// in this commit is never also an older one.
-    fn popped(&mut self, of: &StateKey, key: impl FnOnce() -> Vec<u8>) {
-        if let Some(log) = self.log.as_mut().filter(|_| !in_own_entry(of)) {
+    fn popped(&mut self, own_entry: bool, key: impl FnOnce() -> Vec<u8>) {
+        if let Some(log) = self.log.as_mut().filter(|_| !own_entry) {
             let key = key();
             if log.remove(&key) != Some(true) {
                 log.insert(key, false);
@@ -128,7 +135,7 @@ impl Schedule {
             Some(Reverse(d)) if d.due <= self.now => self.deadlines.pop().map(|Reverse(d)| d),
             _ => None,
         }?;
-        self.popped(&d.key, || heap_key(DEADLINE, &d));
+        self.popped(deadline_in_own_entry(&d.key), || heap_key(DEADLINE, &d));
         Some(d)
     }
 
@@ -138,7 +145,7 @@ impl Schedule {
             Some(Reverse(e)) if e.due <= self.now => self.evictions.pop().map(|Reverse(e)| e),
             _ => None,
         }?;
-        self.popped(&e.key, || heap_key(EVICTION, &e));
+        self.popped(check_in_own_entry(&e.key), || heap_key(EVICTION, &e));
         Some(e)
     }
 

@@ -6,14 +6,12 @@
 //! would re-emit every state as initial. Format 1 (no per-cluster extras) is still read.
 
 use std::cmp::Reverse;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{Cluster, ClusterExtras, StateKey};
-use super::schedule::{in_own_entry, EvictionCheck, Schedule};
+use super::cluster::{Cluster, ClusterExtras, OwnChecks, StateKey};
+use super::schedule::{check_in_own_entry, deadline_in_own_entry, EvictionCheck, Schedule};
 use super::{Engine, EngineConfig};
-use crate::model::Timestamp;
 
 /// The version of the engine snapshot format.
 pub const SNAPSHOT_VERSION: u32 = 2;
@@ -134,32 +132,31 @@ impl Engine {
         let scheduled = schedule.deadlines.iter().map(|Reverse(d)| d.cluster);
         let checks = schedule.evictions.iter().map(|Reverse(e)| e.cluster);
         let mut next = scheduled.chain(checks).map(|i| i.saturating_add(1)).max().unwrap_or(0);
-        // A router's deadline and check live in its entry (`schedule::in_own_entry`). Any
-        // the schedule came with (from a format-2 snapshot, or a store written before) give
-        // the routers their check's time, then make way for what the routers say.
-        let mut router_checks: rustc_hash::FxHashMap<(u32, Arc<str>), Timestamp> =
-            Default::default();
-        if schedule.evictions.iter().any(|Reverse(e)| in_own_entry(&e.key)) {
+        // A router's deadline, and a router's and a slot's check, live in their entries
+        // (`schedule::deadline_in_own_entry`, `check_in_own_entry`). Any the schedule came
+        // with (from a format-2 snapshot, or a store written before) give the keys their
+        // check's time, then make way for what the keys say.
+        let mut own_checks = OwnChecks::default();
+        if schedule.evictions.iter().any(|Reverse(e)| check_in_own_entry(&e.key)) {
             let all = std::mem::take(&mut schedule.evictions).into_vec();
             for Reverse(e) in all {
-                match e.key {
-                    // A router has one check; were there two, the sooner is the one a
-                    // router's entry would have said.
-                    StateKey::Router(r) => {
-                        let due = router_checks.entry((e.cluster, r)).or_insert(e.due);
-                        *due = (*due).min(e.due);
-                    }
-                    _ => schedule.evictions.push(Reverse(e)),
+                if check_in_own_entry(&e.key) {
+                    // A key has one check; were there two, the sooner is the one its entry
+                    // would have said.
+                    let due = own_checks.entry((e.cluster, e.key)).or_insert(e.due);
+                    *due = (*due).min(e.due);
+                } else {
+                    schedule.evictions.push(Reverse(e));
                 }
             }
         }
-        schedule.deadlines.retain(|Reverse(d)| !in_own_entry(&d.key));
+        schedule.deadlines.retain(|Reverse(d)| !deadline_in_own_entry(&d.key));
         let mut deadlines = Vec::new();
         let mut checks = Vec::new();
         for cluster in &mut clusters {
-            // Its parameters first: a router without a check is given one a key TTL on.
+            // Its parameters first: a key without a check is given one a key TTL on.
             cluster.params = engine.config.params(&cluster.name);
-            if cluster.adopt_router_schedule(&router_checks, &mut deadlines, &mut checks) {
+            if cluster.adopt_own_schedule(&own_checks, &mut deadlines, &mut checks) {
                 engine.changed_clusters.insert(cluster.index);
             }
         }

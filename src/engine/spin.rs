@@ -24,11 +24,18 @@ pub struct SpinSlot {
     /// Records counted as suppressed since the last event of this slot.
     pub suppressed: u32,
     pub last_record: Timestamp,
-    /// Newest record time per reporter, for staleness.
-    pub seen: Vec<(u32, Timestamp)>,
+    /// Newest record time per reporter, for staleness. A boxed slice: most slots have one
+    /// reporter, and a `Vec`'s capacity word pays for [`SpinSlot::check`].
+    pub seen: Box<[(u32, Timestamp)]>,
     /// From the first completed cycle on.
     cycles: Option<Box<Cycles>>,
+    /// When the slot's one eviction check is due, so that its entry alone restores it (as a
+    /// router's does). Snapshots of format 2 and entries of format 1 do not carry it.
+    pub check: Timestamp,
 }
+
+// A mesh has slots by the million: the check came with `seen` losing its capacity word.
+const _: () = assert!(std::mem::size_of::<SpinSlot>() == 48);
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Cycles {
@@ -95,8 +102,9 @@ impl From<Persisted> for SpinSlot {
             spinning: p.spinning,
             suppressed: p.suppressed,
             last_record: p.last_record,
-            seen: p.seen,
+            seen: p.seen.into_boxed_slice(),
             cycles: (c != Cycles::default()).then(|| Box::new(c)),
+            check: crate::engine::cluster::NO_CHECK,
         }
     }
 }
@@ -121,8 +129,10 @@ impl SpinSlot {
                 false
             }
             None => {
-                self.seen.reserve_exact(1);
-                self.seen.push((reporter, at));
+                let mut seen = std::mem::take(&mut self.seen).into_vec();
+                seen.reserve_exact(1);
+                seen.push((reporter, at));
+                self.seen = seen.into_boxed_slice();
                 false
             }
         }

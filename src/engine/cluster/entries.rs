@@ -19,10 +19,13 @@ use super::key::StateKey;
 use super::names::{Names, NodeId};
 use super::split::SplitBrain;
 use super::staging::Staging;
-use super::values::{Leader, Members, NodeView, PeerLink, ReadOnly, Reporter, RouterState};
+use super::values::{
+    Leader, Members, NodeView, PeerLink, ReadOnly, Reporter, RouterState, NO_CHECK,
+};
 use super::Cluster;
 use crate::engine::liveness::NodeLiveness;
 use crate::engine::schedule::{Deadline, EvictionCheck};
+use crate::engine::spin::SpinSlot;
 use crate::engine::window::StabilityWindow;
 use crate::engine::Params;
 use crate::model::{EventKind, Timestamp};
@@ -98,36 +101,38 @@ fn body(bytes: &[u8]) -> Result<&[u8], String> {
     }
 }
 
-/// Leads a router's value since routers hold their eviction check's time. A value of
-/// [`ENTRY_VERSION`] is still read (its check comes from the store's `V` entries); a release
-/// that reads only that one refuses this, rather than restoring routers whose deadlines and
-/// checks it would find nowhere.
-const ROUTER_VERSION: u8 = 2;
+/// Leads a router's or a terminator slot's value since they hold their eviction check's
+/// time. A value of [`ENTRY_VERSION`] is still read (its check comes from the store's `V`
+/// entries); a release that reads only that one refuses this, rather than restoring keys
+/// whose deadlines and checks it would find nowhere.
+const OWN_CHECK_VERSION: u8 = 2;
 
-/// A router's value: [`ROUTER_VERSION`], its state, then when its eviction check is due.
-fn encode_router(router: &RouterState) -> Result<Vec<u8>, String> {
-    let state = postcard::to_extend(router, vec![ROUTER_VERSION]).map_err(|e| e.to_string())?;
-    postcard::to_extend(&router.check, state).map_err(|e| e.to_string())
+/// A router's or a slot's value: [`OWN_CHECK_VERSION`], its state, then when its eviction
+/// check is due.
+fn encode_with_check<T: Serialize>(value: &T, check: Timestamp) -> Result<Vec<u8>, String> {
+    let state = postcard::to_extend(value, vec![OWN_CHECK_VERSION]).map_err(|e| e.to_string())?;
+    postcard::to_extend(&check, state).map_err(|e| e.to_string())
 }
 
-/// A router's value, of either version: stores written before routers held their check's
-/// time hold the check in a `V` entry of its own, which
-/// [`super::Cluster::adopt_router_schedule`] gives the router.
-fn decode_router(bytes: &[u8]) -> Result<RouterState, String> {
-    let Some((&ROUTER_VERSION, body)) = bytes.split_first() else {
-        let mut router: RouterState = decode(bytes)?;
-        router.check = RouterState::NO_CHECK;
-        return Ok(router);
+/// A router's or a slot's value, of either version, and its check's time if it holds one:
+/// stores written before these held it keep it in a `V` entry of its own, which
+/// [`super::Cluster::adopt_own_schedule`] gives the key.
+fn decode_with_check<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, Option<Timestamp>), String> {
+    let Some((&OWN_CHECK_VERSION, body)) = bytes.split_first() else {
+        return Ok((decode(bytes)?, None));
     };
-    let (mut router, rest): (RouterState, _) =
-        postcard::take_from_bytes(body).map_err(|e| e.to_string())?;
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|e| e.to_string())?;
     let (check, rest) = postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
     if !rest.is_empty() {
-        return Err(format!("{} bytes after the router's check", rest.len()));
+        return Err(format!("{} bytes after the key's check", rest.len()));
     }
-    router.check = check;
-    Ok(router)
+    Ok((value, Some(check)))
 }
+
+/// The checks an old schedule held for routers and slots, by cluster and key.
+pub type OwnChecks = HashMap<(u32, StateKey), Timestamp>;
 
 /// A hash map in key order: the same state is then the same bytes, so a store or a
 /// compacted topic sees no change where there was none (and tests compare bytes).
@@ -260,11 +265,11 @@ impl Cluster {
     pub fn changed_entries(&mut self, out: &mut Vec<Entry>) -> Result<(), String> {
         let index = self.index;
         for (name, router) in self.routers.take_changed() {
-            let value = router.map(encode_router).transpose()?;
+            let value = router.map(|r| encode_with_check(r, r.check)).transpose()?;
             out.push((member_key(index, ROUTER, &name), value));
         }
         for (name, slot) in self.slots.take_changed() {
-            let value = slot.map(encode).transpose()?;
+            let value = slot.map(|s| encode_with_check(s, s.check)).transpose()?;
             out.push((member_key(index, SLOT, &name), value));
         }
         Ok(())
@@ -274,10 +279,14 @@ impl Cluster {
     pub fn all_entries(&self, out: &mut Vec<Entry>) -> Result<(), String> {
         out.push(self.core_entry()?);
         for (name, router) in &self.routers {
-            out.push((member_key(self.index, ROUTER, name), Some(encode_router(router)?)));
+            let value = encode_with_check(router, router.check)?;
+            out.push((member_key(self.index, ROUTER, name), Some(value)));
         }
         for (name, slot) in &self.slots {
-            out.push((member_key(self.index, SLOT, name), Some(encode(slot)?)));
+            out.push((
+                member_key(self.index, SLOT, name),
+                Some(encode_with_check(slot, slot.check)?),
+            ));
         }
         Ok(())
     }
@@ -309,57 +318,69 @@ impl Cluster {
     }
 
     /// Once every entry is in, and the cluster has its parameters: each router's pending
-    /// deadline and eviction check, for the schedule. A router whose entry did not hold its
-    /// check's time (written before routers held it) takes it from `checks`, what the old
-    /// schedule said, and is marked to be written again. Returns whether any was.
-    pub fn adopt_router_schedule(
+    /// deadline, and each router's and slot's eviction check, for the schedule. A key whose
+    /// entry did not hold its check's time (written before keys held it) takes it from
+    /// `checks`, what the old schedule said, and is marked to be written again. Returns
+    /// whether any was.
+    pub fn adopt_own_schedule(
         &mut self,
-        checks: &HashMap<(u32, Arc<str>), Timestamp>,
+        checks: &OwnChecks,
         deadlines: &mut Vec<Deadline>,
         evictions: &mut Vec<EvictionCheck>,
     ) -> bool {
         let (index, ttl) = (self.index, self.params.key_ttl);
         let mut adopted = false;
-        self.routers.restore_each(|name, router| {
-            let key = || StateKey::Router(name.clone());
-            if let Some(p) = router.window.pending() {
-                deadlines.push(Deadline {
-                    due: p.due,
-                    at: p.at,
-                    seq: p.seq,
-                    cluster: index,
-                    key: key(),
-                });
-            }
-            let unknown = router.check == RouterState::NO_CHECK;
+        let mut adopt = |key: StateKey, check: &mut Timestamp, last_record: Timestamp| {
+            let unknown = *check == NO_CHECK;
             if unknown {
-                router.check = match checks.get(&(index, name.clone())) {
+                *check = match checks.get(&(index, key.clone())) {
                     Some(&due) => due,
-                    // No check anywhere (a store cut short by hand): the soonest the router
+                    // No check anywhere (a store cut short by hand): the soonest the key
                     // could be evicted.
-                    None => router.last_record.saturating_add(ttl),
+                    None => last_record.saturating_add(ttl),
                 };
             }
-            evictions.push(EvictionCheck { due: router.check, cluster: index, key: key() });
+            evictions.push(EvictionCheck { due: *check, cluster: index, key });
             adopted |= unknown;
             unknown
+        };
+        self.routers.restore_each(|name, router| {
+            let key = StateKey::Router(name.clone());
+            if let Some(p) = router.window.pending() {
+                let (due, at, seq) = (p.due, p.at, p.seq);
+                deadlines.push(Deadline { due, at, seq, cluster: index, key: key.clone() });
+            }
+            adopt(key, &mut router.check, router.last_record)
+        });
+        self.slots.restore_each(|name, slot| {
+            adopt(StateKey::Slot(name.clone()), &mut slot.check, slot.last_record)
         });
         adopted
     }
 
-    /// Router `name`'s value as written before routers held their check's time.
+    /// A router's or a slot's value as written before they held their check's time.
     #[cfg(test)]
-    pub fn router_value_without_check(&self, name: &str) -> Option<Vec<u8>> {
-        self.routers.get(name).and_then(|r| encode(r).ok())
+    pub fn value_without_check(&self, key: &ClusterKey<'_>) -> Option<Vec<u8>> {
+        match key {
+            ClusterKey::Router(_, name) => self.routers.get(name).and_then(|r| encode(r).ok()),
+            ClusterKey::Slot(_, name) => self.slots.get(name).and_then(|s| encode(s).ok()),
+            ClusterKey::Core(_) => None,
+        }
     }
 
     /// A router's or a slot's entry, into this cluster.
     pub fn restore_member(&mut self, key: &ClusterKey<'_>, value: &[u8]) -> Result<(), String> {
         match key {
             ClusterKey::Router(_, name) => {
-                self.routers.restore(Arc::from(*name), decode_router(value)?)
+                let (mut router, check): (RouterState, _) = decode_with_check(value)?;
+                router.check = check.unwrap_or(NO_CHECK);
+                self.routers.restore(Arc::from(*name), router)
             }
-            ClusterKey::Slot(_, name) => self.slots.restore(Arc::from(*name), decode(value)?),
+            ClusterKey::Slot(_, name) => {
+                let (mut slot, check): (SpinSlot, _) = decode_with_check(value)?;
+                slot.check = check.unwrap_or(NO_CHECK);
+                self.slots.restore(Arc::from(*name), slot)
+            }
             ClusterKey::Core(_) => return Err("a cluster's entry twice".into()),
         }
         Ok(())

@@ -76,10 +76,19 @@ impl Cluster {
             _ => None,
         };
         if let Some(next) = again {
-            if let StateKey::Router(r) = key {
-                if let Some(router) = self.routers.get_mut(r) {
-                    router.check = next;
+            // Routers and slots hold their check's time in their entries.
+            match key {
+                StateKey::Router(r) => {
+                    if let Some(router) = self.routers.get_mut(r) {
+                        router.check = next;
+                    }
                 }
+                StateKey::Slot(s) => {
+                    if let Some(slot) = self.slots.get_mut(s) {
+                        slot.check = next;
+                    }
+                }
+                _ => {}
             }
             return Err(next);
         }

@@ -46,13 +46,16 @@ use super::{Outcome, Params};
 use crate::model::{EventKind, Observation, Signal, Timestamp};
 
 use derive::Touched;
-pub(crate) use entries::{cluster_key, decode, encode, parse_cluster_key, ClusterKey, CLUSTER};
+pub(crate) use entries::{
+    cluster_key, decode, encode, parse_cluster_key, ClusterKey, OwnChecks, CLUSTER,
+};
 pub(crate) use key::StateKey;
 use keyed::Keyed;
 use names::Names;
 pub use names::NodeId;
 use split::SplitBrain;
 use staging::{Staged, Staging};
+pub(crate) use values::NO_CHECK;
 use values::{Leader, Members, NodeView, PeerLink, ReadOnly, ReportedView, Reporter, RouterState};
 
 /// Persisted in snapshots in field order; `index` and `params` are rebuilt on restore.

@@ -216,8 +216,11 @@ impl Cluster {
             Some((k, _)) => k.clone(),
             None => {
                 let k: Arc<str> = Arc::from(name);
-                sched.arm_eviction(at, self.index, StateKey::Slot(k.clone()), self.params.key_ttl);
-                self.slots.insert(k.clone(), SpinSlot::default());
+                let key = StateKey::Slot(k.clone());
+                let check = sched.arm_eviction(at, self.index, key, self.params.key_ttl);
+                let mut slot = SpinSlot::default();
+                slot.check = check;
+                self.slots.insert(k.clone(), slot);
                 k
             }
         };

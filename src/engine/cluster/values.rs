@@ -161,18 +161,16 @@ pub(crate) struct RouterState {
     /// When the router's one eviction check is due. The schedule holds the check; the router
     /// holds its time too, so that its entry alone restores it and a store writes one entry
     /// per new router, not three (DESIGN §7.1). Snapshots of format 2 do not carry it: the
-    /// check on their schedule sets it ([`super::Cluster::adopt_router_schedule`]).
+    /// check on their schedule sets it ([`super::Cluster::adopt_own_schedule`]).
     #[serde(skip, default = "no_check")]
     pub check: Timestamp,
 }
 
-fn no_check() -> Timestamp {
-    RouterState::NO_CHECK
-}
+/// A check's time not known yet. No real one is: a check is due a key TTL after a record.
+pub const NO_CHECK: Timestamp = Timestamp::MIN;
 
-impl RouterState {
-    /// A check's time not known yet. No real one is: a check is due a key TTL after a record.
-    pub const NO_CHECK: Timestamp = Timestamp::MIN;
+fn no_check() -> Timestamp {
+    NO_CHECK
 }
 
 // A million routers are a million of these, at a hash table's load factor: the check's time

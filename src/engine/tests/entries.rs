@@ -189,7 +189,7 @@ fn a_store_of_entries_survives_a_cluster_going_and_a_key_being_evicted() {
 }
 
 #[test]
-fn a_store_written_when_routers_kept_their_deadlines_and_checks_apart_goes_on_alike() {
+fn a_store_written_when_routers_and_slots_kept_their_deadlines_and_checks_apart_goes_on_alike() {
     let mut engine = Engine::new(config());
     engine.track_changes();
     let mut out = Vec::new();
@@ -200,6 +200,8 @@ fn a_store_written_when_routers_kept_their_deadlines_and_checks_apart_goes_on_al
         (3.0, router("edge-1", false)),
         (3.5, router("edge-1", true)),
         (4.0, router("edge-2", false)),
+        (4.0, entity(EntityOp::Created)),
+        (4.2, entity(EntityOp::Deleted)),
     ];
     for (at, signal) in before {
         engine.observe(&obs(at, signal), t(at), &mut out);
@@ -215,6 +217,10 @@ fn a_store_written_when_routers_kept_their_deadlines_and_checks_apart_goes_on_al
         s.keys().filter(|k| matches!(k.first(), Some(b'D' | b'V'))).count()
     };
     assert!(apart(&old) > apart(&all(&engine)), "the old store held routers' deadlines apart");
+    assert!(
+        old.keys().any(|k| k.first() == Some(&b'V') && k.ends_with(b"h")),
+        "and a slot's check"
+    );
     let mut restored = Engine::from_entries(config(), old.clone()).expect("restore");
     restored.track_changes();
     // Its first commit removes those entries and writes each router with its check.
@@ -287,7 +293,7 @@ fn a_router_value_of_a_newer_format_or_with_bytes_after_its_check_is_refused() {
     longer.push(0);
     store.insert(key.clone(), longer);
     let err = Engine::from_entries(config(), store.clone()).err().expect("refused").to_string();
-    assert!(err.contains("edge-1") && err.contains("after the router's check"), "{err}");
+    assert!(err.contains("edge-1") && err.contains("after the key's check"), "{err}");
     let mut newer = value;
     newer[0] = 3;
     store.insert(key, newer);
