@@ -101,17 +101,22 @@ impl Engine {
         for cluster in clusters {
             cluster.all_entries(&mut out).map_err(encode_error)?;
         }
-        // The keys the schedule logs its pushes under, so that a store built from changes
-        // and one built from here hold the same bytes.
-        for Reverse(d) in
-            self.schedule.deadlines.iter().filter(|d| !deadline_in_own_entry(&d.0.key))
-        {
+        self.heap_entries(false, &mut out);
+        Ok(out)
+    }
+
+    /// The heaps' elements as entries, under the keys the schedule logs its pushes under
+    /// (so that a store built from changes and one built from [`Engine::entries`] hold the
+    /// same bytes): those kept apart, or (`own`) those their keys' entries hold instead.
+    fn heap_entries(&self, own: bool, out: &mut Vec<Change>) {
+        let deadlines = self.schedule.deadlines.iter().map(|Reverse(d)| d);
+        for d in deadlines.filter(|d| deadline_in_own_entry(&d.key) == own) {
             out.push((heap_key(DEADLINE, d), Some(Vec::new())));
         }
-        for Reverse(e) in self.schedule.evictions.iter().filter(|e| !check_in_own_entry(&e.0.key)) {
+        let checks = self.schedule.evictions.iter().map(|Reverse(e)| e);
+        for e in checks.filter(|e| check_in_own_entry(&e.key) == own) {
             out.push((heap_key(EVICTION, e), Some(Vec::new())));
         }
-        Ok(out)
     }
 
     fn meta_entry(&self) -> Result<Change, SnapshotError> {
@@ -228,13 +233,7 @@ impl Engine {
                 *value = cluster.and_then(|c| c.value_without_check(&member));
             }
         }
-        for Reverse(d) in self.schedule.deadlines.iter().filter(|d| deadline_in_own_entry(&d.0.key))
-        {
-            out.push((heap_key(DEADLINE, d), Some(Vec::new())));
-        }
-        for Reverse(e) in self.schedule.evictions.iter().filter(|e| check_in_own_entry(&e.0.key)) {
-            out.push((heap_key(EVICTION, e), Some(Vec::new())));
-        }
+        self.heap_entries(true, &mut out);
         Ok(out)
     }
 }

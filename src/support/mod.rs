@@ -1,5 +1,6 @@
 //! Leaves every other module may use, importing nothing of herald's own above `model`:
-//! config problems with key paths, retrying, splitting lines, the clock.
+//! config problems with key paths, retrying, splitting lines, the clock, hash maps written
+//! in key order.
 
 pub mod clock;
 #[cfg(feature = "kafka")]
@@ -7,4 +8,5 @@ pub mod kafka;
 pub mod lines;
 pub mod problems;
 pub mod retry;
+pub mod sorted;
 pub mod url;

@@ -38,7 +38,7 @@ pub struct ClusterView {
     /// A hash map, written in key order: a mesh has routers by the million, and a sorted
     /// tree's every update compared a score of names (a fifth of `herald run`'s time on a
     /// million routers coming online).
-    #[serde(serialize_with = "in_key_order")]
+    #[serde(serialize_with = "crate::support::sorted::in_key_order")]
     pub routers: FxHashMap<String, bool>,
     pub nodes_up: BTreeMap<String, NodeLiveness>,
     /// Spinning terminator slots: (service, router, host).
@@ -51,15 +51,6 @@ pub struct ClusterView {
 pub struct NodeLiveness {
     pub up: bool,
     pub via: Via,
-}
-
-fn in_key_order<S: serde::Serializer>(
-    map: &FxHashMap<String, bool>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    let mut pairs: Vec<(&String, &bool)> = map.iter().collect();
-    pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    s.collect_map(pairs)
 }
 
 impl View {

@@ -29,6 +29,7 @@ use crate::engine::spin::SpinSlot;
 use crate::engine::window::StabilityWindow;
 use crate::engine::Params;
 use crate::model::{EventKind, Timestamp};
+use crate::support::sorted::in_key_order;
 
 /// Leads every entry's value. Another one is refused on restore, never misread.
 pub const ENTRY_VERSION: u8 = 1;
@@ -85,7 +86,16 @@ pub fn parse_cluster_key(key: &[u8]) -> Option<ClusterKey<'_>> {
 
 /// A value: the version byte, then postcard.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
-    postcard::to_extend(value, vec![ENTRY_VERSION]).map_err(|e| e.to_string())
+    postcard::to_extend(value, versioned(ENTRY_VERSION)).map_err(|e| e.to_string())
+}
+
+/// A value's buffer: its version byte, and room for a router's or a slot's whole value.
+/// Grown from one byte, each of a startup burst's million values was copied three times
+/// on its way to fifty.
+fn versioned(version: u8) -> Vec<u8> {
+    let mut v = Vec::with_capacity(64);
+    v.push(version);
+    v
 }
 
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
@@ -110,7 +120,8 @@ const OWN_CHECK_VERSION: u8 = 2;
 /// A router's or a slot's value: [`OWN_CHECK_VERSION`], its state, then when its eviction
 /// check is due.
 fn encode_with_check<T: Serialize>(value: &T, check: Timestamp) -> Result<Vec<u8>, String> {
-    let state = postcard::to_extend(value, vec![OWN_CHECK_VERSION]).map_err(|e| e.to_string())?;
+    let state =
+        postcard::to_extend(value, versioned(OWN_CHECK_VERSION)).map_err(|e| e.to_string())?;
     postcard::to_extend(&check, state).map_err(|e| e.to_string())
 }
 
@@ -134,26 +145,14 @@ fn decode_with_check<T: serde::de::DeserializeOwned>(
 /// The checks an old schedule held for routers and slots, by cluster and key.
 pub type OwnChecks = HashMap<(u32, StateKey), Timestamp>;
 
-/// A hash map in key order: the same state is then the same bytes, so a store or a
-/// compacted topic sees no change where there was none (and tests compare bytes).
-pub fn sorted<S, K, V>(map: &HashMap<K, V>, s: S) -> Result<S::Ok, S::Error>
-where
-    S: serde::Serializer,
-    K: Ord + Serialize,
-    V: Serialize,
-{
-    let mut pairs: Vec<(&K, &V)> = map.iter().collect();
-    pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    s.collect_map(pairs)
-}
-
+/// [`in_key_order`] of a borrowed map, for the borrowed fields of [`CoreRef`].
 fn sorted_ref<S, K, V>(map: &&HashMap<K, V>, s: S) -> Result<S::Ok, S::Error>
 where
     S: serde::Serializer,
     K: Ord + Serialize,
     V: Serialize,
 {
-    sorted(map, s)
+    in_key_order(map, s)
 }
 
 /// The cluster's own entry, borrowed from it. Field order is the format.

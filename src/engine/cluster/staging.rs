@@ -31,9 +31,9 @@ pub(crate) struct Staged {
 /// The halves waiting for their other half.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Staging {
-    #[serde(serialize_with = "super::entries::sorted")]
+    #[serde(serialize_with = "crate::support::sorted::in_key_order")]
     changes: HashMap<Box<str>, Staged>,
-    #[serde(serialize_with = "super::entries::sorted")]
+    #[serde(serialize_with = "crate::support::sorted::in_key_order")]
     commits: HashMap<Box<str>, Timestamp>,
     /// Arrival (engine time) of every waiting half, oldest first; resolved ones are skipped
     /// when they reach the front, so resolving never searches the queue.
