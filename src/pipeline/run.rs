@@ -15,7 +15,7 @@
 //! wall clock, and the task sleeps exactly until the engine's next deadline. A backlog is
 //! thus processed on its own record time, exactly as `herald replay` would.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +58,10 @@ const RECENT_MESSAGES: usize = 4096;
 /// Records applied per commit at most (give or take one input), so that a backlog still
 /// commits regularly.
 const BATCH: usize = 4096;
+/// Commits being written at once at most. The engine goes on applying while earlier commits
+/// reach the disk, so that a large commit (a startup burst of a million events) does not hold
+/// up the records behind it; the bound keeps what waits for the disk, and its memory, bounded.
+const IN_FLIGHT: usize = 4;
 
 /// A source as the engine task knows it.
 struct Source {
@@ -99,8 +103,9 @@ pub struct EngineTask {
     skew_warned: BTreeSet<(String, String)>,
     /// Events of the previous run not seen held by every sink, to deliver again.
     redeliver: Vec<Delivery>,
-    /// The commit being written while the engine applies the next records.
-    inflight: Option<InFlight>,
+    /// The commits being written, oldest first, while the engine applies the next records.
+    inflight: VecDeque<InFlight>,
+    writes: Writes,
     /// Readers of the live events (`GET /events`), told of each new event as it goes out.
     tap: Option<Arc<Tap>>,
 }
@@ -117,10 +122,37 @@ struct Grouped {
     exactly_once: bool,
 }
 
+/// Store writes off the engine task, each begun once the one queued before it is on disk, and
+/// none after one that failed: its changes would be missing beneath the later ones.
+#[derive(Default)]
+struct Writes {
+    /// Says whether the write queued last reached the disk.
+    last: Option<std::sync::mpsc::Receiver<bool>>,
+}
+
+impl Writes {
+    fn queue(
+        &mut self,
+        write: impl FnOnce() -> Result<(), crate::state::StateError> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<(), PipelineError>> {
+        let (done, next) = std::sync::mpsc::sync_channel(1);
+        let before = self.last.replace(next);
+        tokio::task::spawn_blocking(move || {
+            // A write that panicked said nothing: that is a failure too.
+            if before.is_some_and(|b| !b.recv().unwrap_or(false)) {
+                return Err(PipelineError::Commit("an earlier commit was not written".into()));
+            }
+            let written = write();
+            let _ = done.send(written.is_ok());
+            Ok(written?)
+        })
+    }
+}
+
 /// A commit whose store write is under way: its events go to the sinks, and its batches are
 /// acknowledged, once the write is on disk.
 struct InFlight {
-    write: tokio::task::JoinHandle<Result<(), crate::state::StateError>>,
+    write: tokio::task::JoinHandle<Result<(), PipelineError>>,
     fresh: Vec<Delivery>,
     sealed: Sealed,
 }
@@ -180,7 +212,8 @@ impl EngineTask {
             evicted: Vec::new(),
             skew_warned: BTreeSet::new(),
             redeliver,
-            inflight: None,
+            inflight: VecDeque::new(),
+            writes: Writes::default(),
             tap: None,
         })
     }
@@ -256,8 +289,8 @@ impl EngineTask {
         let mut open = true;
         loop {
             let wake = self.wake_in(last_commit);
-            let writing = self.inflight.is_some();
-            let inflight = self.inflight.as_mut().map(|f| &mut f.write);
+            let writing = !self.inflight.is_empty();
+            let inflight = self.inflight.front_mut().map(|f| &mut f.write);
             let first = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
@@ -268,7 +301,7 @@ impl EngineTask {
                     }
                 }, if writing => {
                     // The write is on disk: its events go out now, not with the next commit.
-                    if let Some(f) = self.inflight.take() {
+                    if let Some(f) = self.inflight.pop_front() {
                         self.settled(f.fresh, f.sealed, written).await?;
                     }
                     continue;
@@ -728,17 +761,26 @@ impl EngineTask {
                 (commit, sealed)
             }
         };
-        // Commits reach the disk in order: the previous one first.
-        self.settle().await?;
+        while self.inflight.len() >= IN_FLIGHT {
+            self.settle_oldest().await?;
+        }
         let store = self.store.clone();
-        let write = tokio::task::spawn_blocking(move || store.commit_blocking(commit));
-        self.inflight = Some(InFlight { write, fresh, sealed });
+        let write = self.writes.queue(move || store.commit_blocking(commit));
+        self.inflight.push_back(InFlight { write, fresh, sealed });
         Ok(())
     }
 
-    /// Waits for the commit under way, if any, then hands its events to the sinks.
+    /// Waits for every commit under way, then hands their events to the sinks.
     async fn settle(&mut self) -> Result<(), PipelineError> {
-        let Some(f) = self.inflight.take() else { return Ok(()) };
+        while !self.inflight.is_empty() {
+            self.settle_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest commit under way, then hands its events to the sinks.
+    async fn settle_oldest(&mut self) -> Result<(), PipelineError> {
+        let Some(f) = self.inflight.pop_front() else { return Ok(()) };
         let written = f.write.await;
         self.settled(f.fresh, f.sealed, written).await
     }
@@ -749,7 +791,7 @@ impl EngineTask {
         &mut self,
         fresh: Vec<Delivery>,
         sealed: Sealed,
-        written: Result<Result<(), crate::state::StateError>, tokio::task::JoinError>,
+        written: Result<Result<(), PipelineError>, tokio::task::JoinError>,
     ) -> Result<(), PipelineError> {
         written.map_err(|e| PipelineError::Commit(e.to_string()))??;
         self.outbox.committed_sealed(sealed);
@@ -1117,6 +1159,107 @@ mod tests {
         assert_eq!(log.records(1), before, "nothing appended after the revocation");
         assert_eq!(routers(&view, "a"), None);
         assert!(!a.positions.contains_key("raw#partition1"));
+    }
+
+    /// Commits are written in the order they were made, each after the one before it, though
+    /// the engine task queues the next while the last is still being written.
+    #[tokio::test]
+    async fn queued_commits_reach_the_disk_in_order_and_none_after_one_that_failed() {
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut writes = Writes::default();
+        let write = |n: u32, ms: u64, ok: bool| {
+            let order = order.clone();
+            move || {
+                std::thread::sleep(Duration::from_millis(ms));
+                order.lock().expect("order").push(n);
+                match ok {
+                    true => Ok(()),
+                    false => Err(crate::state::StateError::Store {
+                        path: "store".into(),
+                        reason: "disk full".into(),
+                    }),
+                }
+            }
+        };
+        let slow = writes.queue(write(1, 200, true));
+        let fast = writes.queue(write(2, 0, true));
+        assert!(fast.await.expect("joined").is_ok());
+        assert!(slow.await.expect("joined").is_ok());
+        assert_eq!(*order.lock().expect("order"), [1, 2], "the slow write first");
+
+        let failed = writes.queue(write(3, 50, false));
+        let after = writes.queue(write(4, 0, true));
+        assert!(failed.await.expect("joined").is_err());
+        assert!(after.await.expect("joined").is_err(), "a commit after a failed one fails");
+        assert_eq!(*order.lock().expect("order"), [1, 2, 3], "and is not written");
+    }
+
+    /// A commit does not wait for the one before it to be written: the engine task goes on
+    /// (a startup burst's large write held up every record behind it). The events still go
+    /// out in order, each commit's once it is on disk.
+    #[tokio::test]
+    async fn the_next_commit_is_made_while_the_last_is_written_and_events_go_out_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = EngineConfig::default();
+        let clock = Clock::starting_at(t0());
+        let metrics = Arc::new(Metrics::with_clock(clock).expect("metrics"));
+        let store = Store::open(dir.path(), &config).expect("store");
+        let mut task = EngineTask::restore(
+            config.clone(),
+            store,
+            metrics.clone(),
+            SharedView::default(),
+            clock,
+        )
+        .expect("engine task");
+        let (sink_tx, mut out) = mpsc::channel(64);
+        let queue = SinkQueue {
+            name: "t".into(),
+            tx: Some(sink_tx),
+            metrics: metrics.sink("t"),
+            acked: Acked::default(),
+            when_full: Full::Block,
+        };
+        task.connect(Fanout::new(vec![queue])).await.expect("connect");
+        task.add_source("s", Context::new("prod", "c1"), false);
+        let router = |id: &str, at: Timestamp| {
+            format!(
+                r#"{{"namespace":"router","event_type":"router-online","router_id":"{id}","event_src_id":"c1","timestamp":"{}"}}"#,
+                at.to_rfc3339()
+            )
+            .into_bytes()
+        };
+        let batch = |lines: Vec<Vec<u8>>| Input::Batch {
+            source: 0,
+            lines,
+            live: false,
+            on_commit: Box::new(|| {}),
+            key: None,
+            redelivery: false,
+            context: None,
+            offset: None,
+        };
+        // Record time, in the past of the clock (a record from the future is clamped).
+        let later = |s: u64| before_t0(100 - s);
+        for (i, id) in ["r1", "r2", "r3"].into_iter().enumerate() {
+            // `rx` closes the window of the router before it.
+            let s = 10 * i as u64;
+            task.accept(batch(vec![router(id, later(s)), router("rx", later(s + 5))]))
+                .await
+                .expect("applied");
+            task.commit().await.expect("commit");
+        }
+        assert!(task.inflight.len() > 1, "commits queued without waiting for the last");
+        task.settle().await.expect("settled");
+        assert!(task.inflight.is_empty());
+        let mut routers = Vec::new();
+        while let Ok(d) = out.try_recv() {
+            routers.push(d.event.router.clone().unwrap_or_default());
+        }
+        assert_eq!(routers, ["r1", "rx", "r2", "r3"], "in commit order");
+        drop(task);
+        let restored = Store::open(dir.path(), &config).expect("store").load(config).expect("load");
+        assert_eq!(restored.engine.keys(), 4, "every commit on disk");
     }
 
     struct Harness {
