@@ -106,7 +106,7 @@ impl Batcher {
         if self.batch.is_empty() {
             return true;
         }
-        let next = Lines::starting_at(self.batch.first + self.batch.len() as u64);
+        let next = Lines::sized_like(self.batch.first + self.batch.len() as u64, &self.batch);
         let lines = std::mem::replace(&mut self.batch, next);
         let position = std::mem::take(&mut self.batch_end);
         self.send(Input::Lines { source: self.source, lines, position, live: self.live })

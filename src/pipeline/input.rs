@@ -91,6 +91,17 @@ impl Lines {
         Lines { first, ..Lines::default() }
     }
 
+    /// [`Lines::starting_at`], with room for as many lines and bytes as `like` holds: the
+    /// next read is about the size of the last, and its lines go in without the buffers
+    /// growing, and being copied, a dozen times on the way.
+    pub fn sized_like(first: u64, like: &Lines) -> Lines {
+        Lines {
+            first,
+            data: Vec::with_capacity(like.data.len()),
+            ends: Vec::with_capacity(like.ends.len()),
+        }
+    }
+
     /// Appends the next line (numbered `first + len()`), without its line ending.
     pub fn push(&mut self, line: &[u8]) {
         self.data.extend_from_slice(line);

@@ -5,8 +5,9 @@
 //! consistent cut — the engine entries that changed, the source positions of the records
 //! applied, and the outbox's new events and the ones every sink now holds — in one store
 //! transaction, and only then hands the new events to the sinks. While a commit is written
-//! (on a blocking thread) the task applies the next records; commits reach the disk in order,
-//! one at a time. An event therefore never reaches a sink before the state that produced it
+//! (on a blocking thread) the task applies the next records and makes the next commits, up to
+//! [`IN_FLIGHT`] waiting at once; they reach the disk in order, one at a time, and their
+//! events go out in the same order. An event therefore never reaches a sink before the state that produced it
 //! is on disk, and a position never advances past a record whose events could still be lost.
 //! A crash can cause a redelivery (same id), never a loss.
 //!
