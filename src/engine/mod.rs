@@ -330,10 +330,23 @@ impl Engine {
 
     /// Advances engine time to `now` (never backwards) and emits everything due.
     pub fn tick(&mut self, now: Timestamp, out: &mut Vec<ClusterEvent>) {
+        self.fire(now, out);
+        self.tidy();
+    }
+
+    /// A tick's first half: advances engine time to `now` and fires the due deadlines. Its
+    /// second half, [`Engine::tidy`], may come later, with nothing applied in between: the
+    /// engine then passes through exactly the states one tick passes through.
+    pub fn fire(&mut self, now: Timestamp, out: &mut Vec<ClusterEvent>) {
         if now > self.schedule.now {
             self.schedule.now = now;
         }
         self.fire_due(out);
+    }
+
+    /// A tick's second half, at the engine's time: the keys and staged halves due to go, go.
+    /// It emits nothing.
+    pub fn tidy(&mut self) {
         self.evict_due();
         self.expire_staged();
     }

@@ -326,9 +326,7 @@ impl EngineTask {
                 self.accept(input).await?;
             }
             if rx.is_empty() {
-                let whole = self.sources.iter().all(|s| s.caught_up);
-                self.shards.tick(self.clock.now(), whole);
-                self.evictions();
+                self.tick();
             }
             self.outbox.release(self.sinks.held());
             let due = (self.dirty || self.outbox.trimmable(self.sinks.held()))
@@ -337,9 +335,28 @@ impl EngineTask {
             if events_due || due {
                 self.commit().await?;
                 last_commit = Instant::now();
+                self.tidy();
             }
         }
         Ok(())
+    }
+
+    /// Moves the live engines to the wall clock: what is due fires. The keys due to be
+    /// evicted at the same time go once the events before them are committed, in a commit
+    /// of their own: when a million keys expire at once (herald back after a long stop), the
+    /// events due with them do not wait for a million removals to be written.
+    fn tick(&mut self) {
+        let whole = self.sources.iter().all(|s| s.caught_up);
+        self.shards.fire(self.clock.now(), whole);
+        self.tidy();
+    }
+
+    /// The second half of the last tick, unless events wait for their commit.
+    fn tidy(&mut self) {
+        if !self.shards.has_events() {
+            self.shards.tidy();
+        }
+        self.evictions();
     }
 
     /// After the run: commits what is applied, delivers it, and closes the sinks' queues so
@@ -647,7 +664,12 @@ impl EngineTask {
         }
         let whole = self.sources.iter().all(|s| s.caught_up);
         if let Some(deadline) = self.shards.next_deadline(whole) {
-            wake = wake.min(deadline.saturating_sub(self.clock.now()).to_std());
+            let until = deadline.saturating_sub(self.clock.now()).to_std();
+            // A deadline past already is an eviction left for after the commit the events
+            // wait for (see `tick`): it wakes nothing before that commit.
+            if !(until.is_zero() && self.shards.untidy()) {
+                wake = wake.min(until);
+            }
         }
         wake
     }
@@ -1261,6 +1283,79 @@ mod tests {
         drop(task);
         let restored = Store::open(dir.path(), &config).expect("store").load(config).expect("load");
         assert_eq!(restored.engine.keys(), 4, "every commit on disk");
+    }
+
+    /// Keys that expire at the tick that fires events go in a commit after those events,
+    /// not in theirs: the events of a restart after a long stop waited, with a million
+    /// routers expiring at once, for a million removals to be written.
+    #[tokio::test]
+    async fn events_due_with_a_mass_eviction_are_committed_before_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = EngineConfig::default();
+        let clock = Clock::starting_at(t0());
+        let metrics = Arc::new(Metrics::with_clock(clock).expect("metrics"));
+        let store = Store::open(dir.path(), &config).expect("store");
+        let mut task = EngineTask::restore(
+            config.clone(),
+            store,
+            metrics.clone(),
+            SharedView::default(),
+            clock,
+        )
+        .expect("engine task");
+        let (sink_tx, mut out) = mpsc::channel(64);
+        let queue = SinkQueue {
+            name: "t".into(),
+            tx: Some(sink_tx),
+            metrics: metrics.sink("t"),
+            acked: Acked::default(),
+            when_full: Full::Block,
+        };
+        task.connect(Fanout::new(vec![queue])).await.expect("connect");
+        // A push source: caught up, so the engine follows the wall clock.
+        task.add_source("s", Context::new("prod", "c1"), true);
+        let ttl = config.defaults.key_ttl.to_std().as_secs();
+        // Offline: an online router is kept, however old its record (its check re-armed).
+        let offline = |id: &str, ago: u64| {
+            format!(
+                r#"{{"namespace":"router","event_type":"router-offline","router_id":"{id}","event_src_id":"c1","timestamp":"{}"}}"#,
+                before_t0(ago).to_rfc3339()
+            )
+            .into_bytes()
+        };
+        let batch = Input::Batch {
+            source: 0,
+            lines: vec![offline("r1", ttl + 10), offline("r2", ttl + 5)],
+            live: false,
+            on_commit: Box::new(|| {}),
+            key: None,
+            redelivery: false,
+            context: None,
+            offset: None,
+        };
+        task.accept(batch).await.expect("applied");
+        let stored_keys = |task: &EngineTask| {
+            task.store.load(EngineConfig::default()).expect("load").engine.keys()
+        };
+
+        // r2's window closes, and both routers are a key TTL old: all due at once.
+        task.tick();
+        assert!(task.shards.untidy(), "the evictions wait for the events' commit");
+        task.commit().await.expect("commit");
+        task.settle().await.expect("settled");
+        let mut sent = Vec::new();
+        while let Ok(d) = out.try_recv() {
+            sent.push(d.event.router.clone().unwrap_or_default());
+        }
+        assert_eq!(sent, ["r1", "r2"], "the events are out");
+        assert_eq!(stored_keys(&task), 2, "their commit holds both routers still");
+
+        task.tidy();
+        assert!(!task.shards.untidy());
+        assert_eq!(task.shards.keys(), 0, "both evicted once the events were committed");
+        task.commit().await.expect("commit");
+        task.settle().await.expect("settled");
+        assert_eq!(stored_keys(&task), 0, "the evictions' own commit removes them");
     }
 
     struct Harness {

@@ -31,6 +31,8 @@ pub struct ShardEngine {
     pub touched: bool,
     /// Its partition was taken away: the next commit writes it, then drops it.
     pub revoked: bool,
+    /// Ticked by [`Shards::fire`], its tick's second half not run yet.
+    pub untidy: bool,
     /// The assignment of its partition it runs under.
     pub assignment: u64,
 }
@@ -42,6 +44,7 @@ impl ShardEngine {
             caught_up: false,
             touched: false,
             revoked: false,
+            untidy: false,
             assignment: 0,
         }
     }
@@ -110,6 +113,29 @@ impl Shards {
             s.driver.engine.tick(now, &mut s.driver.events);
             s.touched = true;
         }
+    }
+
+    /// [`Shards::tick`]'s first half: the live engines' time moves to `now` and their due
+    /// deadlines fire; what else is due waits for [`Shards::tidy`].
+    pub fn fire(&mut self, now: Timestamp, whole: bool) {
+        for s in self.live_mut(whole) {
+            s.driver.engine.fire(now, &mut s.driver.events);
+            s.touched = true;
+            s.untidy = true;
+        }
+    }
+
+    /// The second half of the ticks [`Shards::fire`] began: due keys are evicted.
+    pub fn tidy(&mut self) {
+        for s in self.iter_mut().filter(|s| s.untidy) {
+            s.driver.engine.tidy();
+            s.untidy = false;
+        }
+    }
+
+    /// Whether a tick's second half waits.
+    pub fn untidy(&self) -> bool {
+        self.iter().any(|s| s.untidy)
     }
 
     /// The earliest deadline of a live engine.
