@@ -1215,6 +1215,66 @@ mod tests {
         assert!(!a.positions.contains_key("raw#partition1"));
     }
 
+    /// An engine task over `store` with one source (`caught_up` from the start, as a push
+    /// source is) and one sink the test reads, holding up to `room` events.
+    async fn with_sink(
+        store: Store,
+        caught_up: bool,
+        room: usize,
+    ) -> (EngineTask, mpsc::Receiver<Delivery>) {
+        let clock = Clock::starting_at(t0());
+        let metrics = Arc::new(Metrics::with_clock(clock).expect("metrics"));
+        let mut task = EngineTask::restore(
+            EngineConfig::default(),
+            store,
+            metrics.clone(),
+            SharedView::default(),
+            clock,
+        )
+        .expect("engine task");
+        let (sink_tx, out) = mpsc::channel(room);
+        let queue = SinkQueue {
+            name: "t".into(),
+            tx: Some(sink_tx),
+            metrics: metrics.sink("t"),
+            acked: Acked::default(),
+            when_full: Full::Block,
+        };
+        task.connect(Fanout::new(vec![queue])).await.expect("connect");
+        task.add_source("s", Context::new("prod", "c1"), caught_up);
+        (task, out)
+    }
+
+    /// Router `id`'s record of `kind` (`online` or `offline`) at `at`.
+    fn router_line(kind: &str, id: &str, at: Timestamp) -> Vec<u8> {
+        format!(
+            r#"{{"namespace":"router","event_type":"router-{kind}","router_id":"{id}","event_src_id":"c1","timestamp":"{}"}}"#,
+            at.to_rfc3339()
+        )
+        .into_bytes()
+    }
+
+    /// `lines` as one pushed message of source 0.
+    fn pushed(lines: Vec<Vec<u8>>) -> Input {
+        Input::Batch {
+            source: 0,
+            lines,
+            live: false,
+            on_commit: Box::new(|| {}),
+            key: None,
+            redelivery: false,
+            context: None,
+            offset: None,
+        }
+    }
+
+    /// The routers of the events the sink holds, in order.
+    fn routers_out(out: &mut mpsc::Receiver<Delivery>) -> Vec<String> {
+        std::iter::from_fn(|| out.try_recv().ok())
+            .map(|d| d.event.router.clone().unwrap_or_default())
+            .collect()
+    }
+
     /// Commits are written in the order they were made, each after the one before it, though
     /// the engine task queues the next while the last is still being written.
     #[tokio::test]
@@ -1255,62 +1315,24 @@ mod tests {
     async fn the_next_commit_is_made_while_the_last_is_written_and_events_go_out_in_order() {
         let dir = tempfile::tempdir().expect("dir");
         let config = EngineConfig::default();
-        let clock = Clock::starting_at(t0());
-        let metrics = Arc::new(Metrics::with_clock(clock).expect("metrics"));
         let store = Store::open(dir.path(), &config).expect("store");
-        let mut task = EngineTask::restore(
-            config.clone(),
-            store,
-            metrics.clone(),
-            SharedView::default(),
-            clock,
-        )
-        .expect("engine task");
-        let (sink_tx, mut out) = mpsc::channel(64);
-        let queue = SinkQueue {
-            name: "t".into(),
-            tx: Some(sink_tx),
-            metrics: metrics.sink("t"),
-            acked: Acked::default(),
-            when_full: Full::Block,
-        };
-        task.connect(Fanout::new(vec![queue])).await.expect("connect");
-        task.add_source("s", Context::new("prod", "c1"), false);
-        let router = |id: &str, at: Timestamp| {
-            format!(
-                r#"{{"namespace":"router","event_type":"router-online","router_id":"{id}","event_src_id":"c1","timestamp":"{}"}}"#,
-                at.to_rfc3339()
-            )
-            .into_bytes()
-        };
-        let batch = |lines: Vec<Vec<u8>>| Input::Batch {
-            source: 0,
-            lines,
-            live: false,
-            on_commit: Box::new(|| {}),
-            key: None,
-            redelivery: false,
-            context: None,
-            offset: None,
-        };
+        let (mut task, mut out) = with_sink(store, false, 64).await;
         // Record time, in the past of the clock (a record from the future is clamped).
         let later = |s: u64| before_t0(100 - s);
         for (i, id) in ["r1", "r2", "r3"].into_iter().enumerate() {
             // `rx` closes the window of the router before it.
             let s = 10 * i as u64;
-            task.accept(batch(vec![router(id, later(s)), router("rx", later(s + 5))]))
-                .await
-                .expect("applied");
+            let lines = vec![
+                router_line("online", id, later(s)),
+                router_line("online", "rx", later(s + 5)),
+            ];
+            task.accept(pushed(lines)).await.expect("applied");
             task.commit().await.expect("commit");
         }
         assert!(task.inflight.len() > 1, "commits queued without waiting for the last");
         task.settle().await.expect("settled");
         assert!(task.inflight.is_empty());
-        let mut routers = Vec::new();
-        while let Ok(d) = out.try_recv() {
-            routers.push(d.event.router.clone().unwrap_or_default());
-        }
-        assert_eq!(routers, ["r1", "rx", "r2", "r3"], "in commit order");
+        assert_eq!(routers_out(&mut out), ["r1", "rx", "r2", "r3"], "in commit order");
         drop(task);
         let restored = Store::open(dir.path(), &config).expect("store").load(config).expect("load");
         assert_eq!(restored.engine.keys(), 4, "every commit on disk");
@@ -1322,49 +1344,16 @@ mod tests {
     #[tokio::test]
     async fn events_due_with_a_mass_eviction_are_committed_before_it() {
         let dir = tempfile::tempdir().expect("dir");
-        let config = EngineConfig::default();
-        let clock = Clock::starting_at(t0());
-        let metrics = Arc::new(Metrics::with_clock(clock).expect("metrics"));
-        let store = Store::open(dir.path(), &config).expect("store");
-        let mut task = EngineTask::restore(
-            config.clone(),
-            store,
-            metrics.clone(),
-            SharedView::default(),
-            clock,
-        )
-        .expect("engine task");
-        let (sink_tx, mut out) = mpsc::channel(64);
-        let queue = SinkQueue {
-            name: "t".into(),
-            tx: Some(sink_tx),
-            metrics: metrics.sink("t"),
-            acked: Acked::default(),
-            when_full: Full::Block,
-        };
-        task.connect(Fanout::new(vec![queue])).await.expect("connect");
+        let store = Store::open(dir.path(), &EngineConfig::default()).expect("store");
         // A push source: caught up, so the engine follows the wall clock.
-        task.add_source("s", Context::new("prod", "c1"), true);
-        let ttl = config.defaults.key_ttl.to_std().as_secs();
+        let (mut task, mut out) = with_sink(store, true, 64).await;
+        let ttl = EngineConfig::default().defaults.key_ttl.to_std().as_secs();
         // Offline: an online router is kept, however old its record (its check re-armed).
-        let offline = |id: &str, ago: u64| {
-            format!(
-                r#"{{"namespace":"router","event_type":"router-offline","router_id":"{id}","event_src_id":"c1","timestamp":"{}"}}"#,
-                before_t0(ago).to_rfc3339()
-            )
-            .into_bytes()
-        };
-        let batch = Input::Batch {
-            source: 0,
-            lines: vec![offline("r1", ttl + 10), offline("r2", ttl + 5)],
-            live: false,
-            on_commit: Box::new(|| {}),
-            key: None,
-            redelivery: false,
-            context: None,
-            offset: None,
-        };
-        task.accept(batch).await.expect("applied");
+        let lines = vec![
+            router_line("offline", "r1", before_t0(ttl + 10)),
+            router_line("offline", "r2", before_t0(ttl + 5)),
+        ];
+        task.accept(pushed(lines)).await.expect("applied");
         let stored_keys = |task: &EngineTask| {
             task.store.load(EngineConfig::default()).expect("load").engine.keys()
         };
@@ -1374,11 +1363,7 @@ mod tests {
         assert!(task.shards.untidy(), "the evictions wait for the events' commit");
         task.commit().await.expect("commit");
         task.settle().await.expect("settled");
-        let mut sent = Vec::new();
-        while let Ok(d) = out.try_recv() {
-            sent.push(d.event.router.clone().unwrap_or_default());
-        }
-        assert_eq!(sent, ["r1", "r2"], "the events are out");
+        assert_eq!(routers_out(&mut out), ["r1", "r2"], "the events are out");
         assert_eq!(stored_keys(&task), 2, "their commit holds both routers still");
 
         task.tidy();
@@ -1393,48 +1378,13 @@ mod tests {
     /// each with its own line.
     #[tokio::test]
     async fn a_large_commit_s_events_go_out_in_order_each_with_its_own_line() {
-        let clock = Clock::starting_at(t0());
-        let metrics = Arc::new(Metrics::with_clock(clock).expect("metrics"));
-        let mut task = EngineTask::restore(
-            EngineConfig::default(),
-            Store::none(),
-            metrics.clone(),
-            SharedView::default(),
-            clock,
-        )
-        .expect("engine task");
         let n = PARALLEL_LINES + 1001;
-        let (sink_tx, mut out) = mpsc::channel(2 * n);
-        let queue = SinkQueue {
-            name: "t".into(),
-            tx: Some(sink_tx),
-            metrics: metrics.sink("t"),
-            acked: Acked::default(),
-            when_full: Full::Block,
-        };
-        task.connect(Fanout::new(vec![queue])).await.expect("connect");
-        task.add_source("s", Context::new("prod", "c1"), false);
-        let line = |id: usize, ago: u64| {
-            format!(
-                r#"{{"namespace":"router","event_type":"router-online","router_id":"r{id}","event_src_id":"c1","timestamp":"{}"}}"#,
-                before_t0(ago).to_rfc3339()
-            )
-            .into_bytes()
-        };
+        let (mut task, mut out) = with_sink(Store::none(), false, 2 * n).await;
         // Every router online at once; the last record closes their windows.
-        let mut lines: Vec<Vec<u8>> = (0..n).map(|i| line(i, 60)).collect();
-        lines.push(line(n, 50));
-        let batch = Input::Batch {
-            source: 0,
-            lines,
-            live: false,
-            on_commit: Box::new(|| {}),
-            key: None,
-            redelivery: false,
-            context: None,
-            offset: None,
-        };
-        task.accept(batch).await.expect("applied");
+        let mut lines: Vec<Vec<u8>> =
+            (0..n).map(|i| router_line("online", &format!("r{i}"), before_t0(60))).collect();
+        lines.push(router_line("online", "last", before_t0(50)));
+        task.accept(pushed(lines)).await.expect("applied");
         task.commit().await.expect("commit");
         task.settle().await.expect("settled");
         let mut seen = 0;
@@ -1457,23 +1407,7 @@ mod tests {
     /// An engine task on a clock that reads T0 now, with one caught-up push source and one
     /// sink the test reads.
     async fn harness() -> Harness {
-        let clock = Clock::starting_at(t0());
-        let metrics = Arc::new(Metrics::with_clock(clock).expect("metrics"));
-        let view = SharedView::default();
-        let store = Store::none();
-        let mut task =
-            EngineTask::restore(EngineConfig::default(), store, metrics.clone(), view, clock)
-                .expect("engine task");
-        let (sink_tx, out) = mpsc::channel(64);
-        let queue = SinkQueue {
-            name: "t".into(),
-            tx: Some(sink_tx),
-            metrics: metrics.sink("t"),
-            acked: Acked::default(),
-            when_full: Full::Block,
-        };
-        task.connect(Fanout::new(vec![queue])).await.expect("connect");
-        task.add_source("s", Context::new("prod", "unknown"), true);
+        let (mut task, out) = with_sink(Store::none(), true, 64).await;
         let (tx, rx) = mpsc::channel(8);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
