@@ -7,8 +7,9 @@
 //! transaction, and only then hands the new events to the sinks. While a commit is written
 //! (on a blocking thread) the task applies the next records and makes the next commits, up to
 //! [`IN_FLIGHT`] waiting at once; they reach the disk in order, one at a time, and their
-//! events go out in the same order. An event therefore never reaches a sink before the state that produced it
-//! is on disk, and a position never advances past a record whose events could still be lost.
+//! events go out in the same order. An event therefore never reaches a sink before the state
+//! that produced it is on disk, and a position never advances past a record whose events could
+//! still be lost.
 //! A crash can cause a redelivery (same id), never a loss.
 //!
 //! **Live time** (DESIGN §5.1). Engine time is the latest record time, clamped to the wall
@@ -720,22 +721,22 @@ impl EngineTask {
         // A large commit's second half is serialized on a thread of its own meanwhile: at a
         // startup burst (a million events) serializing was the engine task's dearest step,
         // 1.8 s, while the other core had room for half of it.
-        let half = events.len() / 2;
+        let cut = match events.len() >= PARALLEL_LINES {
+            true => events.len() / 2,
+            false => events.len(),
+        };
+        let (front, back) = events.split_at(cut);
         let serialized = std::thread::scope(|scope| {
-            let back = (events.len() >= PARALLEL_LINES)
-                .then(|| scope.spawn(|| json_lines(events.get(half..).unwrap_or_default())));
+            let back = (!back.is_empty()).then(|| scope.spawn(|| json_lines(back)));
             self.publish_view(&events);
-            match back {
-                None => json_lines(&events),
-                Some(back) => {
-                    let mut lines = json_lines(events.get(..half).unwrap_or_default());
-                    match back.join() {
-                        Ok(rest) => lines.extend(rest),
-                        Err(panic) => std::panic::resume_unwind(panic),
-                    }
-                    lines
+            let mut lines = json_lines(front);
+            if let Some(back) = back {
+                match back.join() {
+                    Ok(rest) => lines.extend(rest),
+                    Err(panic) => std::panic::resume_unwind(panic),
                 }
             }
+            lines
         });
         let mut lines: Vec<EventLine> = Vec::with_capacity(events.len());
         // Exactly once: each partition's events, for its transaction.

@@ -109,10 +109,8 @@ impl Shards {
 
     /// Moves the live engines' time to `now`, firing what is due.
     pub fn tick(&mut self, now: Timestamp, whole: bool) {
-        for s in self.live_mut(whole) {
-            s.driver.engine.tick(now, &mut s.driver.events);
-            s.touched = true;
-        }
+        self.fire(now, whole);
+        self.tidy();
     }
 
     /// [`Shards::tick`]'s first half: the live engines' time moves to `now` and their due
