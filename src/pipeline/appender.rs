@@ -33,7 +33,7 @@ pub struct ShardJob {
     pub input: u64,
     /// Exactly once: the partition's events, which its transaction produces to the kafka
     /// sinks' topics. Empty otherwise.
-    pub events: Vec<(Arc<str>, Arc<crate::model::ClusterEvent>)>,
+    pub events: Vec<(Arc<str>, super::EventRef)>,
 }
 
 /// How jobs reach Kafka.

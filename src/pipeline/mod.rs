@@ -27,7 +27,7 @@ pub mod shutdown;
 pub mod transaction;
 
 pub use crate::support::clock::Clock;
-pub use delivery::{Acked, Delivery, Forward};
+pub use delivery::{Acked, Delivery, EventRef, Forward};
 pub use input::{Input, Lines, OnCommit, Owned, PartitionChange};
 pub use shutdown::{Shutdown, Stop};
 

@@ -10,9 +10,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::delivery::Delivery;
+use super::delivery::{Delivery, EventRef};
 use super::input::OnCommit;
-use crate::model::ClusterEvent;
 use crate::state::{chunks, Chunk};
 
 /// The batches of one commit, and the last event it holds.
@@ -40,7 +39,7 @@ pub struct Outbox {
 
 impl Outbox {
     /// Gives events sequence numbers; returns them as deliveries.
-    pub fn enqueue(&mut self, events: Vec<(Arc<str>, Arc<ClusterEvent>)>) -> Vec<Delivery> {
+    pub fn enqueue(&mut self, events: Vec<(Arc<str>, EventRef)>) -> Vec<Delivery> {
         events
             .into_iter()
             .map(|(line, event)| {
@@ -143,11 +142,11 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{EventKind, Timestamp};
+    use crate::model::{ClusterEvent, EventKind, Timestamp};
     use crate::state::CHUNK_EVENTS;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn events(n: usize) -> Vec<(Arc<str>, Arc<ClusterEvent>)> {
+    fn events(n: usize) -> Vec<(Arc<str>, EventRef)> {
         (0..n)
             .map(|i| {
                 let e = ClusterEvent::new(
@@ -157,7 +156,7 @@ mod tests {
                     Timestamp(i as i64),
                 )
                 .seal(&[]);
-                (Arc::from(format!("line {i}")), Arc::new(e))
+                (Arc::from(format!("line {i}")), EventRef::from(e))
             })
             .collect()
     }

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::appender::{Appender, Job, Mode, ShardJob};
 use super::commit::{shard_positions, Restored, Store};
-use super::delivery::Delivery;
+use super::delivery::{Delivery, EventRef};
 use super::driver::Watch;
 use super::fanout::Fanout;
 use super::input::{Input, Owned, PartitionChange};
@@ -114,7 +114,7 @@ pub struct EngineTask {
 
 /// A grouped kafka source, its changelog, and what appends to it.
 /// An event with its JSON line.
-type EventLine = (Arc<str>, Arc<ClusterEvent>);
+type EventLine = (Arc<str>, EventRef);
 
 struct Grouped {
     source: String,
@@ -198,7 +198,7 @@ impl EngineTask {
         let stale_outbox = stored.iter().map(|(first, _)| *first).collect();
         for line in stored.into_iter().flat_map(|(_, lines)| lines) {
             match serde_json::from_str::<ClusterEvent>(&line) {
-                Ok(e) => again.push((Arc::from(line), Arc::new(e))),
+                Ok(e) => again.push((Arc::from(line), EventRef::from(e))),
                 Err(e) => {
                     tracing::error!(error = %e, "an undelivered event in the state store is corrupt; skipped")
                 }
@@ -743,14 +743,14 @@ impl EngineTask {
         let exactly_once = self.exactly_once();
         let mut by_partition: BTreeMap<i32, Vec<EventLine>> = BTreeMap::new();
         let mut range = ranges.into_iter().peekable();
-        for (i, (e, line)) in events.into_iter().zip(serialized).enumerate() {
+        for (i, (e, line)) in EventRef::all(events).zip(serialized).enumerate() {
             while range.peek().is_some_and(|(_, to, _)| i >= *to) {
                 range.next();
             }
             let partition = range.peek().filter(|(from, _, _)| i >= *from).map(|(_, _, p)| *p);
             match line {
                 Ok(line) => {
-                    let line: EventLine = (line, Arc::new(e));
+                    let line: EventLine = (line, e);
                     if let Some(p) = partition.filter(|_| exactly_once) {
                         by_partition.entry(p).or_default().push(line.clone());
                     }

@@ -40,7 +40,7 @@ pub struct TxnShard {
     /// The input partition's next offset: what the group commits for it.
     pub input: u64,
     /// The events its engine emitted, with their JSON lines.
-    pub events: Vec<(Arc<str>, Arc<ClusterEvent>)>,
+    pub events: Vec<(Arc<str>, crate::pipeline::EventRef)>,
 }
 
 /// An event's record for one kafka sink: topic, key, body, headers.

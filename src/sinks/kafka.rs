@@ -73,7 +73,7 @@ use tokio::sync::mpsc::Receiver;
 use super::encoding::LineFormat;
 use super::SinkError;
 use crate::model::ClusterEvent;
-use crate::pipeline::{Delivery, Forward};
+use crate::pipeline::{Delivery, EventRef, Forward};
 use crate::support::retry::Backoff;
 use crate::telemetry::events::{DeliveryFailed, Reachability};
 use crate::telemetry::metrics::SinkMetrics;
@@ -112,7 +112,7 @@ pub struct Opaque {
 #[derive(Clone)]
 enum Record {
     /// With the body's content type.
-    Event(Arc<ClusterEvent>, &'static str),
+    Event(EventRef, &'static str),
     Raw {
         cluster: Arc<str>,
         reporter: Arc<str>,

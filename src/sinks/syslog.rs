@@ -670,7 +670,7 @@ mod tests {
         let h = Header { severities: Arc::new(severities), ..header() };
         let e = event(EventKind::RouterOnline);
         let line: Arc<str> = Arc::from(serde_json::to_string(&e).unwrap());
-        let d = Delivery { seq: 1, line, event: Arc::new(e.clone()) };
+        let d = Delivery { seq: 1, line, event: e.clone().into() };
         let msg = message(&h, &e, &body(Encoding::Cef, &h, &d));
         // daemon (3) << 3 | critical (2) = 26; CEF severity 10.
         assert!(msg.starts_with("<26>1 "), "{msg}");

@@ -58,10 +58,13 @@ impl Tap {
     }
 
     /// Hands `event` to every reader there is; costs nothing when there are none.
-    pub fn publish(&self, event: &Arc<ClusterEvent>, line: &Arc<str>) {
+    pub fn publish(&self, event: &ClusterEvent, line: &Arc<str>) {
         if self.tx.receiver_count() > 0 {
+            // A copy of its own: a reader's backlog holding a commit's event would hold all
+            // of that commit's events (see `EventRef`).
+            let event = Arc::new(event.clone());
             // An error only says that nobody listens any more.
-            let _ = self.tx.send(Tapped { event: event.clone(), line: line.clone() });
+            let _ = self.tx.send(Tapped { event, line: line.clone() });
         }
     }
 

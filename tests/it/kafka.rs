@@ -34,7 +34,7 @@ fn deliveries(n: u64, payload_pad: usize) -> Vec<Delivery> {
             e.router = Some(format!("r{seq}{}", "x".repeat(payload_pad)));
             let e = e.seal(&[]);
             let line = serde_json::to_string(&e).unwrap();
-            Delivery { seq, line: Arc::from(line), event: Arc::new(e) }
+            Delivery { seq, line: Arc::from(line), event: e.into() }
         })
         .collect()
 }

@@ -45,7 +45,7 @@ fn deliveries(from: u64, n: u64, first_seq: u64) -> Vec<Delivery> {
             Delivery {
                 seq: first_seq + i,
                 line: Arc::from(serde_json::to_string(&e).unwrap()),
-                event: Arc::new(e),
+                event: e.into(),
             }
         })
         .collect()

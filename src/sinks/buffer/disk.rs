@@ -471,7 +471,7 @@ fn read(name: &str, inner: &Inner, from: u64, to_sink: mpsc::Sender<Delivery>) {
             };
             seq += 1;
             inner.sent.lock().unwrap_or_else(|p| p.into_inner()).push_back((seq, index));
-            let d = Delivery { seq, line: Arc::from(line), event: Arc::new(event) };
+            let d = Delivery { seq, line: Arc::from(line), event: event.into() };
             // Not a blocking send: a sink whose broker is away stops taking events, and
             // shutdown must still be able to stop this thread.
             let mut d = d;

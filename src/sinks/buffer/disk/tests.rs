@@ -20,7 +20,7 @@ fn delivery(seq: u64) -> Delivery {
     );
     e.node = Some(format!("n{seq}"));
     let e = e.seal(&[]);
-    Delivery { seq, line: Arc::from(serde_json::to_string(&e).expect("json")), event: Arc::new(e) }
+    Delivery { seq, line: Arc::from(serde_json::to_string(&e).expect("json")), event: e.into() }
 }
 
 fn config(max_bytes: u64, when_full: WhenFull) -> BufferConfig {
