@@ -421,7 +421,7 @@ impl EngineTask {
                         self.shards.whole().driver.events.extend(events);
                     }
                     self.forget(old.driver.engine.cluster_names().map(str::to_string));
-                    self.publish_view(&[]);
+                    self.publish_view();
                 }
             }
             if !self.shards.contains(Shard::Partition(partition)) {
@@ -709,26 +709,28 @@ impl EngineTask {
                 self.positions.remove(&input);
             }
         }
-        // State that cannot be encoded fails the commit: leaving it out would make the
-        // next start forget what it held, re-emitting states or losing pending ones.
-        let changes = match self.store.is_some() || self.changelog.is_some() {
-            true => Some(self.shards.changes(keep_revoked)?),
-            false => None,
-        };
-        // A revoked partition's clusters leave the view after its last events.
-        let dropped = self.shards.drop_revoked();
-        self.forget(dropped);
-        // A large commit's second half is serialized on a thread of its own meanwhile: at a
-        // startup burst (a million events) serializing was the engine task's dearest step,
-        // 1.8 s, while the other core had room for half of it.
+        let stored = self.store.is_some() || self.changelog.is_some();
+        // A large commit is cut in two: a thread of its own takes the events into the view
+        // and serializes the second half while the engine task takes the changed entries and
+        // serializes the first. At a startup burst (a million events) these cost the engine
+        // task 2.7 s in a row, while the other core had room.
         let cut = match events.len() >= PARALLEL_LINES {
             true => events.len() / 2,
             false => events.len(),
         };
         let (front, back) = events.split_at(cut);
-        let serialized = std::thread::scope(|scope| {
-            let back = (!back.is_empty()).then(|| scope.spawn(|| json_lines(back)));
-            self.publish_view(&events);
+        let (view, metrics) = (&self.view, &self.metrics);
+        let (changes, serialized) = std::thread::scope(|scope| {
+            let back = (!back.is_empty()).then(|| {
+                scope.spawn(|| {
+                    view_events(view, metrics, &events);
+                    json_lines(back)
+                })
+            });
+            let changes = stored.then(|| self.shards.changes(keep_revoked));
+            if back.is_none() {
+                view_events(view, metrics, &events);
+            }
             let mut lines = json_lines(front);
             if let Some(back) = back {
                 match back.join() {
@@ -736,8 +738,15 @@ impl EngineTask {
                     Err(panic) => std::panic::resume_unwind(panic),
                 }
             }
-            lines
+            (changes, lines)
         });
+        // State that cannot be encoded fails the commit: leaving it out would make the
+        // next start forget what it held, re-emitting states or losing pending ones.
+        let changes = changes.transpose()?;
+        // A revoked partition's clusters leave the view after its last events.
+        let dropped = self.shards.drop_revoked();
+        self.forget(dropped);
+        self.publish_view();
         let mut lines: Vec<EventLine> = Vec::with_capacity(events.len());
         // Exactly once: each partition's events, for its transaction.
         let exactly_once = self.exactly_once();
@@ -859,25 +868,16 @@ impl EngineTask {
         self.sinks.dispatch(fresh).await
     }
 
-    /// The stable view and the transition and suppressed counters follow the events; the
-    /// gauges of what the engine holds follow the engine.
-    fn publish_view(&mut self, events: &[ClusterEvent]) {
+    /// After a commit's events (see [`view_events`]): evicted keys leave the view, the
+    /// suppressed counters follow the engines, and so do the gauges of what they hold.
+    fn publish_view(&mut self) {
         self.metrics.clusters.set(self.shards.clusters() as i64);
         self.metrics.keys.set(self.shards.keys() as i64);
         for refusal in self.shards.take_refusals() {
             LimitReached { refusal: &refusal }.emit();
         }
-        if !events.is_empty() || !self.evicted.is_empty() {
+        if !self.evicted.is_empty() {
             let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
-            // Counted per commit, not per event: a label lookup per event showed in profiles.
-            let mut transitions: BTreeMap<(&str, EventKind), u64> = BTreeMap::new();
-            for e in events {
-                view.apply(e);
-                *transitions.entry((e.cluster.as_str(), e.kind)).or_default() += 1;
-            }
-            for ((cluster, kind), n) in transitions {
-                self.metrics.transitions(cluster, kind, n);
-            }
             for e in self.evicted.drain(..) {
                 view.evict(&e);
                 if e.key == "cluster" {
@@ -898,6 +898,24 @@ impl EngineTask {
                 *seen = n;
             }
         }
+    }
+}
+
+/// The stable view and the transition counters follow a commit's events.
+fn view_events(view: &SharedView, metrics: &Metrics, events: &[ClusterEvent]) {
+    if events.is_empty() {
+        return;
+    }
+    let mut view = view.lock().unwrap_or_else(|p| p.into_inner());
+    // Counted per commit, not per event: a label lookup per event showed in profiles.
+    let mut transitions: BTreeMap<(&str, EventKind), u64> = BTreeMap::new();
+    for e in events {
+        view.apply(e);
+        *transitions.entry((e.cluster.as_str(), e.kind)).or_default() += 1;
+    }
+    drop(view);
+    for ((cluster, kind), n) in transitions {
+        metrics.transitions(cluster, kind, n);
     }
 }
 
@@ -1380,7 +1398,10 @@ mod tests {
     #[tokio::test]
     async fn a_large_commit_s_events_go_out_in_order_each_with_its_own_line() {
         let n = PARALLEL_LINES + 1001;
-        let (mut task, mut out) = with_sink(Store::none(), false, 2 * n).await;
+        let dir = tempfile::tempdir().expect("dir");
+        let config = EngineConfig::default();
+        let store = Store::open(dir.path(), &config).expect("store");
+        let (mut task, mut out) = with_sink(store, false, 2 * n).await;
         // Every router online at once; the last record closes their windows.
         let mut lines: Vec<Vec<u8>> =
             (0..n).map(|i| router_line("online", &format!("r{i}"), before_t0(60))).collect();
@@ -1396,6 +1417,12 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, n);
+        // The view took the events on the other thread, the store the changed entries.
+        let view = routers(&task.view, "prod").expect("the cluster in the view");
+        assert_eq!(view.values().filter(|online| **online).count(), n, "every router out");
+        drop(task);
+        let restored = Store::open(dir.path(), &config).expect("store").load(config).expect("load");
+        assert_eq!(restored.engine.keys(), n as u64 + 1, "every router's entry on disk");
     }
 
     struct Harness {
