@@ -141,7 +141,10 @@ impl StateStore {
             .map_err(|source| StateError::Io { path: dir.to_path_buf(), source })?;
         let fail =
             |e: fjall::Error| StateError::Store { path: path.clone(), reason: e.to_string() };
-        let db = Database::builder(&path).open().map_err(fail)?;
+        // One background worker. With two, fjall's first worker hands every compaction on
+        // to the second and, while that one is busy, takes it back from the queue and hands
+        // it on again: a core spent spinning for as long as a compaction runs.
+        let db = Database::builder(&path).worker_threads(1).open().map_err(fail)?;
         let ks = db.keyspace("state", KeyspaceCreateOptions::default).map_err(fail)?;
         let store = StateStore { db, ks, path: path.clone() };
         let legacy_path = dir.join(legacy::FILE_NAME);

@@ -548,3 +548,33 @@ fn killed_at_random_points_while_committing_100k_keys_the_store_opens_and_nothin
         .collect();
     check("100,000 keys, 6 SIGKILLs during commits", &got, &want);
 }
+
+/// fjall's first of two background workers hands every compaction on to the second, and
+/// while that one is busy takes it back from the queue and hands it on again: a core spent
+/// spinning for as long as a compaction runs. The store runs one worker.
+#[test]
+fn the_state_store_runs_one_background_worker_so_none_spins_handing_compactions_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = write_temp(
+        dir.path(),
+        "ctrl.log",
+        cluster_line("ctrl1", "peer.connected", &peers(&["ctrl2"])).as_bytes(),
+    );
+    let cfg = tail_config(dir.path(), &log, "[sinks.out]\ntype = \"stdout\"\n");
+    let mut d = Daemon::start(&cfg);
+    let pid = d.child.id();
+    let workers = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks
+                    .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                    .filter(|comm| comm.trim() == "fjall:worker")
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert!(eventually(|| workers() > 0), "the store's worker started");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(workers(), 1);
+    d.signal("-TERM");
+}
