@@ -13,8 +13,9 @@ use crate::model::ClusterEvent;
 /// One event of a commit, whose events share one allocation: the engine's own list of them,
 /// moved, not copied. An allocation per event copied each (about 400 bytes) into fresh
 /// memory; at a startup burst of a million events that was a tenth of the engine task's time.
-/// The commit's events are freed together, once the last of them is let go: a commit's
-/// events leave the outbox in order, so that is about when the last one would have been.
+/// The commit's events are freed together, once the last of them is let go. They were held
+/// together before too: the commit's deliveries stay with the engine task until the slowest
+/// sink's queue has taken the last of them. Now they stay until that sink has sent it.
 #[derive(Clone)]
 pub struct EventRef {
     events: Arc<Vec<ClusterEvent>>,
