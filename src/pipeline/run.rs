@@ -112,10 +112,10 @@ pub struct EngineTask {
     tap: Option<Arc<Tap>>,
 }
 
-/// A grouped kafka source, its changelog, and what appends to it.
 /// An event with its JSON line.
 type EventLine = (Arc<str>, EventRef);
 
+/// A grouped kafka source, its changelog, and what appends to it.
 struct Grouped {
     source: String,
     changelog: Arc<dyn Changelog>,
@@ -720,24 +720,20 @@ impl EngineTask {
         };
         let (front, back) = events.split_at(cut);
         let (view, metrics) = (&self.view, &self.metrics);
+        // Only references: the same work runs on the helper thread or, for a small commit,
+        // here after the first half.
+        let helper_s = || {
+            view_events(view, metrics, &events);
+            json_lines(back)
+        };
         let (changes, serialized) = std::thread::scope(|scope| {
-            let back = (!back.is_empty()).then(|| {
-                scope.spawn(|| {
-                    view_events(view, metrics, &events);
-                    json_lines(back)
-                })
-            });
+            let helper = (!back.is_empty()).then(|| scope.spawn(helper_s));
             let changes = stored.then(|| self.shards.changes(keep_revoked));
-            if back.is_none() {
-                view_events(view, metrics, &events);
-            }
             let mut lines = json_lines(front);
-            if let Some(back) = back {
-                match back.join() {
-                    Ok(rest) => lines.extend(rest),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
+            lines.extend(match helper {
+                Some(helper) => helper.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                None => helper_s(),
+            });
             (changes, lines)
         });
         // State that cannot be encoded fails the commit: leaving it out would make the
